@@ -1,0 +1,14 @@
+"""microgpt_core: a GPT-style decoder-only Transformer written from its equations in JAX."""
+
+from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig
+from microgpt_core.params import count_params, init_params, param_axes, param_shapes
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ConfigError",
+    "GPTConfig",
+    "count_params",
+    "init_params",
+    "param_axes",
+    "param_shapes",
+]

@@ -1,0 +1,163 @@
+"""`GPTConfig`: the shape and the choices of a microGPT model, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION"]
+
+# Version of the `config.json` layout written by `save_pretrained`; `GPTConfig.upgrade` reads older ones.
+FORMAT_VERSION = 1
+
+POSITIONAL_KINDS = ("learned", "sinusoidal")
+GELU_KINDS = ("tanh", "exact")
+ATTENTION_KINDS = ("math", "fused")
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and what is valid."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GPTConfig:
+    """Hyper-parameters of a decoder-only Transformer.
+
+    Letters used in shape comments throughout microgpt_core: V = vocab_size, T = context_length,
+    D = d_model, L = n_layers, H = n_heads, Dh = head_dim = D / H, F = d_ff.
+
+    Attributes:
+      vocab_size: number of token ids V.
+      context_length: longest sequence T the model attends over.
+      d_model: width D of the residual stream.
+      n_layers: number of Transformer blocks L.
+      n_heads: attention heads H; must divide d_model.
+      d_ff: hidden width F of the MLP (default 4 * d_model).
+      positional: "learned" (a table, GPT-2) or "sinusoidal" (Vaswani et al. 2017, no parameters).
+      bias: whether linear layers and layer norms carry biases.
+      final_norm: whether a layer norm precedes the output head (GPT-2 has one).
+      tie_embeddings: whether the output head reuses the token embedding matrix transposed.
+      embed_scale: whether token embeddings are multiplied by sqrt(d_model) (Vaswani et al.).
+      norm_eps: epsilon inside layer norm.
+      dropout: dropout rate in [0, 1) applied in training only.
+      gelu: "tanh" (GPT-2's approximation) or "exact" (erf).
+      attention: "math" (written from the definition) or "fused" (`jax.nn.dot_product_attention`).
+      compute_dtype: dtype of matmul inputs: "float32" or "bfloat16" (params stay float32;
+        softmax, norm statistics, logits and loss stay float32).
+    """
+
+    vocab_size: int
+    context_length: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int | None = None
+    positional: str = "learned"
+    bias: bool = True
+    final_norm: bool = True
+    tie_embeddings: bool = True
+    embed_scale: bool = False
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    gelu: str = "tanh"
+    attention: str = "math"
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", 4 * self.d_model if isinstance(self.d_model, int) else None)
+        self.validate()
+
+    # ----------------------------------------------------------------------------------------------
+    # Derived values.
+    @property
+    def head_dim(self) -> int:
+        """Dh = D / H."""
+        return self.d_model // self.n_heads
+
+    # ----------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raises `ConfigError` naming the first field whose value is out of range."""
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "d_ff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"GPTConfig.{name} must be an integer >= 1, got {value!r}")
+            if value < 1:
+                raise ConfigError(f"GPTConfig.{name} must be >= 1, got {value}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"GPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
+                f"valid n_heads divide {self.d_model}"
+            )
+        _check_choice("positional", self.positional, POSITIONAL_KINDS)
+        _check_choice("gelu", self.gelu, GELU_KINDS)
+        _check_choice("attention", self.attention, ATTENTION_KINDS)
+        _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ConfigError(
+                f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}"
+            )
+        for name in ("bias", "final_norm", "tie_embeddings", "embed_scale"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        dropout = self.dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ConfigError(f"GPTConfig.dropout must be a number in [0, 1), got {dropout!r}")
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (0 < eps < 1):
+            raise ConfigError(f"GPTConfig.norm_eps must be a number in (0, 1), got {eps!r}")
+        if not math.isfinite(float(eps)):
+            raise ConfigError(f"GPTConfig.norm_eps must be finite, got {eps!r}")
+
+    # ----------------------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> GPTConfig:
+        """A copy with some fields changed (validated again)."""
+        if "d_model" in changes and "d_ff" not in changes and self.d_ff == 4 * self.d_model:
+            changes["d_ff"] = None  # keep the default ratio when only the width changes
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as JSON-compatible values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
+        """Builds a config from `to_dict()`'s output; unknown keys and missing fields are errors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a GPTConfig must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown GPTConfig field(s) {unknown}; valid fields are {names}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ConfigError(f"GPTConfig is missing required field(s) {missing}")
+        return cls(**data)
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> GPTConfig:
+        """Reads a `config.json` body of any format version (the `format_version` key is optional).
+
+        Version 1 is the current layout; newer versions than this library knows are refused.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a GPTConfig must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("format_version", FORMAT_VERSION)
+        if not isinstance(version, int) or version < 1:
+            raise ConfigError(f"format_version must be an integer >= 1, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ConfigError(
+                f"format_version {version} is newer than this microgpt-core understands "
+                f"({FORMAT_VERSION}); upgrade microgpt-core"
+            )
+        return cls.from_dict(data)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"GPTConfig.{name} must be one of {list(choices)}, got {value!r}")

@@ -1,0 +1,3 @@
+"""microgpt_data (in progress: see the package README)."""
+
+__all__: list[str] = []
