@@ -36,11 +36,38 @@ WEIGHTS_FILE = "model.safetensors"
 
 _DTYPE = "F32"  # safetensors' name for float32, the only dtype parameters are stored in
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header's size
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2,
-                "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
-_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-                "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool"}
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+}
+_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "U16": "uint16",
+    "U32": "uint32",
+    "U64": "uint64",
+    "BOOL": "bool",
+}
 
 
 class CheckpointError(ValueError):
@@ -155,8 +182,9 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
             f"{WEIGHTS_FILE} (as written by save_pretrained)"
         )
     if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a folder; expected a folder with {CONFIG_FILE} "
-                              f"and {WEIGHTS_FILE}")
+        raise CheckpointError(
+            f"{directory}: not a folder; expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
     config = _read_config(directory / CONFIG_FILE)
     arrays = _read_weights(directory / WEIGHTS_FILE, config)
     return unflatten({name: jnp.asarray(value) for name, value in arrays.items()}), config
@@ -176,8 +204,9 @@ def _read_config(path: Path) -> GPTConfig:
     except _DuplicateKey as e:
         raise CheckpointError(f"{path}: key {e.args[0]!r} appears more than once") from None
     if not isinstance(body, dict):
-        raise CheckpointError(f"{path}: must hold a JSON object of GPTConfig fields, "
-                              f"got a JSON {type(body).__name__}")
+        raise CheckpointError(
+            f"{path}: must hold a JSON object of GPTConfig fields, got a JSON {type(body).__name__}"
+        )
     try:
         return GPTConfig.upgrade(body)
     except (ConfigError, TypeError) as e:
@@ -245,16 +274,22 @@ def _read_header(path: Path) -> dict[str, dict[str, Any]]:
             raise CheckpointError(f"{what} has unknown dtype {dtype!r}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise CheckpointError(f"{what} has an invalid shape {shape!r}")
-        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets))
-                or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]):
-            raise CheckpointError(f"{what} has data_offsets {offsets!r} that do not match its "
-                                  f"shape {shape} and dtype {dtype}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(map(_is_count, offsets))
+            or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]
+        ):
+            raise CheckpointError(
+                f"{what} has data_offsets {offsets!r} that do not match its shape {shape} and dtype {dtype}"
+            )
         spans.append((offsets[0], offsets[1], name))
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
-            raise CheckpointError(f"{bad}: tensor {name!r} starts at byte {begin} of the data, "
-                                  f"expected {end} (overlap or gap)")
+            raise CheckpointError(
+                f"{bad}: tensor {name!r} starts at byte {begin} of the data, expected {end} (overlap or gap)"
+            )
         end = stop
     if 8 + n + end != size:
         last = f" (tensor {max(spans)[2]!r} is cut off)" if spans and 8 + n + end > size else ""

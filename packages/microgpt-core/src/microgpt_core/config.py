@@ -97,9 +97,7 @@ class GPTConfig:
         _check_choice("attention", self.attention, ATTENTION_KINDS)
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         if self.positional == "sinusoidal" and self.d_model % 2:
-            raise ConfigError(
-                f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}"
-            )
+            raise ConfigError(f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}")
         for name in ("bias", "final_norm", "tie_embeddings", "embed_scale"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")

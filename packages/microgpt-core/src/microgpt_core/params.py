@@ -16,6 +16,7 @@ Names (joined by "." they are also the safetensors keys):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -88,6 +89,7 @@ def param_axes(config: GPTConfig) -> Params:
     return unflatten(flat)
 
 
+@functools.partial(jax.jit, static_argnames=("config",))
 def init_params(rng: jax.Array, config: GPTConfig) -> Params:
     """GPT-2 initialisation: weights ~ N(0, 0.02), residual output projections (`attn.w_out`,
     `mlp.w_out`) scaled by 1/sqrt(2L) (Radford et al. 2019), biases 0, norm scales 1.
@@ -97,6 +99,7 @@ def init_params(rng: jax.Array, config: GPTConfig) -> Params:
       config: the model's configuration.
     Returns:
       A nested dict of float32 arrays (see the module docstring for names and shapes).
+      Compiled once per config, so initialising a large model is one XLA program.
     """
     shapes = param_shapes(config)
     keys = dict(zip(shapes, jax.random.split(rng, len(shapes)), strict=True))

@@ -1,0 +1,275 @@
+"""The layers of a GPT, each a short pure function that follows its equation line by line.
+
+Shape letters: B batch, T query length, S key length, D model width, H heads, Dh head dim (D/H),
+F MLP width, V vocabulary, L layers. Parameters are float32; `compute_dtype` is the dtype of matmul
+inputs (float32 or bfloat16), whose products are accumulated and returned in float32. Softmax, norm
+statistics and logits are always float32.
+
+References: Vaswani et al. 2017, "Attention is all you need"; Radford et al. 2019, "Language models
+are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Hendrycks and
+Gimpel 2016, "Gaussian error linear units".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from microgpt_core.config import GPTConfig
+
+__all__ = [
+    "attention",
+    "block",
+    "causal_mask",
+    "causal_self_attention",
+    "dropout",
+    "embed",
+    "gelu",
+    "layer_norm",
+    "linear",
+    "mlp",
+    "qkv_heads",
+    "sinusoidal_positions",
+    "unembed",
+]
+
+Params = dict[str, Any]
+
+
+def matmul(spec: str, x: jax.Array, w: jax.Array, compute_dtype: Any) -> jax.Array:
+    """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 result."""
+    return jnp.einsum(
+        spec, x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=jnp.float32
+    )
+
+
+def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, compute_dtype: Any = jnp.float32):
+    """Affine map y = x W + b.
+
+    Args:
+      x: inputs (..., Din).
+      w: weight (Din, Dout).
+      b: optional bias (Dout,).
+      compute_dtype: dtype of the matmul inputs; the result is float32.
+    Returns:
+      y: (..., Dout) float32.
+    """
+    y = matmul("...i,io->...o", x, w, compute_dtype)  # (..., Dout)
+    return y if b is None else y + b
+
+
+def layer_norm(params: Params, x: jax.Array, *, eps: float) -> jax.Array:
+    """Layer normalisation over the last axis (Ba et al. 2016):
+
+        y = (x - μ) / sqrt(σ² + ε) · γ + β,   μ = mean(x),  σ² = mean((x - μ)²)
+
+    Args:
+      params: {"scale": γ (D,), "bias": β (D,), absent when the model has no biases}.
+      x: (..., D).
+      eps: ε.
+    Returns:
+      y: (..., D) float32.
+    """
+    x = x.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)  # (..., 1)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)  # (..., 1)
+    y = (x - mean) * jax.lax.rsqrt(var + eps) * params["scale"]  # (..., D)
+    return y + params["bias"] if "bias" in params else y
+
+
+def gelu(x: jax.Array, *, approximate: bool) -> jax.Array:
+    """Gaussian error linear unit (Hendrycks and Gimpel 2016):
+
+    exact:  GELU(x) = x · Φ(x) = x/2 · (1 + erf(x / √2))
+    tanh:   GELU(x) ≈ x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))   (GPT-2)
+    """
+    return jax.nn.gelu(x, approximate=approximate)
+
+
+def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
+    """Fixed sinusoidal position encodings (Vaswani et al. 2017, §3.5):
+
+        PE(p, 2i) = sin(p / 10000^(2i/D)),   PE(p, 2i+1) = cos(p / 10000^(2i/D))
+
+    Args:
+      positions: integer positions of any shape (...,).
+      d_model: D, even.
+    Returns:
+      (..., D) float32.
+    """
+    inv_freq = 1.0 / 10000.0 ** (jnp.arange(0, d_model, 2, dtype=jnp.float32) / d_model)  # (D/2,)
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # (..., D/2)
+    pe = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # (..., D/2, 2)
+    return pe.reshape(*positions.shape, d_model)  # (..., D), sin and cos interleaved
+
+
+def embed(params: Params, tokens: jax.Array, positions: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Token plus position embedding:
+
+        x_t = E[token_t] · s + P[p_t],   s = √D if `embed_scale` else 1,
+        P = a learned table (GPT-2) or `sinusoidal_positions`.
+
+    Args:
+      params: {"tokens": E (V, D), "positions": P (T, D) for learned positions}.
+      tokens: (B, T) int.
+      positions: (B, T) or (T,) int positions of the tokens.
+    Returns:
+      x: (B, T, D) float32.
+    """
+    x = params["tokens"][tokens]  # (B, T, D)
+    if config.embed_scale:
+        x = x * math.sqrt(config.d_model)
+    if config.positional == "learned":
+        return x + params["positions"][positions]  # (B, T, D)
+    return x + sinusoidal_positions(positions, config.d_model)  # (B, T, D)
+
+
+def unembed(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Output logits z = x Eᵀ with tied embeddings, else z = x W_head.
+
+    Args:
+      params: the model's params (uses "embed.tokens" or "head.w").
+      x: (B, T, D) final hidden states.
+    Returns:
+      logits: (B, T, V) float32.
+    """
+    if config.tie_embeddings:
+        return matmul("btd,vd->btv", x, params["embed"]["tokens"], config.compute_dtype)  # (B, T, V)
+    return matmul("btd,dv->btv", x, params["head"]["w"], config.compute_dtype)  # (B, T, V)
+
+
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+    """Inverted dropout: y = x · m / (1 - p), m ~ Bernoulli(1 - p); identity when `rng` is None."""
+    if rng is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)  # same shape as x
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def causal_mask(query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+    """M[t, s] = True where query t may attend key s, i.e. key_position(s) <= query_position(t).
+
+    Args:
+      query_positions: (..., T) int.
+      key_positions: (..., S) int.
+    Returns:
+      (..., 1, T, S) bool, broadcastable over heads.
+    """
+    return (key_positions[..., None, :] <= query_positions[..., :, None])[..., None, :, :]
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1):
+
+        Attention(Q, K, V) = softmax(Q Kᵀ / √Dh + M) V,   M[t, s] = 0 if allowed else -∞
+
+    The "math" path computes exactly that, softmax in float32; the "fused" path calls
+    `jax.nn.dot_product_attention` (tests check that the two agree).
+
+    Args:
+      q: (B, H, T, Dh) queries.
+      k: (B, H, S, Dh) keys.
+      v: (B, H, S, Dh) values.
+      mask: bool, broadcastable to (B, H, T, S); True where attending is allowed.
+    Returns:
+      (B, H, T, Dh) float32.
+    """
+    cd = config.compute_dtype
+    if config.attention == "fused":
+        out = jax.nn.dot_product_attention(
+            q.astype(cd).transpose(0, 2, 1, 3),  # (B, T, H, Dh)
+            k.astype(cd).transpose(0, 2, 1, 3),  # (B, S, H, Dh)
+            v.astype(cd).transpose(0, 2, 1, 3),  # (B, S, H, Dh)
+            mask=jnp.broadcast_to(mask, (*q.shape[:2], q.shape[2], k.shape[2])),
+        )  # (B, T, H, Dh)
+        return out.transpose(0, 2, 1, 3).astype(jnp.float32)  # (B, H, T, Dh)
+    scores = matmul("bhtd,bhsd->bhts", q, k, cd) / math.sqrt(q.shape[-1])  # (B, H, T, S)
+    scores = jnp.where(mask, scores, -jnp.inf)  # (B, H, T, S)
+    weights = jax.nn.softmax(scores, axis=-1)  # (B, H, T, S)
+    return matmul("bhts,bhsd->bhtd", weights, v, cd)  # (B, H, T, Dh)
+
+
+def qkv_heads(params: Params, x: jax.Array, *, config: GPTConfig) -> tuple[jax.Array, ...]:
+    """Projects x to queries, keys and values split into heads: [Q K V] = x W_qkv + b_qkv.
+
+    Args:
+      params: the attention params {"w_qkv" (D, 3D), "b_qkv" (3D,) when bias, ...}.
+      x: (B, T, D).
+    Returns:
+      q, k, v: each (B, H, T, Dh) float32.
+    """
+    B, T, _ = x.shape
+    qkv = linear(x, params["w_qkv"], params.get("b_qkv"), compute_dtype=config.compute_dtype)  # (B, T, 3D)
+    qkv = qkv.reshape(B, T, 3, config.n_heads, config.head_dim)  # (B, T, 3, H, Dh)
+    qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
+    return qkv[0], qkv[1], qkv[2]
+
+
+def merge_heads(params: Params, out: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Concatenates the heads and projects back: y = Concat(head_1..head_H) W_out + b_out.
+
+    Args:
+      out: (B, H, T, Dh) per-head attention outputs.
+    Returns:
+      (B, T, D) float32.
+    """
+    B, _, T, _ = out.shape
+    out = out.transpose(0, 2, 1, 3).reshape(B, T, config.d_model)  # (B, T, D), heads concatenated
+    return linear(out, params["w_out"], params.get("b_out"), compute_dtype=config.compute_dtype)  # (B, T, D)
+
+
+def causal_self_attention(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Multi-head causal self-attention:
+
+        head_h = Attention(x W_q^h, x W_k^h, x W_v^h) with M = -∞ above the diagonal,
+        y = Concat(head_1..head_H) W_out + b_out
+
+    Args:
+      params: {"w_qkv" (D, 3D), "w_out" (D, D), "b_qkv" (3D,) and "b_out" (D,) when bias}.
+      x: (B, T, D).
+    Returns:
+      (B, T, D) float32.
+    """
+    q, k, v = qkv_heads(params, x, config=config)  # each (B, H, T, Dh)
+    positions = jnp.arange(x.shape[1])  # (T,)
+    mask = causal_mask(positions, positions)  # (1, T, T)
+    out = attention(q, k, v, mask, config=config)  # (B, H, T, Dh)
+    return merge_heads(params, out, config=config)  # (B, T, D)
+
+
+def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """Position-wise feed-forward network: y = GELU(x W_in + b_in) W_out + b_out.
+
+    Args:
+      params: {"w_in" (D, F), "w_out" (F, D), "b_in" (F,) and "b_out" (D,) when bias}.
+      x: (B, T, D).
+    Returns:
+      (B, T, D) float32.
+    """
+    cd = config.compute_dtype
+    h = linear(x, params["w_in"], params.get("b_in"), compute_dtype=cd)  # (B, T, F)
+    h = gelu(h, approximate=config.gelu == "tanh")  # (B, T, F)
+    return linear(h, params["w_out"], params.get("b_out"), compute_dtype=cd)  # (B, T, D)
+
+
+def block(params: Params, x: jax.Array, *, config: GPTConfig, rng: jax.Array | None = None) -> jax.Array:
+    """One pre-norm Transformer block (GPT-2):
+
+        x = x + Dropout(CausalSelfAttention(LayerNorm₁(x)))
+        x = x + Dropout(MLP(LayerNorm₂(x)))
+
+    Args:
+      params: one layer's params {"ln1", "attn", "ln2", "mlp"} (no leading layer axis).
+      x: (B, T, D) residual stream.
+      rng: dropout key; None disables dropout (evaluation).
+    Returns:
+      (B, T, D) float32.
+    """
+    rng_attn, rng_mlp = jax.random.split(rng) if rng is not None else (None, None)
+    h = layer_norm(params["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+    x = x + dropout(causal_self_attention(params["attn"], h, config=config), config.dropout, rng_attn)
+    h = layer_norm(params["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+    return x + dropout(mlp(params["mlp"], h, config=config), config.dropout, rng_mlp)  # (B, T, D)

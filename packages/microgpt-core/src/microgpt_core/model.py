@@ -1,0 +1,110 @@
+"""The GPT forward pass and its loss.
+
+    x⁰ = Embed(tokens, positions)                      (B, T, D)
+    xˡ = Block_l(xˡ⁻¹)  for l = 1..L  (one `lax.scan` over the stacked blocks)
+    logits = Unembed(LayerNorm_f(xᴸ))                  (B, T, V)
+
+Differences from GPT-2 (Radford et al. 2019), all of them configuration:
+  * positions may be sinusoidal (Vaswani et al. 2017) instead of a learned table;
+  * token embeddings may be scaled by √D (`embed_scale`), as in Vaswani et al.;
+  * the final layer norm and the biases are optional; the head may be untied;
+  * the MLP width `d_ff` is free (GPT-2: 4D); GELU may be exact instead of tanh;
+  * dropout is applied to the embeddings and to each residual branch, not to attention weights;
+  * matmul inputs may be bfloat16 (`compute_dtype`), with float32 accumulation and statistics.
+Differences from the original microGPT (kandarpa02/microGPT, 5.4M parameters):
+  * blocks are stacked on a leading axis and run by `lax.scan`, so compile time does not grow with
+    depth, and each layer is initialised from its own key (the original reused `key=0`);
+  * GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/√(2L));
+  * decoding uses a KV cache and a loop compiled once (`cache.py`, `sampling.py`) instead of
+    recompiling the whole model for every new token.
+The original's own configuration is `GPTConfig(vocab_size=8192, context_length=256, d_model=256,
+n_layers=4, n_heads=4, positional="sinusoidal", tie_embeddings=True, embed_scale=True,
+final_norm=False)`: 5,256,192 parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from microgpt_core.config import GPTConfig
+from microgpt_core.layers import block, dropout, embed, layer_norm, unembed
+
+__all__ = ["forward", "hidden_states", "cross_entropy"]
+
+Params = dict[str, Any]
+
+
+def hidden_states(
+    params: Params, tokens: jax.Array, config: GPTConfig, *, rng: jax.Array | None = None, train: bool = False
+) -> jax.Array:
+    """The residual stream after the last block (and the final norm, if any).
+
+    Args:
+      params: model parameters (`init_params`).
+      tokens: (B, T) int token ids, T <= context_length.
+      config: the model's configuration.
+      rng: dropout key, used only when `train` is true.
+      train: apply dropout (needs `rng`).
+    Returns:
+      (B, T, D) float32.
+    """
+    T = tokens.shape[1]
+    if T > config.context_length:
+        raise ValueError(f"sequence length {T} exceeds context_length {config.context_length}")
+    rng = rng if train and config.dropout > 0 else None
+    rng_embed, rng_blocks = jax.random.split(rng) if rng is not None else (None, None)
+    x = embed(params["embed"], tokens, jnp.arange(T), config=config)  # (B, T, D)
+    x = dropout(x, config.dropout, rng_embed)  # (B, T, D)
+
+    def layer(x, inputs):
+        layer_params, layer_rng = inputs
+        return block(layer_params, x, config=config, rng=layer_rng), None
+
+    layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
+    x, _ = jax.lax.scan(layer, x, (params["blocks"], layer_rngs))  # (B, T, D)
+    if config.final_norm:
+        x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+    return x
+
+
+def forward(
+    params: Params, tokens: jax.Array, config: GPTConfig, *, rng: jax.Array | None = None, train: bool = False
+) -> jax.Array:
+    """Next-token logits for every position.
+
+    Args:
+      params: model parameters (`init_params`).
+      tokens: (B, T) int token ids, T <= context_length.
+      config: the model's configuration.
+      rng: dropout key, used only when `train` is true.
+      train: apply dropout (needs `rng`).
+    Returns:
+      logits: (B, T, V) float32; logits[b, t] scores the token at position t + 1.
+    """
+    x = hidden_states(params, tokens, config, rng=rng, train=train)  # (B, T, D)
+    return unembed(params, x, config=config)  # (B, T, V)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Mean negative log-likelihood of the targets, in float32:
+
+        ℓ = -(1/Σm) Σ_{b,t} m_{b,t} · log softmax(z_{b,t})[y_{b,t}]
+
+    Args:
+      logits: (B, T, V) scores z.
+      targets: (B, T) int ids y.
+      mask: optional (B, T) weights m (bool or 0/1); all ones when None.
+    Returns:
+      a float32 scalar.
+    """
+    logits = logits.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(logits, axis=-1)  # (B, T)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (B, T)
+    nll = log_z - target_logit  # (B, T)
+    if mask is None:
+        return jnp.mean(nll)
+    mask = mask.astype(jnp.float32)  # (B, T)
+    return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
