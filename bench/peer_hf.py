@@ -52,15 +52,22 @@ ALL_WHAT = ("first50", "decode", "eval", "train")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags; every default is the seed configuration and the standard measurement."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--what", default=",".join(ALL_WHAT),
-                   help=f"comma list of measurements among {','.join(ALL_WHAT)} (default: all)")
+    p.add_argument(
+        "--what",
+        default=",".join(ALL_WHAT),
+        help=f"comma list of measurements among {','.join(ALL_WHAT)} (default: all)",
+    )
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size V")
     p.add_argument("--n-positions", type=int, default=256, help="context length T")
     p.add_argument("--n-embd", type=int, default=256, help="model width D")
     p.add_argument("--n-layer", type=int, default=4, help="number of blocks L")
     p.add_argument("--n-head", type=int, default=4, help="attention heads H")
-    p.add_argument("--dropout", type=float, default=0.1,
-                   help="GPT-2 resid/embd/attn dropout, active in the train step only (seed: 0.1)")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=0.1,
+        help="GPT-2 resid/embd/attn dropout, active in the train step only (seed: 0.1)",
+    )
     p.add_argument("--prompt-len", type=int, default=16, help="decode prompt length")
     p.add_argument("--new-tokens", type=int, default=256, help="decode: tokens generated per call")
     p.add_argument("--decode-batches", default="1,8", help="comma list of decode batch sizes")
@@ -120,12 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     gen = np.random.default_rng(args.seed)
 
-    n_positions_built = max(args.n_positions, args.prompt_len + args.new_tokens,
-                            args.prompt_len + args.first_tokens)
+    n_positions_built = max(
+        args.n_positions, args.prompt_len + args.new_tokens, args.prompt_len + args.first_tokens
+    )
     hf_config = GPT2Config(
-        vocab_size=args.vocab_size, n_positions=n_positions_built, n_embd=args.n_embd,
-        n_layer=args.n_layer, n_head=args.n_head, resid_pdrop=args.dropout,
-        embd_pdrop=args.dropout, attn_pdrop=args.dropout, bos_token_id=0, eos_token_id=0,
+        vocab_size=args.vocab_size,
+        n_positions=n_positions_built,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        bos_token_id=0,
+        eos_token_id=0,
         pad_token_id=0,
     )
     model = GPT2LMHeadModel(hf_config).to(torch.float32).eval()
@@ -145,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
         "interop_threads": torch.get_num_interop_threads(),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "config": {
-            "vocab_size": args.vocab_size, "n_positions": args.n_positions,
-            "n_positions_built": n_positions_built, "n_embd": args.n_embd, "n_layer": args.n_layer,
-            "n_head": args.n_head, "dropout": args.dropout, "tied_embeddings": True,
+            "vocab_size": args.vocab_size,
+            "n_positions": args.n_positions,
+            "n_positions_built": n_positions_built,
+            "n_embd": args.n_embd,
+            "n_layer": args.n_layer,
+            "n_head": args.n_head,
+            "dropout": args.dropout,
+            "tied_embeddings": True,
         },
         "params": sum(p.numel() for p in model.parameters()),
         "warmup": args.warmup,
@@ -171,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         result["decode_new_tokens"] = args.new_tokens
         for batch in args.decode_batches:
             prompt = tokens(batch, args.prompt_len)
-            med, ts = median_seconds(lambda p=prompt: greedy(model, p, args.new_tokens),
-                                     args.warmup, args.repeats)
+            med, ts = median_seconds(
+                lambda p=prompt: greedy(model, p, args.new_tokens), args.warmup, args.repeats
+            )
             result[f"decode_b{batch}_tokens_per_s"] = round(batch * args.new_tokens / med, 1)
             result[f"decode_b{batch}_best_tokens_per_s"] = round(batch * args.new_tokens / min(ts), 1)
             times[f"decode_b{batch}"] = ts

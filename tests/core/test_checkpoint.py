@@ -24,8 +24,14 @@ VARIANTS = {
     "no-bias": {"bias": False},
     "untied": {"tie_embeddings": False},
     "no-final-norm": {"final_norm": False},
-    "seed-like": {"positional": "sinusoidal", "final_norm": False, "embed_scale": True,
-                  "dropout": 0.1, "gelu": "exact", "d_ff": 48},
+    "seed-like": {
+        "positional": "sinusoidal",
+        "final_norm": False,
+        "embed_scale": True,
+        "dropout": 0.1,
+        "gelu": "exact",
+        "d_ff": 48,
+    },
 }
 
 
@@ -33,8 +39,9 @@ def random_params(config: GPTConfig, seed: int = 0):
     """Every leaf random (not the init's zeros and ones), so a bit-exact comparison means something."""
     shapes = param_shapes(config)
     keys = jax.random.split(jax.random.key(seed), len(shapes))
-    return unflatten({name: jax.random.normal(k, shape) for (name, shape), k in zip(shapes.items(), keys,
-                                                                                      strict=True)})
+    return unflatten(
+        {name: jax.random.normal(k, shape) for (name, shape), k in zip(shapes.items(), keys, strict=True)}
+    )
 
 
 @pytest.fixture
@@ -205,8 +212,10 @@ def test_config_with_an_unknown_key(saved):
     assert str(saved / CONFIG_FILE) in message and "n_experts" in message
 
 
-@pytest.mark.parametrize(("key", "value"), [("d_model", 0), ("n_heads", 5), ("positional", "rotary"),
-                                             ("dropout", 1.5), ("vocab_size", "97")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("d_model", 0), ("n_heads", 5), ("positional", "rotary"), ("dropout", 1.5), ("vocab_size", "97")],
+)
 def test_config_with_a_bad_value(saved, key, value):
     rewrite_config(saved, lambda body: body.update({key: value}))
     message = load_error(saved)
@@ -268,8 +277,9 @@ def test_misshaped_tensor(saved):
     assert "(2, 32, 16)" in message and "(2, 32, 32)" in message
 
 
-@pytest.mark.parametrize(("dtype", "name"), [(np.float16, "float16"), (np.float64, "float64"),
-                                             (np.int32, "int32")])
+@pytest.mark.parametrize(
+    ("dtype", "name"), [(np.float16, "float16"), (np.float64, "float64"), (np.int32, "int32")]
+)
 def test_mistyped_tensor(saved, dtype, name):
     rewrite_tensors(saved, lambda t: t.update({"embed.tokens": t["embed.tokens"].astype(dtype)}))
     message = load_error(saved)
@@ -296,8 +306,13 @@ def header_length(path: Path) -> int:
 def test_truncated_weights(saved, keep):
     path = saved / WEIGHTS_FILE
     data, n = path.read_bytes(), header_length(path)
-    cut = {"empty": 0, "4-bytes": 4, "half-header": 8 + n // 2, "half-data": (8 + n + len(data)) // 2,
-           "all-but-one-byte": len(data) - 1}[keep]
+    cut = {
+        "empty": 0,
+        "4-bytes": 4,
+        "half-header": 8 + n // 2,
+        "half-data": (8 + n + len(data)) // 2,
+        "all-but-one-byte": len(data) - 1,
+    }[keep]
     path.write_bytes(data[:cut])
     message = load_error(saved)
     assert str(path) in message and "truncated or corrupted" in message
@@ -314,7 +329,7 @@ def test_weights_with_trailing_bytes(saved):
 def test_weights_with_a_garbage_header(saved):
     path = saved / WEIGHTS_FILE
     data, n = path.read_bytes(), header_length(path)
-    path.write_bytes(data[:8] + b"\x93" * n + data[8 + n:])
+    path.write_bytes(data[:8] + b"\x93" * n + data[8 + n :])
     message = load_error(saved)
     assert str(path) in message and "header is not valid JSON" in message
 
@@ -329,15 +344,17 @@ def test_weights_with_an_absurd_header_length(saved):
 def corrupt_header(path: Path, change) -> None:
     """Edits the JSON header in place, padding with spaces to keep the original length."""
     data, n = path.read_bytes(), header_length(path)
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     change(header)
     raw = json.dumps(header, separators=(",", ":")).encode()
     assert len(raw) <= n
-    path.write_bytes(data[:8] + raw.ljust(n) + data[8 + n:])
+    path.write_bytes(data[:8] + raw.ljust(n) + data[8 + n :])
 
 
-@pytest.mark.parametrize("damage", ["offsets-overlap", "offsets-too-short", "bad-shape", "no-dtype",
-                                    "unknown-dtype", "not-an-object"])
+@pytest.mark.parametrize(
+    "damage",
+    ["offsets-overlap", "offsets-too-short", "bad-shape", "no-dtype", "unknown-dtype", "not-an-object"],
+)
 def test_weights_with_a_corrupted_header_entry(saved, damage):
     key = "blocks.attn.w_qkv"
 
