@@ -30,3 +30,38 @@ def tiny_config() -> GPTConfig:
 @pytest.fixture(scope="session")
 def tiny_params(tiny_config):
     return init_params(jax.random.key(0), tiny_config)
+
+
+# Jitted entry points shared by every test, so a (config, shape) pair compiles once per session.
+@pytest.fixture(scope="session")
+def jit_forward():
+    from microgpt_core import forward
+
+    return jax.jit(forward, static_argnames=("config", "train"))
+
+
+@pytest.fixture(scope="session")
+def jit_forward_cached():
+    from microgpt_core import forward_cached
+
+    return jax.jit(forward_cached, static_argnames=("config",))
+
+
+# Small sets to draw configurations from: every new shape is a new XLA compilation.
+def config_strategy(st, *, attention=None, positional=None):
+    """A Hypothesis strategy of tiny GPTConfigs (imported lazily so conftest imports stay cheap)."""
+    return st.builds(
+        GPTConfig,
+        vocab_size=st.sampled_from([13, 64]),
+        context_length=st.just(16),
+        d_model=st.sampled_from([16, 32]),
+        n_layers=st.sampled_from([1, 2]),
+        n_heads=st.sampled_from([1, 2, 4]),
+        positional=st.just(positional) if positional else st.sampled_from(["learned", "sinusoidal"]),
+        attention=st.just(attention) if attention else st.sampled_from(["math", "fused"]),
+        bias=st.booleans(),
+        final_norm=st.booleans(),
+        tie_embeddings=st.booleans(),
+        embed_scale=st.booleans(),
+        gelu=st.sampled_from(["tanh", "exact"]),
+    )

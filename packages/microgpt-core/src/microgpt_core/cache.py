@@ -13,13 +13,23 @@ position. The result equals `model.forward` over the whole sequence to float tol
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
-from microgpt_core.layers import causal_mask, embed, layer_norm, merge_heads, mlp, qkv_heads, unembed
+from microgpt_core.layers import (
+    causal_mask,
+    embed,
+    layer_norm,
+    matmul,
+    merge_heads,
+    mlp,
+    qkv_heads,
+    unembed,
+)
 
 __all__ = ["KVCache", "init_cache", "forward_cached", "unstack_blocks"]
 
@@ -88,21 +98,17 @@ def _cached_attention(
       (B, H, T, Dh) float32.
     """
     cd, T, Smax = config.compute_dtype, q.shape[2], k_old.shape[2]
-    scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
-    q = q.astype(cd)
-    old_scores = jnp.einsum("bhtd,bhsd->bhts", q, k_old, preferred_element_type=jnp.float32)  # (B,H,T,Smax)
-    new_scores = jnp.einsum("bhtd,bhsd->bhts", q, k.astype(cd), preferred_element_type=jnp.float32)
-    old_mask = (jnp.arange(Smax)[None, :] < start[:, None])[:, None, None, :]  # (B, 1, 1, Smax)
-    new_mask = causal_mask(jnp.arange(T), jnp.arange(T))  # (1, T, T)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    old_scores = matmul("bhtd,bhsd->bhts", q, k_old, cd) * scale  # (B, H, T, Smax)
+    new_scores = matmul("bhtd,bhsd->bhts", q, k, cd) * scale  # (B, H, T, T)
+    old_mask = (jnp.arange(Smax) < start[:, None])[:, None, None, :]  # (B, 1, 1, Smax): slots < start
+    new_mask = causal_mask(jnp.arange(T), jnp.arange(T))  # (1, T, T): the chunk, causally
     scores = jnp.concatenate(
         [jnp.where(old_mask, old_scores, -jnp.inf), jnp.where(new_mask, new_scores, -jnp.inf)], axis=-1
     )  # (B, H, T, Smax + T)
-    weights = jax.nn.softmax(scores * scale, axis=-1).astype(cd)  # (B, H, T, Smax + T)
-    out = jnp.einsum("bhts,bhsd->bhtd", weights[..., :Smax], v_old, preferred_element_type=jnp.float32)
-    out += jnp.einsum(
-        "bhts,bhsd->bhtd", weights[..., Smax:], v.astype(cd), preferred_element_type=jnp.float32
-    )
-    return out  # (B, H, T, Dh)
+    weights = jax.nn.softmax(scores, axis=-1)  # (B, H, T, Smax + T)
+    out = matmul("bhts,bhsd->bhtd", weights[..., :Smax], v_old, cd)  # (B, H, T, Dh)
+    return out + matmul("bhts,bhsd->bhtd", weights[..., Smax:], v, cd)  # (B, H, T, Dh)
 
 
 def forward_cached(

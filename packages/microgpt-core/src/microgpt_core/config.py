@@ -15,7 +15,7 @@ FORMAT_VERSION = 1
 POSITIONAL_KINDS = ("learned", "sinusoidal")
 GELU_KINDS = ("tanh", "exact")
 ATTENTION_KINDS = ("math", "fused")
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float64")
 
 
 class ConfigError(ValueError):
@@ -46,7 +46,8 @@ class GPTConfig:
       gelu: "tanh" (GPT-2's approximation) or "exact" (erf).
       attention: "math" (written from the definition) or "fused" (`jax.nn.dot_product_attention`).
       compute_dtype: dtype of matmul inputs: "float32" or "bfloat16" (params stay float32;
-        softmax, norm statistics, logits and loss stay float32).
+        softmax, norm statistics, logits and loss stay float32). "float64" runs everything in
+        double precision (for gradient checks; needs `jax.enable_x64`).
     """
 
     vocab_size: int

@@ -39,10 +39,16 @@ __all__ = [
 Params = dict[str, Any]
 
 
+def accumulation_dtype(dtype: Any) -> Any:
+    """float32, or wider when `dtype` is wider (float64 gradient checks)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def matmul(spec: str, x: jax.Array, w: jax.Array, compute_dtype: Any) -> jax.Array:
-    """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 result."""
+    """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 (or wider) result."""
+    out_dtype = accumulation_dtype(compute_dtype)
     return jnp.einsum(
-        spec, x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=jnp.float32
+        spec, x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=out_dtype
     )
 
 
@@ -73,7 +79,7 @@ def layer_norm(params: Params, x: jax.Array, *, eps: float) -> jax.Array:
     Returns:
       y: (..., D) float32.
     """
-    x = x.astype(jnp.float32)
+    x = x.astype(accumulation_dtype(x.dtype))
     mean = jnp.mean(x, axis=-1, keepdims=True)  # (..., 1)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)  # (..., 1)
     y = (x - mean) * jax.lax.rsqrt(var + eps) * params["scale"]  # (..., D)
@@ -185,7 +191,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, conf
             v.astype(cd).transpose(0, 2, 1, 3),  # (B, S, H, Dh)
             mask=jnp.broadcast_to(mask, (*q.shape[:2], q.shape[2], k.shape[2])),
         )  # (B, T, H, Dh)
-        return out.transpose(0, 2, 1, 3).astype(jnp.float32)  # (B, H, T, Dh)
+        return out.transpose(0, 2, 1, 3).astype(accumulation_dtype(cd))  # (B, H, T, Dh)
     scores = matmul("bhtd,bhsd->bhts", q, k, cd) / math.sqrt(q.shape[-1])  # (B, H, T, S)
     scores = jnp.where(mask, scores, -jnp.inf)  # (B, H, T, S)
     weights = jax.nn.softmax(scores, axis=-1)  # (B, H, T, S)

@@ -100,11 +100,11 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array | None 
     Returns:
       a float32 scalar.
     """
-    logits = logits.astype(jnp.float32)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     log_z = jax.nn.logsumexp(logits, axis=-1)  # (B, T)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (B, T)
     nll = log_z - target_logit  # (B, T)
     if mask is None:
         return jnp.mean(nll)
-    mask = mask.astype(jnp.float32)  # (B, T)
+    mask = mask.astype(logits.dtype)  # (B, T)
     return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)

@@ -1,0 +1,84 @@
+"""GPTConfig: validation names the field and its valid range; dict round trips are strict."""
+
+import json
+
+import pytest
+
+from microgpt_core import FORMAT_VERSION, ConfigError, GPTConfig
+
+BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"vocab_size": 0}, r"vocab_size must be >= 1, got 0"),
+        ({"context_length": 0}, r"context_length must be >= 1, got 0"),
+        ({"context_length": -5}, r"context_length must be >= 1, got -5"),
+        ({"d_model": -32}, r"d_model must be >= 1"),
+        ({"n_layers": 0}, r"n_layers must be >= 1"),
+        ({"n_heads": 0}, r"n_heads must be >= 1"),
+        ({"d_ff": 0}, r"d_ff must be >= 1"),
+        ({"d_model": 30, "n_heads": 4}, r"d_model \(30\) must be divisible by n_heads \(4\)"),
+        ({"n_layers": 2.5}, r"n_layers must be an integer >= 1, got 2.5"),
+        ({"vocab_size": True}, r"vocab_size must be an integer"),
+        ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal'\], got 'rotary'"),
+        ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
+        ({"attention": "flash"}, r"attention must be one of \['math', 'fused'\]"),
+        ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16'\]"),
+        ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\), got -0.1"),
+        ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\)"),
+        ({"norm_eps": 0.0}, r"norm_eps must be a number in \(0, 1\)"),
+        ({"bias": "yes"}, r"bias must be true or false"),
+        ({"positional": "sinusoidal", "d_model": 33, "n_heads": 3}, r"d_model must be even with sinusoidal"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_valid_range(changes, expected):
+    with pytest.raises(ConfigError, match=expected):
+        GPTConfig(**{**BASE, **changes})
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_defaults_and_derived_values():
+    config = GPTConfig(**BASE)
+    assert config.d_ff == 4 * 32
+    assert config.head_dim == 8
+    assert config.replace(d_model=64).d_ff == 256  # the default ratio follows the width
+    assert config.replace(d_model=64, d_ff=100).d_ff == 100
+    with pytest.raises(ConfigError, match="n_heads"):
+        config.replace(n_heads=5)
+
+
+def test_dict_round_trip_through_json():
+    config = GPTConfig(**BASE, positional="sinusoidal", bias=False, dropout=0.1, gelu="exact", d_ff=48)
+    assert GPTConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_from_dict_rejects_unknown_and_missing_keys():
+    with pytest.raises(ConfigError, match=r"unknown GPTConfig field\(s\) \['n_embd'\]"):
+        GPTConfig.from_dict({**BASE, "n_embd": 32})
+    with pytest.raises(ConfigError, match=r"missing required field\(s\) \['vocab_size'\]"):
+        GPTConfig.from_dict({k: v for k, v in BASE.items() if k != "vocab_size"})
+    with pytest.raises(ConfigError, match="JSON object"):
+        GPTConfig.from_dict([1, 2])
+
+
+def test_upgrade_reads_current_and_refuses_newer_format_versions():
+    config = GPTConfig(**BASE)
+    assert GPTConfig.upgrade({**config.to_dict(), "format_version": FORMAT_VERSION}) == config
+    assert GPTConfig.upgrade(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="newer than this microgpt-core"):
+        GPTConfig.upgrade({**config.to_dict(), "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(ConfigError, match="format_version must be an integer"):
+        GPTConfig.upgrade({**config.to_dict(), "format_version": "1"})
+
+
+def test_config_is_frozen_and_hashable():
+    config = GPTConfig(**BASE)
+    with pytest.raises(AttributeError):
+        config.d_model = 64  # type: ignore[misc]
+    assert hash(config) == hash(GPTConfig(**BASE))

@@ -1,0 +1,154 @@
+"""Each layer against a float64 numpy transcription of its equation, and its gradients by check_grads."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from microgpt_core import layers
+from microgpt_core.model import cross_entropy
+
+RNG = np.random.default_rng(0)
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def np_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_layer_norm_matches_its_equation():
+    x, scale, bias = randn(3, 5, 16) * 3 + 1, randn(16), randn(16)
+    y = layers.layer_norm({"scale": scale, "bias": bias}, x, eps=1e-5)
+    x64 = x.astype(np.float64)
+    mu, var = x64.mean(-1, keepdims=True), x64.var(-1, keepdims=True)
+    np.testing.assert_allclose(y, (x64 - mu) / np.sqrt(var + 1e-5) * scale + bias, atol=1e-5)
+    no_bias = layers.layer_norm({"scale": scale}, x, eps=1e-5)
+    np.testing.assert_allclose(no_bias, (x64 - mu) / np.sqrt(var + 1e-5) * scale, atol=1e-5)
+
+
+def test_gelu_exact_and_tanh_match_their_equations():
+    x = np.linspace(-5, 5, 101).astype(np.float32)
+    erf = np.vectorize(math.erf)
+    exact = 0.5 * x * (1 + erf(x / math.sqrt(2)))
+    approx = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(layers.gelu(x, approximate=False), exact, atol=1e-6)
+    np.testing.assert_allclose(layers.gelu(x, approximate=True), approx, atol=1e-6)
+
+
+def test_sinusoidal_positions_match_vaswani():
+    positions, D = np.arange(40), 16
+    pe = np.asarray(layers.sinusoidal_positions(jnp.asarray(positions), D))
+    i = np.arange(D // 2)
+    angle = positions[:, None] / 10000 ** (2 * i / D)
+    np.testing.assert_allclose(pe[:, 0::2], np.sin(angle), atol=1e-5)
+    np.testing.assert_allclose(pe[:, 1::2], np.cos(angle), atol=1e-5)
+
+
+def test_attention_matches_its_definition(tiny_config):
+    q, k, v = randn(2, 4, 6, 8), randn(2, 4, 6, 8), randn(2, 4, 6, 8)
+    mask = np.tril(np.ones((6, 6), bool))[None]
+    out = layers.attention(q, k, v, mask, config=tiny_config)
+    scores = np.einsum("bhtd,bhsd->bhts", q.astype(np.float64), k) / math.sqrt(8)
+    scores = np.where(mask, scores, -np.inf)
+    np.testing.assert_allclose(out, np_softmax(scores) @ v, atol=1e-5)
+
+
+def test_causal_self_attention_matches_a_per_head_loop(tiny_config, tiny_params):
+    params = jax.tree_util.tree_map(lambda a: np.asarray(a[0], np.float64), tiny_params["blocks"]["attn"])
+    params["b_qkv"] = randn(3 * 32).astype(np.float64) * 0.1
+    x = randn(2, 7, 32)
+    y = layers.causal_self_attention(params, x, config=tiny_config)
+    qkv = x @ params["w_qkv"] + params["b_qkv"]
+    q, k, v = np.split(qkv, 3, axis=-1)
+    heads = []
+    for h in range(4):
+        cols = slice(8 * h, 8 * (h + 1))
+        scores = q[..., cols] @ k[..., cols].transpose(0, 2, 1) / math.sqrt(8)
+        scores = np.where(np.tril(np.ones((7, 7), bool)), scores, -np.inf)
+        heads.append(np_softmax(scores) @ v[..., cols])
+    expected = np.concatenate(heads, axis=-1) @ params["w_out"] + params["b_out"]
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_mlp_and_linear_match_their_equations(tiny_config, tiny_params):
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a[0], np.float64), tiny_params["blocks"]["mlp"])
+    p["b_in"] = randn(128).astype(np.float64)
+    x = randn(2, 3, 32)
+    h = x @ p["w_in"] + p["b_in"]
+    h = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    np.testing.assert_allclose(layers.mlp(p, x, config=tiny_config), h @ p["w_out"] + p["b_out"], atol=1e-5)
+
+
+def test_embed_scales_and_adds_positions(tiny_config, tiny_params):
+    tokens = jnp.array([[1, 5, 7]])
+    e = np.asarray(tiny_params["embed"]["tokens"])
+    learned = layers.embed(tiny_params["embed"], tokens, jnp.arange(3), config=tiny_config)
+    expected = e[[1, 5, 7]] + np.asarray(tiny_params["embed"]["positions"])[:3]
+    np.testing.assert_allclose(learned[0], expected, atol=1e-6)
+    config = tiny_config.replace(positional="sinusoidal", embed_scale=True)
+    scaled = layers.embed(tiny_params["embed"], tokens, jnp.arange(3), config=config)
+    pe = layers.sinusoidal_positions(jnp.arange(3), 32)
+    np.testing.assert_allclose(scaled[0], e[[1, 5, 7]] * math.sqrt(32) + pe, atol=1e-5)
+
+
+def test_dropout_is_inverted_and_off_without_a_key():
+    x = jnp.ones((64, 64))
+    assert layers.dropout(x, 0.5, None) is x
+    y = np.asarray(layers.dropout(x, 0.25, jax.random.key(0)))
+    assert set(np.unique(y).tolist()) <= {0.0, np.float32(1 / 0.75).item()}
+    assert abs((y == 0).mean() - 0.25) < 0.03
+
+
+# --- gradients: every layer's reverse-mode derivative against finite differences ---------------
+def _check(f, *args):
+    with jax.enable_x64(True):
+        args64 = [jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), a) for a in args]
+        check_grads(f, args64, order=1, modes=("rev",), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def grad_config(tiny_config):
+    return tiny_config.replace(d_model=16, n_heads=2, d_ff=24, compute_dtype="float64")
+
+
+def _layer(tiny_params, grad_config):
+    from microgpt_core import init_params
+
+    params = init_params(jax.random.key(1), grad_config)
+    return jax.tree_util.tree_map(lambda a: np.asarray(a[0]) + 0.1 * randn(*a.shape[1:]), params["blocks"])
+
+
+def test_layer_norm_gradients():
+    _check(lambda p, x: layers.layer_norm(p, x, eps=1e-5), {"scale": randn(8), "bias": randn(8)}, randn(3, 8))
+
+
+def test_linear_and_gelu_gradients():
+    _check(
+        lambda x, w, b: layers.linear(x, w, b, compute_dtype=jnp.float64), randn(3, 8), randn(8, 5), randn(5)
+    )
+    _check(lambda x: layers.gelu(x, approximate=True), randn(20))
+    _check(lambda x: layers.gelu(x, approximate=False), randn(20))
+
+
+def test_attention_mlp_and_block_gradients(tiny_params, grad_config):
+    block_params = _layer(tiny_params, grad_config)
+    x = randn(2, 5, 16)
+    _check(lambda p, x: layers.causal_self_attention(p, x, config=grad_config), block_params["attn"], x)
+    _check(lambda p, x: layers.mlp(p, x, config=grad_config), block_params["mlp"], x)
+    _check(lambda p, x: layers.block(p, x, config=grad_config), block_params, x)
+
+
+def test_embed_and_cross_entropy_gradients(grad_config):
+    table = {"tokens": randn(11, 16), "positions": randn(5, 16)}
+    tokens = jnp.array([[1, 2, 3, 9], [0, 10, 4, 4]])
+    _check(lambda p: layers.embed(p, tokens, jnp.arange(4), config=grad_config), table)
+    targets = jnp.array([[1, 0, 2], [3, 3, 0]])
+    mask = jnp.array([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    _check(lambda z: cross_entropy(z, targets, mask), randn(2, 3, 4))
