@@ -1,11 +1,12 @@
 """A key/value cache: run the model over new tokens while reusing the keys and values of old ones.
 
-The cache holds, for every layer, the keys and values of every position seen so far in slots
-0..S-1. `forward_cached` takes a chunk of tokens per row together with the position of its first
-token, so rows whose prompts have different lengths share a batch: each row reads and writes its own
-slots. A query at position p attends to the cached slots s < p of its row and to the chunk's own
-keys at positions <= p; only then are the chunk's keys and values written at their positions
-(attending to the old cache plus the new keys avoids reading a slot in the step that writes it).
+The cache holds, for every layer, the keys and values of every position seen so far: position p
+in slot p. `forward_cached` takes a chunk of tokens per row together with the position of its first
+token, so rows whose prompts have different lengths share a batch: each row writes the chunk's keys
+and values into its own slots, then its queries attend over the cache with the causal mask
+M[t, s] = 0 if s <= position(t) else -∞. Slots past a row's position may hold stale values (the
+padding of a shorter prompt, say): the mask hides them until a later step overwrites them.
+(Writing before reading keeps one copy of the cache: XLA updates it in place.)
 
 Prefill is a chunk of S tokens at position 0; decoding is a chunk of one token at each row's next
 position. The result equals `model.forward` over the whole sequence to float tolerance.
@@ -13,7 +14,6 @@ position. The result equals `model.forward` over the whole sequence to float tol
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -21,10 +21,10 @@ import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
 from microgpt_core.layers import (
+    attention,
     causal_mask,
     embed,
     layer_norm,
-    matmul,
     merge_heads,
     mlp,
     qkv_heads,
@@ -85,32 +85,6 @@ def _write(cache: jax.Array, layer: int, new: jax.Array, start: jax.Array) -> ja
     return cache.at[layer, rows, :, slots, :].set(update, mode="drop")  # (L, B, H, Smax, Dh)
 
 
-def _cached_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, k_old: jax.Array, v_old: jax.Array, start: jax.Array, config
-) -> jax.Array:
-    """softmax(Q [K_old; K]ᵀ / √Dh + M) [V_old; V] over the cached slots before `start` and the chunk.
-
-    Args:
-      q, k, v: (B, H, T, Dh) the chunk's queries, keys, values (positions start..start+T-1).
-      k_old, v_old: (B, H, Smax, Dh) the cache before this chunk.
-      start: (B,) position of the chunk's first token in each row.
-    Returns:
-      (B, H, T, Dh) float32.
-    """
-    cd, T, Smax = config.compute_dtype, q.shape[2], k_old.shape[2]
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    old_scores = matmul("bhtd,bhsd->bhts", q, k_old, cd) * scale  # (B, H, T, Smax)
-    new_scores = matmul("bhtd,bhsd->bhts", q, k, cd) * scale  # (B, H, T, T)
-    old_mask = (jnp.arange(Smax) < start[:, None])[:, None, None, :]  # (B, 1, 1, Smax): slots < start
-    new_mask = causal_mask(jnp.arange(T), jnp.arange(T))  # (1, T, T): the chunk, causally
-    scores = jnp.concatenate(
-        [jnp.where(old_mask, old_scores, -jnp.inf), jnp.where(new_mask, new_scores, -jnp.inf)], axis=-1
-    )  # (B, H, T, Smax + T)
-    weights = jax.nn.softmax(scores, axis=-1)  # (B, H, T, Smax + T)
-    out = matmul("bhts,bhsd->bhtd", weights[..., :Smax], v_old, cd)  # (B, H, T, Dh)
-    return out + matmul("bhts,bhsd->bhtd", weights[..., Smax:], v, cd)  # (B, H, T, Dh)
-
-
 def forward_cached(
     params: Params,
     cache: KVCache,
@@ -137,16 +111,18 @@ def forward_cached(
     layers = unstack_blocks(params) if layers is None else layers
     token_positions = positions[:, None] + jnp.arange(T)  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
+    slots = jnp.arange(cache.k.shape[3])  # (Smax,)
+    mask = causal_mask(token_positions, slots)  # (B, 1, T, Smax): slot <= query position
     cache_k, cache_v = cache
     for i, layer in enumerate(layers):
         h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
         q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
-        out = _cached_attention(q, k, v, cache_k[i], cache_v[i], positions, config)  # (B, H, T, Dh)
+        cache_k = _write(cache_k, i, k, positions)  # (L, B, H, Smax, Dh)
+        cache_v = _write(cache_v, i, v, positions)  # (L, B, H, Smax, Dh)
+        out = attention(q, cache_k[i], cache_v[i], mask, config=config)  # (B, H, T, Dh)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
         h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
         x = x + mlp(layer["mlp"], h, config=config)  # (B, T, D)
-        cache_k = _write(cache_k, i, k, positions)  # (L, B, H, Smax, Dh)
-        cache_v = _write(cache_v, i, v, positions)  # (L, B, H, Smax, Dh)
     if config.final_norm:
         x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
     logits = unembed(params, x, config=config)  # (B, T, V)
