@@ -1,3 +1,62 @@
-"""microgpt_data (in progress: see the package README)."""
+"""microgpt_data: from raw text to the ``(B, T+1)`` int32 windows that training consumes.
 
-__all__: list[str] = []
+- `Tokenizer` (tiktoken): encode, decode, save/load, GPT-2 files, named tiktoken encodings.
+- `train_bpe`: byte-level BPE trained by Hugging Face ``tokenizers``, exported to tiktoken ranks.
+- `pydocs_texts`: the built-in offline corpus (the interpreter's own documentation).
+- `load_text_dataset`: ``pydocs``, local files or a Hub id as a streaming ``datasets.IterableDataset``.
+- `PackedLoader`: tokenizes, packs, shards per process, prefetches and resumes exactly.
+
+Importing this package never imports ``datasets`` or ``tokenizers``: they load inside the functions
+that need them (extras ``streaming`` and ``bpe``).
+"""
+
+from microgpt_data.bpe import to_hf_tokenizer, train_bpe
+from microgpt_data.corpora.pydocs import PYDOCS_SPLITS, PyDoc, pydocs_documents, pydocs_texts
+from microgpt_data.errors import (
+    BPETrainingError,
+    DataError,
+    DataSourceError,
+    EmptyDatasetError,
+    HubUnavailableError,
+    InvalidTextError,
+    LoaderConfigError,
+    LoaderStateError,
+    MissingPathError,
+    MissingTextColumnError,
+    TokenizerDownloadError,
+    TokenizerFileError,
+    UnsupportedFileError,
+)
+from microgpt_data.packing import PackedLoader, pack_windows
+from microgpt_data.sources import load_text_dataset
+from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BPETrainingError",
+    "DataError",
+    "DataSourceError",
+    "ENDOFTEXT",
+    "EmptyDatasetError",
+    "GPT2_PATTERN",
+    "HubUnavailableError",
+    "InvalidTextError",
+    "LoaderConfigError",
+    "LoaderStateError",
+    "MissingPathError",
+    "MissingTextColumnError",
+    "PYDOCS_SPLITS",
+    "PackedLoader",
+    "PyDoc",
+    "Tokenizer",
+    "TokenizerDownloadError",
+    "TokenizerFileError",
+    "UnsupportedFileError",
+    "load_text_dataset",
+    "pack_windows",
+    "pydocs_documents",
+    "pydocs_texts",
+    "to_hf_tokenizer",
+    "train_bpe",
+]

@@ -1,0 +1,182 @@
+"""Byte-level BPE training with Hugging Face ``tokenizers`` (Rust), exported to tiktoken ranks.
+
+Training and encoding are apart: `train_bpe` runs the ``tokenizers`` trainer once and converts its
+result into a `Tokenizer` (tiktoken ranks), which is all that encoding ever needs. The conversion keeps
+the trainer's ids: the 256 bytes in GPT-2's byte order (``!`` is 0, as in GPT-2's ``vocab.json``),
+then one id per merge in merge order, then the special tokens. tiktoken merges the lowest id first,
+which is the trainer's merge order, so tiktoken's ids equal the trainer's on any text (tested with
+Hypothesis, and on the whole built-in corpus).
+
+Training is deterministic: the same texts and arguments give byte-identical tokenizer files.
+``tokenizers`` is imported only inside these functions (the ``bpe`` extra).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from microgpt_data.errors import BPETrainingError
+from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer, _check_text
+from microgpt_data.tokenizer_files import gpt2_byte_decoder
+
+__all__ = ["train_bpe", "to_hf_tokenizer", "check_arguments"]
+
+
+def _import_tokenizers() -> Any:
+    try:
+        import tokenizers
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise BPETrainingError(
+            "BPE training needs Hugging Face `tokenizers`: pip install 'microgpt-data[bpe]'"
+        ) from None
+    return tokenizers
+
+
+def _pipeline(tokenizers: Any, model: Any, pattern: str) -> Any:
+    """A ``tokenizers.Tokenizer`` that splits with `pattern`, then maps bytes to GPT-2's alphabet."""
+    pre = tokenizers.pre_tokenizers
+    hf = tokenizers.Tokenizer(model)
+    try:
+        hf.pre_tokenizer = pre.Sequence(
+            [
+                pre.Split(tokenizers.Regex(pattern), behavior="isolated", invert=False),
+                pre.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    except Exception as exc:  # tokenizers raises a bare Exception for a bad regex
+        raise BPETrainingError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    return hf
+
+
+def check_arguments(
+    vocab_size: int, special_tokens: Sequence[str], eot_token: str | None
+) -> tuple[list[str], str]:
+    """Validates `train_bpe`'s sizes and special tokens (before any text is read); returns
+    (special_tokens as a list, eot_token)."""
+    special_tokens = list(special_tokens)
+    if not special_tokens or len(set(special_tokens)) != len(special_tokens):
+        raise BPETrainingError(f"special_tokens must be non-empty and distinct, got {special_tokens}")
+    eot_token = special_tokens[0] if eot_token is None else eot_token
+    if eot_token not in special_tokens:
+        raise BPETrainingError(f"eot_token {eot_token!r} must be one of special_tokens {special_tokens}")
+    smallest = 256 + len(special_tokens)
+    if not isinstance(vocab_size, int) or vocab_size < smallest:
+        raise BPETrainingError(
+            f"vocab_size must be an integer >= {smallest} (256 bytes + {len(special_tokens)} special), "
+            f"got {vocab_size!r}"
+        )
+    return special_tokens, eot_token
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    pattern: str = GPT2_PATTERN,
+    special_tokens: Sequence[str] = (ENDOFTEXT,),
+    eot_token: str | None = None,
+    min_frequency: int = 2,
+    name: str = "microgpt-bpe",
+    show_progress: bool = False,
+) -> Tokenizer:
+    """Trains a byte-level BPE tokenizer on `texts`.
+
+    Args:
+      texts: documents (any iterable of str; read once, streamed into the Rust trainer).
+      vocab_size: the largest vocabulary wanted, special tokens included. A small text may run out of
+        pairs seen `min_frequency` times first; the tokenizer is then smaller (check ``vocab_size``).
+      pattern: the split regex applied before BPE (default GPT-2's).
+      special_tokens: spellings given the ids after all mergeable tokens, in this order.
+      eot_token: the end-of-text token (default: the first special token).
+      min_frequency: a pair must occur this often to be merged.
+      show_progress: show ``tokenizers``' own progress bars.
+
+    Returns:
+      A `Tokenizer` whose ids equal the trainer's (see `to_hf_tokenizer`).
+
+    Raises:
+      BPETrainingError: vocab_size below 256 + specials, no special tokens, no text, a bad pattern.
+      InvalidTextError: a text that is not valid Unicode.
+    """
+    special_tokens, eot_token = check_arguments(vocab_size, special_tokens, eot_token)
+    tokenizers = _import_tokenizers()
+    hf = _pipeline(tokenizers, tokenizers.models.BPE(), pattern)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size - len(special_tokens),
+        min_frequency=min_frequency,
+        show_progress=show_progress,
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    seen = {"texts": 0, "chars": 0}
+
+    def checked() -> Iterator[str]:
+        for i, text in enumerate(texts):
+            _check_text(text, f"training text {i}")
+            seen["texts"] += 1
+            seen["chars"] += len(text)
+            yield text
+
+    hf.train_from_iterator(checked(), trainer=trainer)
+    if seen["chars"] == 0:
+        raise BPETrainingError(f"no text to train on ({seen['texts']} texts, all empty)")
+    model = json.loads(hf.to_str())["model"]
+    decoder = gpt2_byte_decoder()
+    ranks = {bytes(decoder[c] for c in token): int(i) for token, i in model["vocab"].items()}
+    first_special = max(ranks.values()) + 1
+    special = {token: first_special + i for i, token in enumerate(special_tokens)}
+    return Tokenizer(ranks, special, pattern=pattern, name=name, eot_token=eot_token)
+
+
+def _merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
+    """The pair that BPE merged to make `token`: lowest-rank-first merging of its bytes, stopped
+    before `token`'s own rank, leaves exactly two parts."""
+    limit = ranks[token]
+    parts = [token[i : i + 1] for i in range(len(token))]
+    while len(parts) > 2:
+        best, best_rank = -1, limit
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < best_rank:
+                best, best_rank = i, rank
+        if best < 0:
+            break
+        parts[best : best + 2] = [parts[best] + parts[best + 1]]
+    if len(parts) != 2:
+        raise BPETrainingError(
+            f"token {token!r} (id {limit}) cannot be reached by merging lower-ranked tokens"
+        )
+    return parts[0], parts[1]
+
+
+def to_hf_tokenizer(tokenizer: Tokenizer) -> Any:
+    """The same vocabulary as a Hugging Face ``tokenizers.Tokenizer`` (same ids, same merges).
+
+    For tokenizers made by `train_bpe` this is the trainer's own model; for any `Tokenizer` the merges
+    are recovered from the ranks. Special tokens are added as ``tokenizers`` special tokens, which
+    (like ``allow_special=True``) it parses inside text.
+    """
+    tokenizers = _import_tokenizers()
+    ranks = tokenizer.ranks
+    encoder = {b: c for c, b in gpt2_byte_decoder().items()}
+
+    def spell(token: bytes) -> str:
+        return "".join(encoder[b] for b in token)
+
+    vocab = {spell(token): rank for token, rank in ranks.items()}
+    merges = [
+        tuple(spell(part) for part in _merge_of(ranks, token))
+        for token, _ in sorted(ranks.items(), key=lambda item: item[1])
+        if len(token) > 1
+    ]
+    hf = _pipeline(tokenizers, tokenizers.models.BPE(vocab=vocab, merges=merges), tokenizer.pattern)
+    for token, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1]):
+        if hf.add_special_tokens([token]) != 1 or hf.token_to_id(token) != token_id:
+            raise BPETrainingError(
+                f"special token {token!r} would get another id than {token_id} in `tokenizers` "
+                "(its ids must follow the mergeable tokens without gaps)"
+            )
+    return hf

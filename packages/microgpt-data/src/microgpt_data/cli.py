@@ -1,0 +1,114 @@
+"""The ``train-tokenizer`` command: train a byte-level BPE tokenizer on any text source and save it.
+
+    train-tokenizer --data pydocs --vocab-size 8192 --out runs/tokenizer
+
+writes ``tokenizer.tiktoken`` and ``tokenizer_config.json`` into ``--out`` (see `Tokenizer.save`).
+Bad input prints ``error: ...`` to stderr and exits 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+from microgpt_data.errors import DataError
+from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train-tokenizer",
+        description="Train a byte-level BPE tokenizer (Hugging Face tokenizers); save it as tiktoken files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="'pydocs' (built in, offline), a Hub dataset id 'org/name[:config]', or a path to a "
+        ".txt/.jsonl/.json/.parquet file or a folder of them",
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, required=True, help="vocabulary size, special tokens included"
+    )
+    parser.add_argument(
+        "--out", required=True, help="folder to write tokenizer.tiktoken and tokenizer_config.json"
+    )
+    parser.add_argument(
+        "--split", default="train", choices=("train", "validation"), help="which split to read"
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="the column holding the text (JSON, Parquet, Hub)"
+    )
+    parser.add_argument(
+        "--max-documents", type=int, default=None, help="stop reading after this many documents"
+    )
+    parser.add_argument(
+        "--special-token",
+        action="append",
+        default=None,
+        help=f"a special token (repeatable); the first ends documents (default: {ENDOFTEXT})",
+    )
+    parser.add_argument("--pattern", default=GPT2_PATTERN, help="the split regex applied before BPE")
+    parser.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to merge")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return parser
+
+
+def _texts(dataset, limit: int | None, progress: bool) -> Iterator[str]:
+    from tqdm import tqdm
+
+    rows = dataset if limit is None else itertools.islice(dataset, limit)
+    with tqdm(total=limit, unit="doc", desc="reading", disable=not progress, file=sys.stderr) as bar:
+        chars = 0
+        for row in rows:
+            chars += len(row["text"])
+            bar.update(1)
+            if bar.n % 64 == 0:
+                bar.set_postfix_str(f"{chars / 1e6:.1f}M chars", refresh=False)
+            yield row["text"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns 0 on success, 2 on bad input (with ``error: ...`` on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.max_documents is not None and args.max_documents < 1:
+            raise DataError(f"--max-documents must be >= 1, got {args.max_documents}")
+        from microgpt_data.bpe import check_arguments, train_bpe
+        from microgpt_data.sources import load_text_dataset
+
+        special_tokens = args.special_token or [ENDOFTEXT]
+        check_arguments(args.vocab_size, special_tokens, None)  # fail before reading any data
+
+        start = time.perf_counter()
+        dataset = load_text_dataset(args.data, args.split, text_column=args.text_column)
+        tokenizer = train_bpe(
+            _texts(dataset, args.max_documents, not args.no_progress),
+            args.vocab_size,
+            pattern=args.pattern,
+            special_tokens=special_tokens,
+            min_frequency=args.min_frequency,
+            show_progress=not args.no_progress,
+        )
+        out = tokenizer.save(args.out)
+    except (DataError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    print(
+        f"saved {tokenizer.vocab_size}-token tokenizer (eot id {tokenizer.eot_id}) to {out} "
+        f"in {seconds:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in corpora that need no download (see `pydocs`)."""

@@ -1,0 +1,316 @@
+"""`PackedLoader`: documents -> token ids + EOT -> fixed ``(B, T+1)`` int32 windows, resumable exactly.
+
+The pipeline, per process::
+
+    dataset --split_dataset_by_node--> this process's documents (in the dataset's order)
+            --shuffle buffer (own, seeded by seed, epoch)--> documents in shuffled order
+            --tokenizer.encode_batch, + EOT after each--> one token stream
+            --cut into consecutive windows of T+1 tokens, B per batch--> (B, T+1) int32 arrays
+
+Windows do not overlap: every token of the stream lands in exactly one window, in order (row b of a
+batch continues where row b-1 ended); train on ``x = w[:, :-1]``, ``y = w[:, 1:]``. Documents run
+across window and batch boundaries, and the stream runs on across epochs; when the last epoch ends,
+the tokens that do not fill a whole batch (fewer than B*(T+1)) are dropped: the documented remainder.
+
+Each process reads a disjoint part of the data (``datasets.distributed.split_dataset_by_node``), so
+windows never mix processes' data; the global batch is ``process_count * B`` rows.
+
+`state_dict()` describes the loader *after the last batch it returned* (the prefetch thread may be
+ahead; each batch carries its own state). A loader given that state by `load_state_dict` returns
+exactly the batches an unbroken one would. The state is JSON-serialisable: the dataset's position
+(``IterableDataset.state_dict``), the shuffle buffer's documents (``datasets``' own shuffle buffer
+does not survive a resume, hence ours: `microgpt_data.shuffle`), and the leftover tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from microgpt_data.errors import EmptyDatasetError, LoaderConfigError, LoaderStateError
+from microgpt_data.shuffle import shuffled
+from microgpt_data.tokenizer import Tokenizer
+
+__all__ = ["PackedLoader", "pack_windows", "STATE_VERSION"]
+
+STATE_VERSION = 1
+
+
+def pack_windows(documents: Iterable[Sequence[int]], eot_id: int, window: int) -> Iterator[np.ndarray]:
+    """The pure packing function: each document's ids + `eot_id`, concatenated, cut into consecutive
+    non-overlapping int32 windows of `window` tokens. A final partial window is dropped."""
+    carry = np.zeros(0, np.int32)
+    for ids in documents:
+        carry = np.concatenate([carry, np.asarray(ids, np.int32), np.array([eot_id], np.int32)])
+        full = len(carry) // window
+        yield from carry[: full * window].reshape(full, window)
+        carry = carry[full * window :]
+
+
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """Where the stream stands after a batch: everything needed to continue it exactly."""
+
+    epoch: int = 0
+    dataset: dict | None = None  # IterableDataset.state_dict(); None: start of the epoch
+    buffer: tuple[str, ...] = ()  # the shuffle buffer's documents
+    draws: int = 0  # documents drawn from the shuffle buffer this epoch
+    source_done: bool = False  # the dataset has no more documents this epoch
+    carry: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    batches: int = 0  # batches returned so far
+    finished: bool = False  # all epochs done
+
+
+class PackedLoader:
+    """An iterator of ``(batch_size, seq_len + 1)`` int32 numpy arrays over a text dataset.
+
+    Args:
+      dataset: a ``datasets.IterableDataset`` (or ``Dataset``) with a ``text`` column, e.g. from
+        `microgpt_data.load_text_dataset`. The same object must be passed when resuming.
+      tokenizer: the `Tokenizer`; its `eot_id` ends every document.
+      batch_size: B, rows per batch on this process.
+      seq_len: T; each row holds T+1 tokens (inputs and shifted targets).
+      process_index, process_count: this process's rank and the number of processes (e.g.
+        ``jax.process_index()``, ``jax.process_count()``); each reads its own share of the data.
+      epochs: passes over the data; ``None`` repeats forever.
+      shuffle_buffer: documents held for shuffling (0: dataset order).
+      seed: the shuffle seed.
+      tokenize_batch: documents encoded per `Tokenizer.encode_batch` call.
+      prefetch: batches prepared ahead by the background thread.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        tokenizer: Tokenizer,
+        *,
+        batch_size: int,
+        seq_len: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        epochs: int | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        tokenize_batch: int = 64,
+        prefetch: int = 4,
+    ) -> None:
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("seq_len", seq_len, 1),
+            ("process_count", process_count, 1),
+            ("shuffle_buffer", shuffle_buffer, 0),
+            ("tokenize_batch", tokenize_batch, 1),
+            ("prefetch", prefetch, 1),
+            ("seed", seed, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise LoaderConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(process_index, int) or not 0 <= process_index < process_count:
+            raise LoaderConfigError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            raise LoaderConfigError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
+        from datasets import Dataset
+        from datasets.distributed import split_dataset_by_node
+
+        if isinstance(dataset, Dataset):
+            dataset = dataset.to_iterable_dataset(num_shards=min(64, max(1, len(dataset))))
+        if not hasattr(dataset, "state_dict"):
+            raise LoaderConfigError(
+                f"dataset must be a datasets.IterableDataset or Dataset, got {type(dataset).__name__}"
+            )
+        self._dataset = split_dataset_by_node(dataset, rank=process_index, world_size=process_count)
+        self._start = self._dataset.state_dict()
+        self._tokenizer = tokenizer
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.process_index, self.process_count = process_index, process_count
+        self.epochs, self.shuffle_buffer, self.seed = epochs, shuffle_buffer, seed
+        self._tokenize_batch, self._prefetch = tokenize_batch, prefetch
+        self._state = _State()
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> PackedLoader:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._state.finished:
+            raise StopIteration
+        if self._thread is None:
+            self._stop = threading.Event()
+            self._queue = queue.Queue(maxsize=self._prefetch)
+            self._thread = threading.Thread(
+                target=self._produce,
+                args=(self._state, self._queue, self._stop),
+                name="packed-loader",
+                daemon=True,
+            )
+            self._thread.start()
+        kind, batch, state = self._queue.get()
+        if kind == "error":
+            self.close()
+            raise batch
+        self._state = state
+        if kind == "end":
+            self.close()
+            raise StopIteration
+        return batch
+
+    def close(self) -> None:
+        """Stops the prefetch thread (a later `next` restarts it from `state_dict()`)."""
+        if self._thread is not None:
+            self._stop.set()
+            while self._thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+            self._thread = None
+            self._queue = None
+
+    def __enter__(self) -> PackedLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+    # ------------------------------------------------------------------ the producer thread
+    def _documents(self, state: dict) -> Iterator[str]:
+        """This epoch's documents (from the dataset position in `state`) through the shuffle buffer."""
+        self._dataset.load_state_dict(state["dataset"] or self._start)
+        texts = (example["text"] for example in self._dataset)
+        return shuffled(texts, state, size=self.shuffle_buffer, seed=self.seed)
+
+    def _produce(self, start: _State, out: queue.Queue, stop: threading.Event) -> None:
+        def put(item: tuple) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    pass
+            return False
+
+        try:
+            need = self.batch_size * (self.seq_len + 1)
+            eot = self._tokenizer.eot_id
+            st = dataclasses.asdict(start)
+            st["buffer"], carry = list(start.buffer), start.carry
+            docs_read, tokens_read = 0, 0
+            while not stop.is_set() and (self.epochs is None or st["epoch"] < self.epochs):
+                docs = self._documents(st)
+                seen = st["draws"] > 0 or st["dataset"] is not None
+                pulled = False  # until the first pull, the dataset's live state is not this epoch's
+                while not stop.is_set():
+                    while len(carry) >= need:
+                        batch, carry = carry[:need].reshape(self.batch_size, self.seq_len + 1), carry[need:]
+                        st["batches"] += 1
+                        if pulled:
+                            st["dataset"] = self._dataset.state_dict()
+                        snapshot = _State(**{**st, "buffer": tuple(st["buffer"]), "carry": carry.copy()})
+                        if not put(("batch", batch, snapshot)):
+                            return
+                    # Encode about as many documents as the next batch needs (at least 1, at most
+                    # tokenize_batch), so the leftover tokens kept in the state stay small.
+                    per_doc = max(1.0, tokens_read / docs_read) if docs_read else need
+                    want = min(self._tokenize_batch, max(1, int((need - len(carry)) / per_doc) + 1))
+                    chunk = [text for _, text in zip(range(want), docs, strict=False)]
+                    pulled = True
+                    if not chunk:
+                        break
+                    seen = True
+                    flat: list[int] = []
+                    for ids in self._tokenizer.encode_batch(chunk):
+                        flat.extend(ids)
+                        flat.append(eot)
+                    docs_read, tokens_read = docs_read + len(chunk), tokens_read + len(flat)
+                    carry = np.concatenate([carry, np.asarray(flat, np.int32)])
+                if stop.is_set():
+                    return
+                if not seen:
+                    raise EmptyDatasetError(
+                        f"process {self.process_index} of {self.process_count} got no documents in epoch "
+                        f"{st['epoch']}: the dataset (or this process's share of it) is empty"
+                    )
+                st.update(epoch=st["epoch"] + 1, dataset=None, buffer=[], draws=0, source_done=False)
+            if st["batches"] == 0:
+                raise EmptyDatasetError(
+                    f"{self.epochs} epoch(s) gave {len(carry)} tokens, fewer than one batch of "
+                    f"{self.batch_size} x {self.seq_len + 1} = {need}; use a smaller batch_size/seq_len"
+                )
+            put(("end", None, _State(**{**st, "buffer": (), "carry": carry.copy(), "finished": True})))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(("error", exc, None))
+
+    # ------------------------------------------------------------------ state
+    def _fingerprint(self) -> dict:
+        return {
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "process_index": self.process_index,
+            "process_count": self.process_count,
+            "shuffle_buffer": self.shuffle_buffer,
+            "seed": self.seed,
+            "epochs": self.epochs,
+            "vocab_size": self._tokenizer.vocab_size,
+            "eot_id": self._tokenizer.eot_id,
+        }
+
+    @property
+    def batches_returned(self) -> int:
+        """How many batches this loader (or the one whose state it loaded) has returned."""
+        return self._state.batches
+
+    def state_dict(self) -> dict:
+        """A JSON-serialisable description of the position after the last returned batch."""
+        s = self._state
+        return {
+            "version": STATE_VERSION,
+            "loader": self._fingerprint(),
+            "epoch": s.epoch,
+            "dataset": s.dataset,
+            "buffer": list(s.buffer),
+            "draws": s.draws,
+            "source_done": s.source_done,
+            "carry": base64.b64encode(s.carry.astype("<i4").tobytes()).decode("ascii"),
+            "batches": s.batches,
+            "finished": s.finished,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continues from `state` (from `state_dict` of a loader built with the same arguments)."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise LoaderStateError(f"not a PackedLoader state of version {STATE_VERSION}")
+        saved, mine = state.get("loader", {}), self._fingerprint()
+        wrong = [
+            f"{k}: saved {saved.get(k)!r}, this loader {v!r}" for k, v in mine.items() if saved.get(k) != v
+        ]
+        if wrong:
+            raise LoaderStateError("the state belongs to a loader built differently: " + "; ".join(wrong))
+        try:
+            carry = np.frombuffer(base64.b64decode(state["carry"]), "<i4").astype(np.int32)
+            new = _State(
+                epoch=int(state["epoch"]),
+                dataset=state["dataset"],
+                buffer=tuple(state["buffer"]),
+                draws=int(state["draws"]),
+                source_done=bool(state["source_done"]),
+                carry=carry,
+                batches=int(state["batches"]),
+                finished=bool(state["finished"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoaderStateError(f"malformed PackedLoader state ({type(exc).__name__}: {exc})") from None
+        self.close()
+        self._state = new

@@ -1,0 +1,230 @@
+"""`load_text_dataset(spec, split)`: any text source as a streaming ``datasets.IterableDataset``.
+
+A `spec` is one of:
+
+- ``pydocs``: the built-in offline corpus (`microgpt_data.corpora.pydocs`), one shard per document.
+- a local path: a ``.txt``, ``.jsonl``/``.json`` or ``.parquet`` file, or a folder searched
+  recursively for them (sorted paths, one shard per file). A ``.txt`` file is read paragraph by
+  paragraph (blank-line separated): each paragraph is a document.
+- a Hugging Face Hub dataset id ``org/name`` or ``org/name:config`` (e.g. ``stas/openwebtext-10k``),
+  streamed. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set, or the Hub unreachable within a
+  few seconds) this fails at once with `HubUnavailableError` instead of retrying for ~20 s.
+
+The result always has exactly one column, ``text`` (renamed from `text_column`). Splits: pydocs has
+its own. Local files and Hub datasets are split from their ``train`` data by content: a document is
+in ``validation`` when the CRC-32 of its UTF-8 text is divisible by `VALIDATION_EVERY` (about 1 in
+20), else in ``train``; deterministic, independent of order and of the number of processes.
+
+``datasets`` is imported only inside these functions (the ``streaming`` extra): importing this
+module stays cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from microgpt_data.corpora.pydocs import VALIDATION_EVERY, pydocs_documents
+from microgpt_data.errors import (
+    DataSourceError,
+    EmptyDatasetError,
+    HubUnavailableError,
+    MissingPathError,
+    MissingTextColumnError,
+    UnsupportedFileError,
+)
+
+__all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id"]
+
+SPLITS = ("train", "validation")
+SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
+_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_SPEC_HELP = (
+    "a spec is 'pydocs', a Hub dataset id 'org/name[:config]', or a path to a .txt, .jsonl, .json or "
+    ".parquet file or a folder of them"
+)
+
+
+def _import_datasets() -> Any:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DataSourceError(
+            "streaming needs Hugging Face `datasets`: pip install 'microgpt-data[streaming]'"
+        ) from None
+    return datasets
+
+
+def is_hub_id(spec: str) -> bool:
+    """True for ``org/name`` or ``org/name:config`` that names no local path and has no file suffix."""
+    return bool(_HUB_ID.match(spec)) and Path(spec.split(":")[0]).suffix.lower() not in SUFFIXES
+
+
+def _in_split(example: dict, *, validation: bool) -> bool:
+    text = example["text"]
+    if text is None:
+        return False
+    if not isinstance(text, str):
+        raise DataSourceError(f"the text column holds {type(text).__name__} values, not text: {text!r:.60}")
+    return (zlib.crc32(text.encode("utf-8", "replace")) % VALIDATION_EVERY == 0) == validation
+
+
+def _pydocs_generator(names: list[str]):
+    by_name = {doc.name: doc.text for doc in pydocs_documents()}
+    for name in names:
+        yield {"text": by_name[name]}
+
+
+def _pydocs(split: str) -> Any:
+    datasets = _import_datasets()
+    names = [doc.name for doc in pydocs_documents() if doc.split == split]
+    return datasets.IterableDataset.from_generator(
+        _pydocs_generator,
+        features=datasets.Features({"text": datasets.Value("string")}),
+        gen_kwargs={"names": names},
+    )
+
+
+def _local_files(path: Path) -> dict[str, list[str]]:
+    """Supported files under `path`, grouped by ``datasets`` builder, in sorted order."""
+    if path.is_file():
+        builder = SUFFIXES.get(path.suffix.lower())
+        if builder is None:
+            raise UnsupportedFileError(
+                f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}"
+            )
+        return {builder: [str(path)]}
+    groups: dict[str, list[str]] = {}
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        builder = SUFFIXES.get(file.suffix.lower())
+        if builder is not None:
+            groups.setdefault(builder, []).append(str(file))
+    if not groups:
+        raise UnsupportedFileError(f"folder {path} holds no {', '.join(SUFFIXES)} files")
+    return groups
+
+
+def _text_column(ds: Any, text_column: str, where: str) -> Any:
+    """Keeps only `text_column`, renamed ``text``; errors list the columns there are."""
+    columns = ds.column_names
+    if columns is None:
+        first = next(iter(ds), None)
+        if first is None:
+            raise EmptyDatasetError(f"{where} holds no examples")
+        columns = list(first)
+    if text_column not in columns:
+        raise MissingTextColumnError(
+            f"{where} has no column {text_column!r}; its columns are {columns}. "
+            "Name the text column with text_column=... (--text-column on the command line)"
+        )
+    ds = ds.select_columns([text_column])
+    if text_column != "text":
+        ds = ds.rename_column(text_column, "text")
+    return ds
+
+
+def _hub_reachable(timeout: float) -> str | None:
+    """None when the Hub endpoint accepts a TCP connection within `timeout` s, else the reason."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(f"{host}:{port}: {exc}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)  # bounds a hanging DNS lookup too
+    return outcome[0] if outcome else f"{host}:{port}: no answer within {timeout:g} s"
+
+
+def _hub(spec: str, *, timeout: float) -> Any:
+    datasets = _import_datasets()
+    name, _, config = spec.partition(":")
+    advice = (
+        "To train offline, download it elsewhere and pass a local path (.jsonl/.parquet/.txt or a folder), "
+        "or use the built-in corpus: --data pydocs"
+    )
+    offline = [
+        var for var in _OFFLINE_VARS if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+    ]
+    if offline:  # streaming reads remote files: offline there is nothing to try
+        raise HubUnavailableError(
+            f"{spec!r} looks like a Hugging Face Hub dataset id (no local path of that name exists), but "
+            f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set and streaming needs the "
+            f"Hub. {advice}"
+        )
+    reason = _hub_reachable(timeout)
+    if reason is not None:
+        raise HubUnavailableError(
+            f"{spec!r} looks like a Hugging Face Hub dataset id (no local path of that name exists), "
+            f"but the Hub cannot be reached ({reason}). {advice}"
+        )
+    try:
+        return datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except (ConnectionError, OSError) as exc:
+        raise HubUnavailableError(f"cannot stream Hub dataset {spec!r}: {exc}. {advice}") from None
+    except Exception as exc:  # DatasetNotFoundError, a bad config name...
+        raise DataSourceError(f"cannot load Hub dataset {spec!r}: {type(exc).__name__}: {exc}") from None
+
+
+def load_text_dataset(
+    spec: str | os.PathLike,
+    split: str = "train",
+    *,
+    text_column: str = "text",
+    hub_timeout: float = 5.0,
+) -> Any:
+    """A streaming ``datasets.IterableDataset`` with one column, ``text``, for `spec` (see module doc).
+
+    Args:
+      spec: ``pydocs``, a local path, or a Hub id ``org/name[:config]``.
+      split: ``train`` or ``validation``.
+      text_column: the column holding the text (JSON/Parquet files, Hub datasets).
+      hub_timeout: seconds to wait for the Hub before reporting it unreachable.
+
+    Raises:
+      MissingPathError, UnsupportedFileError, MissingTextColumnError, EmptyDatasetError,
+      HubUnavailableError, DataSourceError: each naming the spec and what would be valid.
+    """
+    if split not in SPLITS:
+        raise DataSourceError(f"split must be one of {SPLITS}, got {split!r}")
+    spec_str = os.fspath(spec)
+    if spec_str == "pydocs":
+        return _pydocs(split)
+    path = Path(spec_str).expanduser()
+    if path.exists():
+        datasets = _import_datasets()
+        parts = []
+        for builder, files in _local_files(path).items():
+            extra = {"sample_by": "paragraph"} if builder == "text" else {}
+            try:
+                ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+            except Exception as exc:
+                raise DataSourceError(
+                    f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}"
+                ) from None
+            # A .txt file's column is always called "text"; the text column applies to the others.
+            parts.append(
+                _text_column(ds, "text" if builder == "text" else text_column, f"{path} ({builder})")
+            )
+        ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    elif is_hub_id(spec_str):
+        ds = _text_column(_hub(spec_str, timeout=hub_timeout), text_column, f"Hub dataset {spec_str!r}")
+    else:
+        raise MissingPathError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
+    if next(iter(ds), None) is None:
+        raise EmptyDatasetError(f"{spec_str!r} holds no text")
+    return ds.filter(functools.partial(_in_split, validation=split == "validation"))

@@ -1,0 +1,276 @@
+"""`Tokenizer`: byte-level BPE encoding and decoding on top of `tiktoken.Encoding`.
+
+A tokenizer is three things: a table of *mergeable ranks* (bytes -> id; lower ids merge first), a
+regular expression that splits text into pieces before BPE runs on each piece, and a few *special
+tokens* (``<|endoftext|>``) with ids above the ranks. tiktoken's Rust core does the encoding.
+
+On disk (``save(dir)`` / ``load(dir)``)::
+
+    tokenizer.tiktoken        one line per mergeable token: base64(bytes) SPACE id, ids ascending
+    tokenizer_config.json     {"format_version", "name", "pattern", "special_tokens", "eot_token"}
+
+Text in is plain text: a special token's spelling inside user text (``"<|endoftext|>"``) is encoded as
+ordinary bytes unless ``allow_special=True`` is passed. Text that is not valid Unicode (a lone
+surrogate such as ``"\\ud800"``) is refused with `InvalidTextError`: tiktoken would silently turn it
+into U+FFFD and ``decode(encode(s)) == s`` would no longer hold.
+
+Importing this module never imports ``datasets`` or ``tokenizers`` and never touches the network;
+only `Tokenizer.from_tiktoken` downloads, and only when asked by name.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import tiktoken
+
+from microgpt_data.errors import InvalidTextError, TokenizerDownloadError, TokenizerFileError
+from microgpt_data.tokenizer_files import (
+    CONFIG_FILE,
+    RANKS_FILE,
+    TOKENIZER_FORMAT_VERSION,
+    gpt2_byte_decoder,
+    read_gpt2_files,
+    read_tokenizer_files,
+    write_tokenizer_files,
+)
+
+__all__ = [
+    "ENDOFTEXT",
+    "GPT2_PATTERN",
+    "RANKS_FILE",
+    "CONFIG_FILE",
+    "TOKENIZER_FORMAT_VERSION",
+    "Tokenizer",
+    "gpt2_byte_decoder",
+]
+
+ENDOFTEXT = "<|endoftext|>"
+# GPT-2's split pattern (contractions, letters, numbers, punctuation, whitespace), as tiktoken spells it.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _check_text(text: str, where: str = "text") -> None:
+    """Raises `InvalidTextError` unless `text` is a str that is valid Unicode (no lone surrogates)."""
+    if not isinstance(text, str):
+        raise InvalidTextError(f"{where} must be a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTextError(
+            f"{where} holds a lone surrogate {text[exc.start]!r} at index {exc.start}: it is not valid "
+            "Unicode and cannot round-trip; repair it first (e.g. s.encode('utf-8', 'replace').decode())"
+        ) from None
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer: mergeable ranks + split pattern + special tokens, run by tiktoken.
+
+    Args:
+      ranks: mergeable tokens, ``bytes -> id``; every single byte must be present.
+      special_tokens: ``str -> id``; ids must not collide with `ranks`.
+      pattern: the split regular expression (tiktoken/`fancy-regex` syntax).
+      name: a label stored in ``tokenizer_config.json``.
+      eot_token: the special token appended after each document; must be in `special_tokens`.
+    """
+
+    def __init__(
+        self,
+        ranks: dict[bytes, int],
+        special_tokens: dict[str, int],
+        *,
+        pattern: str = GPT2_PATTERN,
+        name: str = "microgpt",
+        eot_token: str = ENDOFTEXT,
+    ) -> None:
+        missing = [b for b in range(256) if bytes([b]) not in ranks]
+        if missing:
+            raise TokenizerFileError(
+                f"the rank table lacks {len(missing)} of the 256 single bytes (first: {missing[0]}); "
+                "a byte-level tokenizer needs all of them"
+            )
+        if eot_token not in special_tokens:
+            raise TokenizerFileError(
+                f"eot_token {eot_token!r} is not one of the special tokens {sorted(special_tokens)}"
+            )
+        clash = set(special_tokens.values()) & set(ranks.values())
+        if clash or len(set(ranks.values())) != len(ranks):
+            raise TokenizerFileError(f"token ids must be unique; repeated ids include {sorted(clash)[:5]}")
+        self._ranks = dict(ranks)
+        self._special = dict(special_tokens)
+        self._pattern = pattern
+        self._name = name
+        self._eot_token = eot_token
+        try:
+            self._encoding = tiktoken.Encoding(
+                name, pat_str=pattern, mergeable_ranks=self._ranks, special_tokens=self._special
+            )
+        except ValueError as exc:  # tiktoken reports a bad regular expression as ValueError
+            raise TokenizerFileError(f"tiktoken rejected the tokenizer (pattern {pattern!r}): {exc}") from exc
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        """The underlying `tiktoken.Encoding`."""
+        return self._encoding
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def pattern(self) -> str:
+        return self._pattern
+
+    @property
+    def ranks(self) -> dict[bytes, int]:
+        """A copy of the mergeable ranks, ``bytes -> id``."""
+        return dict(self._ranks)
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._special)
+
+    @property
+    def eot_token(self) -> str:
+        return self._eot_token
+
+    @property
+    def eot_id(self) -> int:
+        """The id of the end-of-text token appended after every document."""
+        return self._special[self._eot_token]
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id: the embedding table size a model needs."""
+        return self._encoding.n_vocab
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(name={self._name!r}, vocab_size={self.vocab_size}, eot_id={self.eot_id})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tokenizer):
+            return NotImplemented
+        return (self._ranks, self._special, self._pattern, self._eot_token) == (
+            other._ranks,
+            other._special,
+            other._pattern,
+            other._eot_token,
+        )
+
+    __hash__ = None  # mutable-looking value object: equality by content, not hashable
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Token ids of `text`. Special-token spellings are ordinary text unless `allow_special`."""
+        _check_text(text)
+        if allow_special:
+            return self._encoding.encode(text, allowed_special="all")
+        return self._encoding.encode_ordinary(text)
+
+    def encode_batch(
+        self, texts: Sequence[str], *, allow_special: bool = False, num_threads: int | None = None
+    ) -> list[list[int]]:
+        """`encode` of each text, in parallel threads (tiktoken releases the GIL while encoding)."""
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            _check_text(text, f"texts[{i}]")
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        if allow_special:
+            return self._encoding.encode_batch(texts, num_threads=threads, allowed_special="all")
+        return self._encoding.encode_ordinary_batch(texts, num_threads=threads)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD."""
+        return self._encoding.decode([int(i) for i in ids], errors="replace")
+
+    # ------------------------------------------------------------------ files
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Writes ``tokenizer.tiktoken`` and ``tokenizer_config.json`` into `directory` (created)."""
+        return write_tokenizer_files(
+            directory,
+            ranks=self._ranks,
+            special_tokens=dict(sorted(self._special.items(), key=lambda item: item[1])),
+            pattern=self._pattern,
+            name=self._name,
+            eot_token=self._eot_token,
+        )
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Tokenizer:
+        """Reads a folder written by `save` (no network, no cache: the files are parsed here)."""
+        stored = read_tokenizer_files(directory)
+        try:
+            return cls(stored.pop("ranks"), stored.pop("special_tokens"), **stored)
+        except TokenizerFileError as exc:
+            raise TokenizerFileError(f"{directory}: {exc}") from None
+
+    @classmethod
+    def from_encoding(cls, encoding: tiktoken.Encoding, *, eot_token: str = ENDOFTEXT) -> Tokenizer:
+        """Wraps an existing `tiktoken.Encoding`."""
+        return cls(
+            encoding._mergeable_ranks,
+            encoding._special_tokens,
+            pattern=encoding._pat_str,
+            name=encoding.name,
+            eot_token=eot_token,
+        )
+
+    @classmethod
+    def from_tiktoken(cls, name: str, *, timeout: float = 30.0) -> Tokenizer:
+        """A named tiktoken encoding (``"gpt2"``, ``"cl100k_base"``...): downloads it unless cached.
+
+        Raises `TokenizerDownloadError` for an unknown name, or within `timeout` seconds when the
+        download fails (offline), saying how to proceed without network.
+        """
+        known = tiktoken.list_encoding_names()
+        if name not in known:
+            raise TokenizerDownloadError(
+                f"unknown tiktoken encoding {name!r}; known names: {', '.join(known)}"
+            )
+        result: dict[str, object] = {}
+
+        def fetch() -> None:
+            try:
+                result["encoding"] = tiktoken.get_encoding(name)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+                result["error"] = exc
+
+        thread = threading.Thread(target=fetch, name=f"tiktoken-{name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if "encoding" in result:
+            return cls.from_encoding(result["encoding"])  # type: ignore[arg-type]
+        reason = (
+            f"{type(result['error']).__name__}: {result['error']}"
+            if "error" in result
+            else (f"no answer within {timeout:g} s")
+        )
+        raise TokenizerDownloadError(
+            f"could not download tiktoken encoding {name!r} ({reason}). Connect to the internet, or set "
+            "TIKTOKEN_CACHE_DIR to a folder that already holds it, or use a local tokenizer instead: "
+            "Tokenizer.load(DIR), Tokenizer.from_gpt2_files(vocab.json, merges.txt), or train one with "
+            "`train-tokenizer --data pydocs --vocab-size 8192 --out DIR`"
+        )
+
+    @classmethod
+    def from_gpt2_files(
+        cls,
+        vocab_json: str | os.PathLike,
+        merges_txt: str | os.PathLike,
+        *,
+        pattern: str = GPT2_PATTERN,
+        eot_token: str = ENDOFTEXT,
+    ) -> Tokenizer:
+        """Converts GPT-2 style ``vocab.json`` + ``merges.txt`` (also Hugging Face byte-level BPE).
+
+        Mergeable tokens are the 256 bytes and the result of each merge; any other vocabulary entry
+        (``<|endoftext|>``) is a special token. Ids are kept, so tiktoken's ids equal the files' ids;
+        this needs the merged tokens' ids to rise in merge order, which is checked.
+        """
+        ranks, special = read_gpt2_files(vocab_json, merges_txt, eot_token=eot_token)
+        name = Path(vocab_json).parent.name or "gpt2"
+        return cls(ranks, special, pattern=pattern, name=name, eot_token=eot_token)

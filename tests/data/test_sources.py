@@ -1,0 +1,158 @@
+"""load_text_dataset: pydocs, local files and folders, Hub ids offline, and every error it names."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from microgpt_data import (
+    DataSourceError,
+    EmptyDatasetError,
+    HubUnavailableError,
+    MissingPathError,
+    MissingTextColumnError,
+    UnsupportedFileError,
+    load_text_dataset,
+    pydocs_texts,
+)
+from microgpt_data.sources import is_hub_id
+
+
+def texts(ds) -> list[str]:
+    return [row["text"] for row in ds]
+
+
+def both_splits(spec, **kwargs) -> tuple[list[str], list[str]]:
+    return texts(load_text_dataset(spec, "train", **kwargs)), texts(
+        load_text_dataset(spec, "validation", **kwargs)
+    )
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+DOCS = [f"document number {i}: " + "word " * (i % 7) for i in range(100)]
+
+
+def test_pydocs_splits_match_the_corpus():
+    ds = load_text_dataset("pydocs", "validation")
+    assert ds.column_names == ["text"]
+    assert texts(ds) == pydocs_texts("validation")
+
+
+def test_jsonl_splits_partition_documents(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"text": t, "id": i} for i, t in enumerate(DOCS)])
+    train, validation = both_splits(path)
+    assert sorted(train + validation) == sorted(DOCS)
+    assert not set(train) & set(validation)
+    assert 0 < len(validation) < 20
+    assert both_splits(path) == (train, validation)  # deterministic
+
+
+def test_text_column_is_renamed(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"body": t, "n": 1} for t in DOCS])
+    ds = load_text_dataset(path, "train", text_column="body")
+    assert ds.column_names == ["text"]
+    assert set(texts(ds)) <= set(DOCS)
+
+
+def test_missing_text_column_lists_columns(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"body": "x", "n": 1}])
+    with pytest.raises(MissingTextColumnError, match=r"docs.jsonl.*no column 'text'.*\['body', 'n'\]"):
+        load_text_dataset(path)
+
+
+def test_txt_is_read_by_paragraph(tmp_path):
+    path = tmp_path / "book.txt"
+    paragraphs = [f"Paragraph {i}.\nIts second line." for i in range(60)]
+    path.write_text("\n\n".join(paragraphs) + "\n")
+    train, validation = both_splits(path)
+    assert sorted(t.strip() for t in train + validation) == sorted(paragraphs)
+
+
+def test_parquet_and_folder_of_mixed_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    pq.write_table(pa.table({"text": DOCS[:50]}), folder / "a.parquet")
+    write_jsonl(folder / "sub" / "b.jsonl", [{"text": t} for t in DOCS[50:]])
+    (folder / "notes.md").write_text("ignored: not a supported suffix")
+    parquet_train, parquet_validation = both_splits(folder / "a.parquet")
+    assert sorted(parquet_train + parquet_validation) == sorted(DOCS[:50])
+    train, validation = both_splits(folder)
+    assert sorted(train + validation) == sorted(DOCS)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(MissingPathError, match=r"nothing.jsonl' does not exist; a spec is 'pydocs'"):
+        load_text_dataset(tmp_path / "nothing.jsonl")
+
+
+def test_unsupported_extension(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text\nhello\n")
+    with pytest.raises(UnsupportedFileError, match=r"data.csv: unsupported file type '.csv'; supported"):
+        load_text_dataset(path)
+    with pytest.raises(UnsupportedFileError, match="holds no .txt, .jsonl, .json, .parquet files"):
+        load_text_dataset(tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_text("")
+    with pytest.raises(EmptyDatasetError, match="empty.txt.*holds no"):
+        load_text_dataset(path)
+
+
+def test_non_text_values(tmp_path):
+    path = write_jsonl(tmp_path / "numbers.jsonl", [{"text": 1}, {"text": 2}])
+    with pytest.raises(DataSourceError, match="holds int values, not text"):
+        texts(load_text_dataset(path))
+
+
+def test_unknown_split():
+    with pytest.raises(DataSourceError, match="split must be one of"):
+        load_text_dataset("pydocs", "test")
+
+
+def test_hub_id_shapes():
+    assert is_hub_id("stas/openwebtext-10k")
+    assert is_hub_id("org/name:config")
+    assert not is_hub_id("data/file.jsonl")
+    assert not is_hub_id("openwebtext")
+    assert not is_hub_id("a/b/c")
+
+
+def test_bare_word_is_a_missing_path():
+    with pytest.raises(MissingPathError, match="'openwebtext' does not exist"):
+        load_text_dataset("openwebtext")
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"])
+def test_hub_id_offline_flag_fails_at_once(monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match=rf"stas/openwebtext-10k.*{variable} is set.*--data pydocs"):
+        load_text_dataset("stas/openwebtext-10k")
+    assert time.perf_counter() - start < 2
+
+
+def test_hub_id_unreachable_fails_fast(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port on loopback that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    start = time.perf_counter()
+    with pytest.raises(HubUnavailableError, match=rf"cannot be reached \(127.0.0.1:{port}"):
+        load_text_dataset("stas/openwebtext-10k:plain_text", hub_timeout=1.0)
+    assert time.perf_counter() - start < 5
