@@ -179,6 +179,10 @@ class Tokenizer:
         for i, text in enumerate(texts):
             _check_text(text, f"texts[{i}]")
         threads = num_threads or min(8, os.cpu_count() or 1)
+        if threads == 1 or len(texts) == 1:  # no thread pool for nothing to share
+            encode = self._encoding.encode if allow_special else self._encoding.encode_ordinary
+            kwargs = {"allowed_special": "all"} if allow_special else {}
+            return [encode(text, **kwargs) for text in texts]
         if allow_special:
             return self._encoding.encode_batch(texts, num_threads=threads, allowed_special="all")
         return self._encoding.encode_ordinary_batch(texts, num_threads=threads)
