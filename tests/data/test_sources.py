@@ -156,3 +156,59 @@ def test_hub_id_unreachable_fails_fast(monkeypatch):
     with pytest.raises(HubUnavailableError, match=rf"cannot be reached \(127.0.0.1:{port}"):
         load_text_dataset("stas/openwebtext-10k:plain_text", hub_timeout=1.0)
     assert time.perf_counter() - start < 5
+
+
+@pytest.fixture()
+def reachable_hub(monkeypatch):
+    """A loopback TCP listener standing in for the Hub endpoint (only reachability is probed)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    yield
+    server.close()
+
+
+def test_hub_id_streams_train_with_config_and_text_column(reachable_hub, monkeypatch, make_dataset):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, **kwargs):
+        calls.append((name, config, kwargs))
+        return make_dataset(DOCS).rename_column("text", "content")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    train = texts(load_text_dataset("org/name:cfg", "train", text_column="content"))
+    validation = texts(load_text_dataset("org/name", "validation", text_column="content"))
+    assert calls[0] == ("org/name", "cfg", {"split": "train", "streaming": True})
+    assert calls[1][:2] == ("org/name", None)
+    assert sorted(train + validation) == sorted(DOCS) and validation
+
+
+def test_hub_errors_are_translated(reachable_hub, monkeypatch):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'org/name' on the Hub")
+
+    def not_found(*args, **kwargs):
+        raise datasets.exceptions.DatasetNotFoundError("Dataset 'org/name' doesn't exist on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    with pytest.raises(HubUnavailableError, match="cannot stream Hub dataset 'org/name'.*--data pydocs"):
+        load_text_dataset("org/name")
+    monkeypatch.setattr(datasets, "load_dataset", not_found)
+    with pytest.raises(DataSourceError, match="Hub dataset 'org/name' was not found .*HF_TOKEN"):
+        load_text_dataset("org/name")
+
+    def bad_config(*args, **kwargs):
+        raise ValueError("BuilderConfig 'nope' not found. Available: ['plain_text']")
+
+    monkeypatch.setattr(datasets, "load_dataset", bad_config)
+    with pytest.raises(DataSourceError, match="'org/name:nope': ValueError.*plain_text"):
+        load_text_dataset("org/name:nope")

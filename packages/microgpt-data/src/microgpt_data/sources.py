@@ -174,10 +174,16 @@ def _hub(spec: str, *, timeout: float) -> Any:
         )
     try:
         return datasets.load_dataset(name, config or None, split="train", streaming=True)
-    except (ConnectionError, OSError) as exc:
-        raise HubUnavailableError(f"cannot stream Hub dataset {spec!r}: {exc}. {advice}") from None
-    except Exception as exc:  # DatasetNotFoundError, a bad config name...
-        raise DataSourceError(f"cannot load Hub dataset {spec!r}: {type(exc).__name__}: {exc}") from None
+    except datasets.exceptions.DatasetNotFoundError as exc:
+        raise DataSourceError(
+            f"Hub dataset {spec!r} was not found ({exc}); check the id, or log in (HF_TOKEN) if it is "
+            "private or gated"
+        ) from None
+    except Exception as exc:  # connection failures (several libraries' classes), bad config names...
+        kind = type(exc).__name__
+        if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in kind or "Timeout" in kind:
+            raise HubUnavailableError(f"cannot stream Hub dataset {spec!r}: {exc}. {advice}") from None
+        raise DataSourceError(f"cannot load Hub dataset {spec!r}: {kind}: {exc}") from None
 
 
 def load_text_dataset(
