@@ -206,6 +206,9 @@ def test_bad_arguments(make_dataset, small_tokenizer, small_texts, kwargs, match
 def test_not_a_dataset(make_dataset, small_tokenizer):
     with pytest.raises(LoaderConfigError, match="got list"):
         PackedLoader(["a", "b"], small_tokenizer, batch_size=1, seq_len=4)
+    body = make_dataset(["a"]).rename_column("text", "body")
+    with pytest.raises(LoaderConfigError, match=r"no 'text' column \(it has \['body'\]\)"):
+        PackedLoader(body, small_tokenizer, batch_size=1, seq_len=4)
 
 
 def test_empty_data_and_too_little_data(make_dataset, small_tokenizer):

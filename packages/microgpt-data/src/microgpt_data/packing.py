@@ -73,16 +73,18 @@ class PackedLoader:
 
     Args:
       dataset: a ``datasets.IterableDataset`` (or ``Dataset``) with a ``text`` column, e.g. from
-        `microgpt_data.load_text_dataset`. The same object must be passed when resuming.
+        `microgpt_data.load_text_dataset`. Resuming needs the same data again (same spec and split).
       tokenizer: the `Tokenizer`; its `eot_id` ends every document.
       batch_size: B, rows per batch on this process.
       seq_len: T; each row holds T+1 tokens (inputs and shifted targets).
       process_index, process_count: this process's rank and the number of processes (e.g.
         ``jax.process_index()``, ``jax.process_count()``); each reads its own share of the data.
-      epochs: passes over the data; ``None`` repeats forever.
+      epochs: passes over the data; ``None`` repeats forever (use it for multi-process training and
+        stop by step count: processes' shares differ in size, so finite epochs end at different steps).
       shuffle_buffer: documents held for shuffling (0: dataset order).
       seed: the shuffle seed.
-      tokenize_batch: documents encoded per `Tokenizer.encode_batch` call.
+      tokenize_batch: the most documents encoded per `Tokenizer.encode_batch` call (fewer are
+        read when fewer fill the next batch, which keeps the leftover tokens in the state small).
       prefetch: batches prepared ahead by the background thread.
     """
 
@@ -124,6 +126,11 @@ class PackedLoader:
         if not hasattr(dataset, "state_dict"):
             raise LoaderConfigError(
                 f"dataset must be a datasets.IterableDataset or Dataset, got {type(dataset).__name__}"
+            )
+        if dataset.column_names is not None and "text" not in dataset.column_names:
+            raise LoaderConfigError(
+                f"dataset has no 'text' column (it has {dataset.column_names}); rename it, or load it "
+                "with load_text_dataset(spec, split, text_column=...)"
             )
         self._dataset = split_dataset_by_node(dataset, rank=process_index, world_size=process_count)
         self._start = self._dataset.state_dict()
