@@ -99,10 +99,30 @@ def test_to_hf_tokenizer_after_load(small_tokenizer, tmp_path):
     assert to_hf_tokenizer(loaded).encode(text).ids == loaded.encode(text)
 
 
-def test_pydocs_8192_tiktoken_equals_trainer_on_whole_corpus():
+@pytest.fixture(scope="module")
+def pydocs_8192():
+    """The seed-size tokenizer on the whole built-in corpus (about a second, plus the corpus parse)."""
     texts = pydocs_texts("train") + pydocs_texts("validation")
-    tok = train_bpe(texts, 8192)
+    return texts, train_bpe(texts, 8192)
+
+
+def test_pydocs_8192_tiktoken_equals_trainer_on_whole_corpus(pydocs_8192):
+    texts, tok = pydocs_8192
     assert tok.vocab_size == 8192
-    hf = to_hf_tokenizer(tok)
-    encoded = hf.encode_batch(texts)
+    encoded = to_hf_tokenizer(tok).encode_batch(texts)
     assert tok.encode_batch(texts) == [e.ids for e in encoded]
+
+
+@given(st.data())
+def test_pydocs_8192_agrees_on_cut_and_spliced_text(pydocs_8192, data):
+    """Slices of real prose cut at arbitrary points (mid-word, mid-character sequence) and joined."""
+    texts, tok = pydocs_8192
+    hf = to_hf_tokenizer(tok)
+    pieces = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        text = texts[data.draw(st.integers(0, len(texts) - 1))]
+        start = data.draw(st.integers(0, len(text)))
+        pieces.append(text[start : start + data.draw(st.integers(0, 300))])
+    spliced = data.draw(st.sampled_from(["", " ", "\n", "é"])).join(pieces)
+    assert tok.encode(spliced) == hf.encode(spliced).ids
+    assert tok.decode(tok.encode(spliced)) == spliced

@@ -107,8 +107,22 @@ def test_argparse_errors_exit_2(capsys):
     assert "--vocab-size" in capsys.readouterr().err
 
 
-def test_console_script_help_runs():
-    result = subprocess.run(
-        [sys.executable, "-m", "microgpt_data.cli", "--help"], capture_output=True, text=True, timeout=60
-    )
+def test_as_a_process_help_exits_0_and_bad_input_exits_2(tmp_path):
+    def run(*argv):
+        command = [sys.executable, "-m", "microgpt_data.cli", *argv]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+    result = run("--help")
     assert result.returncode == 0 and "train-tokenizer" in result.stdout
+    missing, out = str(tmp_path / "missing.jsonl"), str(tmp_path / "t")
+    result = run("--data", missing, "--vocab-size", "300", "--out", out)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_exception(tmp_path):
+    from microgpt_data import MissingPathError
+
+    with pytest.raises(MissingPathError):
+        main(["--data", str(tmp_path / "no.txt"), "--vocab-size", "300", "--out", str(tmp_path), "--debug"])
