@@ -232,3 +232,27 @@ def test_map_style_dataset_and_pydocs(make_dataset, small_tokenizer):
     loader.close()
     first = small_tokenizer.decode(batch[0].tolist())
     assert first in pydocs_texts("validation")[0]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_resume_through_local_files_and_the_split_filter(small_tokenizer, tmp_path, count):
+    """Arrow-backed JSON shards behind the validation filter resume exactly too."""
+    from microgpt_data import load_text_dataset
+
+    for shard in range(3):
+        rows = [{"text": f"shard {shard} row {i} " + "words " * (i % 5), "id": i} for i in range(120)]
+        (tmp_path / f"part{shard}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = load_text_dataset(tmp_path, "train")
+    options = dict(batch_size=2, seq_len=15, shuffle_buffer=3, seed=1, epochs=2, process_count=count)
+    for rank in range(count):
+        with PackedLoader(dataset, small_tokenizer, process_index=rank, **options) as unbroken:
+            expected = list(unbroken)
+        for k in (0, 1, 7, len(expected) // 2, len(expected) - 1, len(expected)):
+            with PackedLoader(dataset, small_tokenizer, process_index=rank, **options) as first:
+                head = take(first, k)
+                state = json.loads(json.dumps(first.state_dict()))
+            with PackedLoader(dataset, small_tokenizer, process_index=rank, **options) as resumed:
+                resumed.load_state_dict(state)
+                got = head + list(resumed)
+            assert len(got) == len(expected)
+            assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)), k

@@ -221,7 +221,8 @@ class PackedLoader:
                 pulled = False  # until the first pull, the dataset's live state is not this epoch's
                 while not stop.is_set():
                     while len(carry) >= need:
-                        batch, carry = carry[:need].reshape(self.batch_size, self.seq_len + 1), carry[need:]
+                        batch = carry[:need].reshape(self.batch_size, self.seq_len + 1)  # (B, T+1)
+                        carry = carry[need:]  # (< need + one chunk,)
                         st["batches"] += 1
                         if pulled:
                             st["dataset"] = self._dataset.state_dict()
@@ -242,7 +243,7 @@ class PackedLoader:
                         flat.extend(ids)
                         flat.append(eot)
                     docs_read, tokens_read = docs_read + len(chunk), tokens_read + len(flat)
-                    carry = np.concatenate([carry, np.asarray(flat, np.int32)])
+                    carry = np.concatenate([carry, np.asarray(flat, np.int32)])  # the stream not yet emitted
                 if stop.is_set():
                     return
                 if not seen:
