@@ -110,6 +110,13 @@ def test_empty_file(tmp_path):
         load_text_dataset(path)
 
 
+def test_malformed_json_names_the_file(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text('{"text": "fine"}\n{not json\n')
+    with pytest.raises(DataSourceError, match="broken.jsonl.*ArrowInvalid"):
+        texts(load_text_dataset(path))
+
+
 def test_non_text_values(tmp_path):
     path = write_jsonl(tmp_path / "numbers.jsonl", [{"text": 1}, {"text": 2}])
     with pytest.raises(DataSourceError, match="holds int values, not text"):

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=not args.no_progress,
         )
         out = tokenizer.save(args.out)
-    except (DataError, OSError) as exc:
+    except (DataError, ValueError, OSError) as exc:  # ValueError: e.g. a malformed data file
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)

@@ -112,11 +112,21 @@ def _local_files(path: Path) -> dict[str, list[str]]:
     return groups
 
 
+def _first(ds: Any, where: str) -> dict | None:
+    """The first example (None when there is none); a file that cannot be parsed is named."""
+    try:
+        return next(iter(ds), None)
+    except DataSourceError:
+        raise
+    except Exception as exc:  # pyarrow/json parse errors, unreadable files
+        raise DataSourceError(f"cannot read {where}: {type(exc).__name__}: {exc}") from None
+
+
 def _text_column(ds: Any, text_column: str, where: str) -> Any:
     """Keeps only `text_column`, renamed ``text``; errors list the columns there are."""
     columns = ds.column_names
     if columns is None:
-        first = next(iter(ds), None)
+        first = _first(ds, where)
         if first is None:
             raise EmptyDatasetError(f"{where} holds no examples")
         columns = list(first)
@@ -231,6 +241,6 @@ def load_text_dataset(
         ds = _text_column(_hub(spec_str, timeout=hub_timeout), text_column, f"Hub dataset {spec_str!r}")
     else:
         raise MissingPathError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
-    if next(iter(ds), None) is None:
+    if _first(ds, spec_str) is None:
         raise EmptyDatasetError(f"{spec_str!r} holds no text")
     return ds.filter(functools.partial(_in_split, validation=split == "validation"))
