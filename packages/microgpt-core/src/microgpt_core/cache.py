@@ -85,6 +85,26 @@ def _write(cache: jax.Array, layer: int, new: jax.Array, start: jax.Array) -> ja
     return cache.at[layer, rows, :, slots, :].set(update, mode="drop")  # (L, B, H, Smax, Dh)
 
 
+def _cached_block(layer: Params, x, cache: KVCache, i, positions, mask, config: GPTConfig):
+    """Block i over a chunk: writes the chunk's keys and values into layer i of the cache first,
+    then attends over that layer's cache (see `layers.block` for the equations).
+
+    Args:
+      layer: one layer's params; x: (B, T, D); cache: (L, B, H, Smax, Dh) keys and values;
+      i: the layer index (a Python int when unrolled, a traced int under `lax.scan`);
+      positions: (B,) position of each row's first chunk token; mask: (B, 1, T, Smax).
+    Returns:
+      x (B, T, D) and the updated cache.
+    """
+    h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+    q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
+    cache = KVCache(k=_write(cache.k, i, k, positions), v=_write(cache.v, i, v, positions))
+    out = attention(q, cache.k[i], cache.v[i], mask, config=config)  # (B, H, T, Dh)
+    x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
+    h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+    return x + mlp(layer["mlp"], h, config=config), cache  # (B, T, D)
+
+
 def forward_cached(
     params: Params,
     cache: KVCache,
@@ -103,27 +123,27 @@ def forward_cached(
       positions: (B,) int, the position of tokens[b, 0]; tokens[b, i] is at positions[b] + i.
         Callers keep positions[b] + T <= cache length (slots past the end are not written).
       config: the model's configuration.
-      layers: `unstack_blocks(params)`, if the caller already has it (the decode loop does).
+      layers: `unstack_blocks(params)`, to run the layers unrolled over these slices (the decode
+        loop does, so weights are not copied per token); by default the stacked blocks run under
+        one `lax.scan` (less to compile: prefill runs once).
     Returns:
       logits (B, T, V) float32, and the cache with the chunk's keys and values written.
     """
     T = tokens.shape[1]
-    layers = unstack_blocks(params) if layers is None else layers
     token_positions = positions[:, None] + jnp.arange(T)  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
     slots = jnp.arange(cache.k.shape[3])  # (Smax,)
     mask = causal_mask(token_positions, slots)  # (B, 1, T, Smax): slot <= query position
-    cache_k, cache_v = cache
-    for i, layer in enumerate(layers):
-        h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
-        q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
-        cache_k = _write(cache_k, i, k, positions)  # (L, B, H, Smax, Dh)
-        cache_v = _write(cache_v, i, v, positions)  # (L, B, H, Smax, Dh)
-        out = attention(q, cache_k[i], cache_v[i], mask, config=config)  # (B, H, T, Dh)
-        x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
-        h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
-        x = x + mlp(layer["mlp"], h, config=config)  # (B, T, D)
+    if layers is None:
+
+        def step(carry, inputs):
+            layer, i = inputs
+            return _cached_block(layer, *carry, i, positions, mask, config), None
+
+        (x, cache), _ = jax.lax.scan(step, (x, cache), (params["blocks"], jnp.arange(config.n_layers)))
+    else:
+        for i, layer in enumerate(layers):
+            x, cache = _cached_block(layer, x, cache, i, positions, mask, config)
     if config.final_norm:
         x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
-    logits = unembed(params, x, config=config)  # (B, T, V)
-    return logits, KVCache(k=cache_k, v=cache_v)
+    return unembed(params, x, config=config), cache  # (B, T, V)
