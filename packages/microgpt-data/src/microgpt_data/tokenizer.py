@@ -161,7 +161,7 @@ class Tokenizer:
             other._eot_token,
         )
 
-    __hash__ = None  # mutable-looking value object: equality by content, not hashable
+    __hash__ = None  # equal by content (ranks, specials, pattern, eot); not hashable
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
