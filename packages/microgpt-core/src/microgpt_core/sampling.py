@@ -198,8 +198,7 @@ def _generate(
     cache = init_cache(config, B, min(P + N - 1, config.context_length))
     logits, cache = forward_cached(params, cache, prompt, jnp.zeros((B,), jnp.int32), config)  # (B, P, V)
     last_logits = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]  # (B, V)
-    rng, key = jax.random.split(rng)
-    token = sample(last_logits, key)  # (B,)
+    token = sample(last_logits, jax.random.fold_in(rng, 0))  # (B,); the key of step i is fold_in(rng, i)
     done = token == eot_id if eot_id is not None else jnp.zeros((B,), bool)  # (B,)
     num = jnp.where(done, 0, 1).astype(jnp.int32)  # (B,)
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
@@ -208,22 +207,21 @@ def _generate(
     layers = unstack_blocks(params)  # sliced once, outside the loop
 
     def keep_going(state):
-        step, _, _, _, done, _, _ = state
+        step, _, _, _, done, _ = state
         return (step < N) & ~jnp.all(done)
 
     def decode_step(state):
-        step, out, cache, token, done, num, rng = state
+        step, out, cache, token, done, num = state
         positions = lengths + step - 1  # (B,) position of `token`
         logits, cache = forward_cached(params, cache, token[:, None], positions, config, layers=layers)
-        rng, key = jax.random.split(rng)
-        new = jnp.where(done, pad, sample(logits[:, 0], key))  # (B,)
+        new = jnp.where(done, pad, sample(logits[:, 0], jax.random.fold_in(rng, step)))  # (B,)
         out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))  # (B, N)
         stopped = done | (new == eot_id) if eot_id is not None else done
         num = num + (~stopped).astype(jnp.int32)
         if emit:
             emit(step, new)
-        return step + 1, out, cache, new, stopped, num, rng
+        return step + 1, out, cache, new, stopped, num
 
-    state = (jnp.int32(1), out, cache, token, done, num, rng)
-    _, out, _, _, _, num, _ = jax.lax.while_loop(keep_going, decode_step, state)
+    state = (jnp.int32(1), out, cache, token, done, num)
+    _, out, _, _, _, num = jax.lax.while_loop(keep_going, decode_step, state)
     return Generation(tokens=out, num_tokens=num)
