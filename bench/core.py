@@ -36,19 +36,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from microgpt_core import SEED_CONFIG as SEED
 from microgpt_core import GPTConfig, forward, generate_tokens, init_params, save_pretrained
 
-SEED = GPTConfig(
-    vocab_size=8192,
-    context_length=256,
-    d_model=256,
-    n_layers=4,
-    n_heads=4,
-    positional="sinusoidal",
-    tie_embeddings=True,
-    embed_scale=True,
-    final_norm=False,
-)
 PROMPT, NEW = 16, 256
 HERE = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"

@@ -6,24 +6,13 @@ import jax
 import numpy as np
 import pytest
 
-from microgpt_core import GPTConfig, count_params, init_params, param_axes, param_shapes
+from microgpt_core import SEED_CONFIG as SEED
+from microgpt_core import count_params, init_params, param_axes, param_shapes
 from microgpt_core.params import flatten, unflatten
-
-# The original microGPT (kandarpa02/microGPT) reported 5.4M parameters for this configuration.
-SEED = GPTConfig(
-    vocab_size=8192,
-    context_length=256,
-    d_model=256,
-    n_layers=4,
-    n_heads=4,
-    positional="sinusoidal",
-    tie_embeddings=True,
-    embed_scale=True,
-    final_norm=False,
-)
 
 
 def test_seed_configuration_counts_about_5_3_million():
+    # The original microGPT (kandarpa02/microGPT) reported 5.4M parameters for this configuration.
     params = jax.eval_shape(init_params, jax.random.key(0), SEED)
     assert count_params(params) == 5_256_192
     assert round(count_params(params) / 1e6, 1) == 5.3

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION"]
+__all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION", "SEED_CONFIG"]
 
 # Version of the `config.json` layout written by `save_pretrained`; `GPTConfig.upgrade` reads older ones.
 FORMAT_VERSION = 1
@@ -160,3 +160,18 @@ class GPTConfig:
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"GPTConfig.{name} must be one of {list(choices)}, got {value!r}")
+
+
+# The original microGPT's model (kandarpa02/microGPT, which reported 5.4M parameters): the "seed"
+# configuration that benchmarks compare at and the `seed-5m` training preset builds on.
+SEED_CONFIG = GPTConfig(
+    vocab_size=8192,
+    context_length=256,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    positional="sinusoidal",
+    tie_embeddings=True,
+    embed_scale=True,
+    final_norm=False,
+)
