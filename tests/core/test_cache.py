@@ -13,12 +13,13 @@ from tests.conftest import config_strategy
 T = 16
 
 
-@settings(max_examples=6)
+@settings(max_examples=5)
 @given(config=config_strategy(st), data=st.data())
 def test_prefill_then_decode_equals_the_full_forward(jit_forward, jit_forward_cached, config, data):
     params = init_params(jax.random.key(0), config)
     B = 3
-    tokens = jax.random.randint(jax.random.key(data.draw(st.integers(0, 99))), (B, T), 0, config.vocab_size)
+    seed = data.draw(st.integers(0, 99))
+    tokens = np.random.default_rng(seed).integers(0, config.vocab_size, (B, T), dtype=np.int32)
     lengths = np.asarray(data.draw(st.lists(st.integers(1, T - 1), min_size=B, max_size=B)))
     full = np.asarray(jit_forward(params, tokens, config))  # (B, T, V)
 
@@ -27,6 +28,7 @@ def test_prefill_then_decode_equals_the_full_forward(jit_forward, jit_forward_ca
     P = T - 1
     cache = init_cache(config, B, T)
     logits, cache = jit_forward_cached(params, cache, tokens[:, :P], jnp.zeros(B, jnp.int32), config)
+    logits = np.asarray(logits)
     for b in range(B):
         np.testing.assert_allclose(logits[b, : lengths[b]], full[b, : lengths[b]], atol=1e-4)
 
@@ -36,6 +38,7 @@ def test_prefill_then_decode_equals_the_full_forward(jit_forward, jit_forward_ca
         step = np.minimum(positions, T - 1)
         token = tokens[np.arange(B), step][:, None]
         logits, cache = jit_forward_cached(params, cache, token, jnp.asarray(step, jnp.int32), config)
+        logits = np.asarray(logits)
         for b in range(B):
             if positions[b] < T:
                 np.testing.assert_allclose(logits[b, 0], full[b, positions[b]], atol=1e-4)
