@@ -30,6 +30,7 @@ __all__ = [
     "gelu",
     "layer_norm",
     "linear",
+    "merge_heads",
     "mlp",
     "qkv_heads",
     "sinusoidal_positions",
