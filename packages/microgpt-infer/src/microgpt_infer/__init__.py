@@ -1,3 +1,76 @@
-"""microgpt_infer (in progress: see the package README)."""
+"""microgpt_infer: sample from microGPT models (local, on the Hugging Face Hub) and GPT-2 checkpoints.
 
-__all__: list[str] = []
+    from microgpt_infer import generate_text, load_model, generate, push_to_hub
+
+- `load_model(source, revision=None)`: a model folder (ours, or GPT-2 in Hugging Face's layout) or a
+  Hub repo id; returns a `Model(params, config, tokenizer, source)`.
+- `generate(model, prompts, ...)`: batched, streaming, stop strings, top-k/top-p.
+- `generate_text(rng, text, max_new_tokens=50, temperature=1.0)`: the original microGPT call.
+- `push_to_hub(model_dir, repo_id)`.
+
+Importing this package is cheap and touches no network: names load on first use (PEP 562), so
+`import microgpt_infer` imports neither JAX nor huggingface_hub until something needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Model": "microgpt_infer.model",
+    "load_model": "microgpt_infer.model",
+    "find_default_model": "microgpt_infer.model",
+    "generate": "microgpt_infer.generate",
+    "generate_text": "microgpt_infer.generate",
+    "push_to_hub": "microgpt_infer.hub",
+    "InferError": "microgpt_infer.errors",
+    "ModelNotFoundError": "microgpt_infer.errors",
+    "ModelFileError": "microgpt_infer.errors",
+    "UnsupportedModelError": "microgpt_infer.errors",
+    "HubError": "microgpt_infer.errors",
+    "PromptTooLongError": "microgpt_infer.errors",
+}
+
+__all__ = [
+    "HubError",
+    "InferError",
+    "Model",
+    "ModelFileError",
+    "ModelNotFoundError",
+    "PromptTooLongError",
+    "UnsupportedModelError",
+    "find_default_model",
+    "generate",
+    "generate_text",
+    "load_model",
+    "push_to_hub",
+]
+assert sorted(__all__) == sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
+    from microgpt_infer.errors import (
+        HubError,
+        InferError,
+        ModelFileError,
+        ModelNotFoundError,
+        PromptTooLongError,
+        UnsupportedModelError,
+    )
+    from microgpt_infer.generate import generate, generate_text
+    from microgpt_infer.hub import push_to_hub
+    from microgpt_infer.model import Model, find_default_model, load_model
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'microgpt_infer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

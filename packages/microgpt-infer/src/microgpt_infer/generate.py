@@ -1,0 +1,298 @@
+"""Text in, text out: `generate` (batched, streaming, stop strings) and `generate_text`.
+
+Both sit on `microgpt_core.sampling.generate_tokens`, which runs a whole generation (prefill plus a
+`while_loop` of cached decode steps) as ONE compiled program per (batch, prompt width,
+max_new_tokens, sampling settings). Prompts are right-padded to a bucket width (a power of two, at
+least 16, at most the context), so prompts of nearby lengths share a compiled program.
+
+Text is decoded per row, token by token, through an incremental UTF-8 decoder: a character split
+across tokens is emitted once complete, and the text streamed to `on_token` is exactly the text
+returned. A row ends at the end-of-text token (not included), at the first stop string (not
+included), or after `max_new_tokens`. Stop strings are found on the host: the compiled loop itself
+runs until every row has produced end-of-text or `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from microgpt_core import SamplingError, generate_tokens
+from microgpt_infer.errors import InferError, PromptTooLongError
+from microgpt_infer.model import Model, find_default_model, load_model
+
+__all__ = ["generate", "generate_text", "bucket_width"]
+
+MIN_WIDTH = 16
+
+
+def bucket_width(length: int, limit: int) -> int:
+    """The padded prompt width: the next power of two >= max(length, 16), capped at `limit`."""
+    width = MIN_WIDTH
+    while width < length:
+        width *= 2
+    return max(min(width, limit), length)
+
+
+# ------------------------------------------------------------------------------------------------
+# Decoding rows of tokens into text, with stop strings.
+class _RowText:
+    """The text of one generated row, built token by token.
+
+    `push(token)` returns the text that became final with this token: complete characters that can
+    no longer turn out to start a stop string. `finish()` returns whatever was held back.
+    """
+
+    def __init__(self, model: Model, stops: Sequence[str]) -> None:
+        self._encoding = model.tokenizer.encoding
+        self._eot = model.tokenizer.eot_id
+        self._stops = stops
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""  # decoded so far (cut at a stop string once one is found)
+        self._emitted = 0
+        self.done = False
+
+    def _token_bytes(self, token: int) -> bytes:
+        try:
+            return self._encoding.decode_single_token_bytes(token)
+        except KeyError:  # an id the model has but the tokenizer does not (padded vocabularies)
+            return b""
+
+    def push(self, token: int) -> str:
+        if self.done:
+            return ""
+        if token == self._eot:
+            return self.finish()
+        self.text += self._decoder.decode(self._token_bytes(token))
+        cut = min((i for i in (self.text.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text = self.text[:cut]
+            return self.finish()
+        held = max((_overlap(self.text, s) for s in self._stops), default=0)
+        return self._emit(len(self.text) - held)
+
+    def finish(self) -> str:
+        if not self.done:
+            self.done = True
+            tail = self._decoder.decode(b"", final=True)
+            if tail and not any(s in self.text + tail for s in self._stops):
+                self.text += tail
+        return self._emit(len(self.text))
+
+    def _emit(self, end: int) -> str:
+        out = self.text[self._emitted : end]
+        self._emitted = max(self._emitted, end)
+        return out
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
+    for n in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+# One module-level host callback, so every streaming generation hits the same compiled program
+# (`generate_tokens` compiles per callback function); it forwards to the active generation's sink.
+_STREAM_LOCK = threading.Lock()
+_SINK: list[Callable[[int, np.ndarray], None] | None] = [None]
+
+
+def _stream_callback(step, tokens) -> None:
+    sink = _SINK[0]
+    if sink is not None:
+        sink(int(step), np.asarray(tokens))
+
+
+# ------------------------------------------------------------------------------------------------
+def _as_key(rng: jax.Array | int | None) -> jax.Array:
+    if rng is None:
+        return jax.random.key(secrets.randbits(31))
+    if isinstance(rng, int) and not isinstance(rng, bool):
+        return jax.random.key(rng)
+    if isinstance(rng, jax.Array):
+        return rng
+    raise InferError(f"rng must be a jax.random key, an int seed or None, got {type(rng).__name__}")
+
+
+def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    stops = (stop,) if isinstance(stop, str) else tuple(stop)
+    for s in stops:
+        if not isinstance(s, str) or not s:
+            raise InferError(f"stop strings must be non-empty str, got {s!r}")
+    return stops
+
+
+def generate(
+    model: Model,
+    prompts: str | Sequence[str],
+    *,
+    rng: jax.Array | int | None = None,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    on_token: Callable[[int, str], None] | None = None,
+    crop_prompt: bool = False,
+) -> str | list[str]:
+    """Continues each prompt with up to `max_new_tokens` sampled tokens.
+
+        x_{t+1} ~ softmax(z_t / τ) restricted to top-k / top-p  (τ = 0: argmax)
+
+    Args:
+      model: from `load_model`.
+      prompts: one text, or a list of texts of any lengths (generated together as one batch).
+        An empty prompt starts from the end-of-text token.
+      rng: a `jax.random.key`, an int seed, or None for a fresh random seed.
+      max_new_tokens: N >= 1 new tokens at most per prompt.
+      temperature: τ >= 0; 0 is greedy (deterministic).
+      top_k: sample among the k most likely tokens only (None: all).
+      top_p: sample from the smallest set of tokens whose probability reaches p (None: all).
+      stop: a string or strings; a row ends before the first occurrence of any of them.
+      on_token: called as `on_token(row, text)` with each new piece of a row's text as it is
+        generated (streaming); the pieces of a row concatenate to its returned text.
+      crop_prompt: keep only the last `context_length - max_new_tokens` tokens of a longer prompt,
+        instead of raising `PromptTooLongError`.
+    Returns:
+      The continuation (without the prompt): a str for a str prompt, a list for a list.
+    Raises:
+      PromptTooLongError: a prompt plus `max_new_tokens` exceeds the context (names the prompt).
+      SamplingError, InferError: an argument out of range (names it and what is valid).
+    """
+    if not isinstance(model, Model):
+        raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
+    single = isinstance(prompts, str)
+    texts = [prompts] if single else list(prompts)
+    if not texts:
+        raise InferError("prompts is an empty list; pass a str or a list of at least one str")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InferError(f"prompts[{i}] must be a str, got {type(text).__name__}")
+    T = model.config.context_length
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < T:
+        raise SamplingError(
+            f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt token), "
+            f"got {max_new_tokens!r}"
+        )
+    stops = _stop_strings(stop)
+    key = _as_key(rng)
+    tokenizer = model.tokenizer
+    ids = tokenizer.encode_batch(texts) if len(texts) > 1 else [tokenizer.encode(texts[0])]
+    room = T - max_new_tokens
+    for i, row in enumerate(ids):
+        if not row:
+            ids[i] = [tokenizer.eot_id]
+        elif len(row) > room:
+            if not crop_prompt:
+                which = "the prompt" if single else f"prompts[{i}]"
+                raise PromptTooLongError(
+                    f"{which} has {len(row)} tokens; with max_new_tokens={max_new_tokens} the model's "
+                    f"context_length {T} leaves room for {room}. Shorten it, lower max_new_tokens, or "
+                    f"pass crop_prompt=True (CLI: --crop-prompt) to keep its last {room} tokens"
+                )
+            ids[i] = row[-room:]
+    lengths = np.array([len(row) for row in ids], np.int32)  # (B,)
+    width = bucket_width(int(lengths.max()), T)
+    prompt = np.zeros((len(ids), width), np.int32)  # (B, P) right-padded
+    for i, row in enumerate(ids):
+        prompt[i, : len(row)] = row
+
+    rows = [_RowText(model, stops) for _ in ids]
+
+    def consume(step: int, tokens: np.ndarray) -> None:
+        for r, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            piece = row.push(token)
+            if piece and on_token is not None:
+                on_token(r, piece)
+
+    kwargs = dict(
+        rng=key, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        eot_id=tokenizer.eot_id if tokenizer.eot_id < model.config.vocab_size else None,
+    )  # fmt: skip
+    if on_token is None:
+        out = generate_tokens(model.params, model.config, prompt, lengths, **kwargs)
+        for step, tokens in enumerate(np.asarray(out.tokens).T):  # (N, B)
+            consume(step, tokens)
+    else:
+        with _STREAM_LOCK:
+            _SINK[0] = consume
+            try:
+                out = generate_tokens(
+                    model.params, model.config, prompt, lengths, on_token=_stream_callback, **kwargs
+                )
+                jax.block_until_ready(out.tokens)
+                jax.effects_barrier()  # every callback has run
+            finally:
+                _SINK[0] = None
+    for r, row in enumerate(rows):
+        piece = row.finish()
+        if piece and on_token is not None:
+            on_token(r, piece)
+    results = [row.text for row in rows]
+    return results[0] if single else results
+
+
+# ------------------------------------------------------------------------------------------------
+_LOADED: dict[tuple, Model] = {}
+
+
+def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:
+    """A `Model`, loading (once per source and file version) a folder or repo id given by name."""
+    if isinstance(model, Model):
+        return model
+    source = os.fspath(model) if model is not None else find_default_model()
+    path = Path(source).expanduser()
+    stamp = tuple(
+        (path / name).stat().st_mtime_ns if (path / name).exists() else 0
+        for name in ("config.json", "model.safetensors")
+    )
+    key = (str(path.resolve()) if path.exists() else source, stamp)
+    if key not in _LOADED:
+        _LOADED.clear()  # keep one model in memory
+        _LOADED[key] = load_model(source)
+    return _LOADED[key]
+
+
+def generate_text(
+    rng: jax.Array | int | None,
+    text: str,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    *,
+    model: Model | str | os.PathLike[str] | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    on_token: Callable[[int, str], None] | None = None,
+) -> str:
+    """The original microGPT call: `text` followed by up to `max_new_tokens` sampled tokens.
+
+    Args:
+      rng: a `jax.random.key` (or an int seed).
+      text: the prompt.
+      max_new_tokens, temperature: as in the original (temperature 0: greedy).
+      model: a `Model`, a model folder or a Hub repo id; default `$MICROGPT_MODEL`, else the newest
+        `runs/*/model` under the current folder. Loaded once and kept for later calls.
+      top_k, top_p, stop, on_token: see `generate`.
+    Returns:
+      The prompt and its continuation, as one string.
+    Raises:
+      ModelNotFoundError: no model was given or found; the message says how to get one.
+    """
+    resolved = _resolve(model)
+    continuation = generate(
+        resolved, text, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_k=top_k, top_p=top_p, stop=stop, on_token=on_token,
+    )  # fmt: skip
+    return text + continuation
