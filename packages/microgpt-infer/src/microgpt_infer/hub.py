@@ -98,7 +98,9 @@ def download(repo_id: str, *, revision: str | None = None, token: str | bool | N
             f"{reason}; connect and unset HF_HUB_OFFLINE to download it once"
         ) from None
     except errors.HfHubHTTPError as e:
-        raise HubError(f"{where}: the Hub answered {e}") from None
+        status = e.response.status_code if e.response is not None else None
+        hint = "; set HF_TOKEN to a valid token with read access" if status in (401, 403) else ""
+        raise HubError(f"{where}: the Hub answered {_first_line(e)}{hint}") from None
     except (OSError, ConnectionError) as e:  # network errors, cut-off downloads, size mismatches
         raise HubError(
             f"{where}: download failed ({type(e).__name__}: {e}); nothing partial was kept in the cache, "
@@ -109,6 +111,10 @@ def download(repo_id: str, *, revision: str | None = None, token: str | bool | N
             raise HubError(f"{where}: download failed ({type(e).__name__}: {e}); try again") from None
         raise
     return Path(folder)
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def model_card(model_dir: Path, repo_id: str) -> str:
@@ -199,7 +205,9 @@ def push_to_hub(
     except errors.HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         hint = " (set HF_TOKEN to a token with write access)" if status in (401, 403) else ""
-        raise HubError(f"upload of {model_dir} to Hub repo {repo_id!r} failed: {e}{hint}") from None
+        raise HubError(
+            f"upload of {model_dir} to Hub repo {repo_id!r} failed: {_first_line(e)}{hint}"
+        ) from None
     except (OSError, ConnectionError) as e:
         raise HubError(
             f"upload of {model_dir} to Hub repo {repo_id!r} failed: {type(e).__name__}: {e}"
