@@ -1,0 +1,247 @@
+"""`RunConfig`: everything one training run needs, and the named presets.
+
+A run config is a frozen dataclass of training knobs plus a `GPTConfig` (`model`). The `train` CLI's
+flags, the `--config FILE.toml` keys and `train_config.json` are all generated from these two
+dataclasses, so each knob is written down once (its help text is the field's `help` metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from microgpt_core import ConfigError, GPTConfig
+
+__all__ = ["PRESETS", "RunConfig", "RunConfigError", "preset", "run_fields"]
+
+
+class RunConfigError(ValueError):
+    """A run-config value is out of range or two values cannot go together; the message names them."""
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """One training run. `model` is the network; the other fields drive data, optimiser and logging."""
+
+    model: GPTConfig
+    name: str = _f("quickstart", "run name: the run folder is RUNS_DIR/NAME")
+    runs_dir: str = _f("runs", "folder that holds run folders")
+    data: str = _f(
+        "pydocs", "training text: pydocs, a local .txt/.jsonl/.json/.parquet file or folder, or org/name"
+    )
+    text_column: str = _f("text", "column holding the text in .jsonl/.json/.parquet/Hub data")
+    tokenizer: str = _f(
+        "",
+        "tokenizer folder, or tiktoken:NAME; empty: train a BPE of vocab-size on the data "
+        "(cached in the run folder)",
+    )
+    tokenizer_documents: int = _f(0, "documents to train the BPE on (0: all of the training split)")
+    batch_size: int = _f(
+        16, "global batch: sequences per optimiser step, over all processes and micro-batches"
+    )
+    grad_accum: int = _f(1, "micro-batches per step (gradient accumulation); must divide batch-size")
+    max_steps: int = _f(1000, "optimiser steps; the learning-rate schedule spans exactly these")
+    learning_rate: float = _f(1e-3, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    warmup_steps: int = _f(100, "steps of linear warmup from 0")
+    weight_decay: float = _f(0.1, "AdamW decoupled weight decay (never on norms, biases or embeddings)")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip gradients to this global norm (0: no clipping)")
+    seed: int = _f(0, "seed of initialisation, dropout and data shuffling")
+    shuffle_buffer: int = _f(256, "documents in the data shuffle buffer (0: no shuffle)")
+    fsdp: bool = _f(False, "shard parameters and optimiser state over the data axis (FSDP)")
+    eval_every: int = _f(200, "evaluate on the validation split every N steps (0: only at the end)")
+    eval_batches: int = _f(8, "validation batches per evaluation")
+    sample_every: int = _f(500, "print a sample every N steps (0: only at the end)")
+    sample_tokens: int = _f(64, "tokens per sample")
+    sample_prompt: str = _f("The", "prompt of the periodic samples")
+    checkpoint_every: int = _f(200, "save an orbax checkpoint every N steps (and at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints to keep")
+    log_every: int = _f(10, "write metrics.jsonl every N steps")
+    peak_flops: float = _f(0.0, "peak FLOP/s per device for MFU (0: a guess for the platform)")
+    progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.model.context_length
+
+    def validate(self) -> None:
+        """Raises `RunConfigError` naming the first bad field (device counts are checked at start)."""
+        if not isinstance(self.model, GPTConfig):
+            raise RunConfigError(f"RunConfig.model must be a GPTConfig, got {type(self.model).__name__}")
+        for f in run_fields():
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise RunConfigError(f"{f.name} must be an integer, got {value!r}")
+            if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise RunConfigError(f"{f.name} must be a number, got {value!r}")
+            if kind == "float" and not math.isfinite(value):
+                raise RunConfigError(f"{f.name} must be finite, got {value!r}")
+            if kind == "bool" and not isinstance(value, bool):
+                raise RunConfigError(f"{f.name} must be true or false, got {value!r}")
+            if kind == "str" and not isinstance(value, str):
+                raise RunConfigError(f"{f.name} must be a string, got {value!r}")
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "sample_tokens"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("checkpoint_every", "keep_checkpoints", "log_every"):
+            _at_least(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "eval_every", "sample_every", "shuffle_buffer", "tokenizer_documents"):
+            _at_least(name, getattr(self, name), 0)
+        for name in ("learning_rate", "weight_decay", "grad_clip", "peak_flops", "min_lr_ratio"):
+            _at_least(name, getattr(self, name), 0)
+        if self.learning_rate <= 0:
+            raise RunConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.min_lr_ratio > 1:
+            raise RunConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise RunConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.batch_size % self.grad_accum:
+            raise RunConfigError(
+                f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise RunConfigError(f"name must be a plain folder name, got {self.name!r}")
+        if self.sample_tokens >= self.model.context_length:
+            raise RunConfigError(
+                f"sample_tokens ({self.sample_tokens}) must be below context_length "
+                f"({self.model.context_length})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the run fields plus ``model`` (a `GPTConfig.to_dict()`)."""
+        out = {f.name: getattr(self, f.name) for f in run_fields()}
+        out["model"] = self.model.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Inverse of `to_dict`; unknown keys are errors (see `merge` for partial updates)."""
+        data = dict(data)
+        if "model" not in data:
+            raise RunConfigError("a run config needs a 'model' table")
+        model = data.pop("model")
+        _check_keys(data, {f.name for f in run_fields()}, "run config")
+        return cls(model=model if isinstance(model, GPTConfig) else GPTConfig.from_dict(model), **data)
+
+    def merge(self, updates: dict[str, Any]) -> RunConfig:
+        """A copy with `updates` applied: run fields at the top level, model fields flat or under
+        ``model``. Unknown keys raise `RunConfigError` listing the valid ones."""
+        updates = dict(updates)
+        model_updates = dict(updates.pop("model", {}) or {})
+        run_names = {f.name for f in run_fields()}
+        model_names = {f.name for f in dataclasses.fields(GPTConfig)}
+        for key in list(updates):
+            if key not in run_names and key in model_names:
+                model_updates[key] = updates.pop(key)
+        _check_keys(updates, run_names, "run config")
+        _check_keys(model_updates, model_names, "model")
+        try:
+            model = self.model.replace(**model_updates) if model_updates else self.model
+        except ConfigError as err:
+            raise RunConfigError(str(err)) from None
+        return dataclasses.replace(self, model=model, **updates)
+
+
+def run_fields() -> list[dataclasses.Field]:
+    """The run-config fields other than ``model``, in declaration order."""
+    return [f for f in dataclasses.fields(RunConfig) if f.name != "model"]
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if value < low:
+        raise RunConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_keys(data: dict[str, Any], valid: set[str], where: str) -> None:
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise RunConfigError(f"unknown {where} key(s) {unknown}; valid keys are {sorted(valid)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets.
+SEED_MODEL = GPTConfig(
+    vocab_size=8192,
+    context_length=256,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    positional="sinusoidal",
+    tie_embeddings=True,
+    embed_scale=True,
+    final_norm=False,
+    dropout=0.1,
+)
+
+PRESETS: dict[str, RunConfig] = {
+    # Readable samples from the built-in corpus in a few minutes on a 2-core CPU.
+    "quickstart": RunConfig(
+        name="quickstart",
+        model=GPTConfig(vocab_size=2048, context_length=128, d_model=128, n_layers=4, n_heads=4),
+        data="pydocs",
+        batch_size=16,
+        max_steps=500,
+        learning_rate=3e-3,
+        warmup_steps=50,
+        eval_every=100,
+        eval_batches=8,
+        sample_every=250,
+        sample_tokens=48,
+        checkpoint_every=100,
+    ),
+    # The original microGPT (kandarpa02/microGPT): 5.3M parameters on OpenWebText-10k.
+    "seed-5m": RunConfig(
+        name="seed-5m",
+        model=SEED_MODEL,
+        data="stas/openwebtext-10k",
+        tokenizer_documents=2000,
+        batch_size=16,
+        max_steps=5000,
+        learning_rate=6e-4,
+        warmup_steps=200,
+        eval_every=500,
+        sample_every=1000,
+        checkpoint_every=500,
+    ),
+    # GPT-2 small (124M) with its own tokenizer, for accelerators.
+    "gpt2-124m": RunConfig(
+        name="gpt2-124m",
+        model=GPTConfig(vocab_size=50304, context_length=1024, d_model=768, n_layers=12, n_heads=12),
+        data="stas/openwebtext-10k",
+        tokenizer="tiktoken:gpt2",
+        batch_size=480,
+        grad_accum=8,
+        max_steps=5000,
+        learning_rate=6e-4,
+        warmup_steps=700,
+        weight_decay=0.1,
+        eval_every=250,
+        eval_batches=20,
+        sample_every=1000,
+        checkpoint_every=500,
+        peak_flops=0.0,
+    ),
+}
+
+
+def preset(name: str) -> RunConfig:
+    """The preset called `name`; `RunConfigError` lists the valid names."""
+    if name not in PRESETS:
+        raise RunConfigError(f"unknown preset {name!r}; valid presets are {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,84 @@
+"""`evaluate --model DIR --data SPEC`: validation loss and perplexity of an exported model.
+
+uv run evaluate --model runs/quickstart/model --data pydocs --batches 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+__all__ = ["evaluate_model", "main"]
+
+
+def evaluate_model(
+    model_dir: str | Path, data: str, *, split: str = "validation", batches: int = 16, batch_size: int = 8,
+    seq_len: int | None = None, text_column: str = "text",
+) -> dict[str, float]:  # fmt: skip
+    """Mean next-token loss (nats/token) and perplexity over the first `batches` windows of `data`."""
+    import jax
+    import numpy as np
+
+    from microgpt_core import load_pretrained
+    from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
+    from microgpt_train.metrics import unigram_entropy
+    from microgpt_train.step import make_eval_step
+
+    params, config = load_pretrained(model_dir)
+    tokenizer = Tokenizer.load(model_dir)
+    seq_len = seq_len or config.context_length
+    if not 1 <= seq_len <= config.context_length:
+        raise ValueError(
+            f"--seq-len must be in [1, {config.context_length}] (the model's context), got {seq_len}"
+        )
+    for name, value in (("batches", batches), ("batch-size", batch_size)):
+        if value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
+    dataset = load_text_dataset(data, split, text_column=text_column)
+    eval_step = make_eval_step(config)
+    total = count = 0.0
+    seen = []
+    with PackedLoader(dataset, tokenizer, batch_size=batch_size, seq_len=seq_len, epochs=1) as loader:
+        for _, batch in zip(range(batches), loader, strict=False):
+            s, n = eval_step(params, jax.numpy.asarray(batch))
+            total, count = total + float(s), count + float(n)
+            seen.append(batch[:, 1:])
+    loss = total / count
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(count),
+            "unigram_entropy": unigram_entropy(np.concatenate(seen))}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="evaluate", description="Loss and perplexity of a model on a dataset."
+    )
+    parser.add_argument("--model", required=True, help="model folder (runs/<name>/model)")
+    parser.add_argument("--data", default="pydocs", help="pydocs, a local file or folder, or org/name")
+    parser.add_argument("--split", default="validation", choices=["train", "validation"])
+    parser.add_argument("--batches", type=int, default=16, help="batches to evaluate")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch")
+    parser.add_argument(
+        "--seq-len", type=int, default=None, help="tokens per sequence (default: the context)"
+    )
+    parser.add_argument("--text-column", default="text", help="column holding the text")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_model(
+            args.model, args.data, split=args.split, batches=args.batches, batch_size=args.batch_size,
+            seq_len=args.seq_len, text_column=args.text_column,
+        )  # fmt: skip
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ValueError | OSError) else 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""What a run measures: FLOPs and MFU, the unigram baseline, and `metrics.jsonl`.
+
+    FLOPs per token ≈ 6 N + 12 L T D        (Kaplan et al. 2020; Chowdhery et al. 2022, appendix B)
+
+N counts the non-embedding parameters plus the output projection (the tied embedding used as the
+head does a V x D matmul per token); the second term is the attention scores and weighted values
+over T positions, forward and backward. MFU = achieved FLOP/s / (peak FLOP/s per device x devices).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from microgpt_core import GPTConfig
+
+__all__ = ["MetricsLog", "flops_per_token", "peak_flops_per_device", "unigram_entropy"]
+
+# Dense peak FLOP/s per device, by platform and compute dtype; CPUs are measured (NOTES.md: ~200
+# GFLOP/s f32 matmul for this machine's 2 cores, i.e. per process, whatever the simulated devices).
+_PEAKS = {
+    ("gpu", "bfloat16"): 989e12,  # H100 SXM dense bf16
+    ("gpu", "float32"): 67e12,
+    ("tpu", "bfloat16"): 197e12,  # v5e
+    ("tpu", "float32"): 197e12,
+}
+CPU_PEAK_PER_PROCESS = 200e9
+
+
+def flops_per_token(config: GPTConfig) -> float:
+    """Training FLOPs (forward + backward) per token: 6 N + 12 L T D, N = matmul parameters."""
+    D, L, F, V, T = config.d_model, config.n_layers, config.d_ff, config.vocab_size, config.context_length
+    matmul_params = L * (D * 3 * D + D * D + 2 * D * F) + D * V
+    return 6.0 * matmul_params + 12.0 * L * T * D
+
+
+def peak_flops_per_device(config: GPTConfig, override: float = 0.0) -> float:
+    """`override` if given, else a table entry for the platform and compute dtype."""
+    if override > 0:
+        return override
+    platform = jax.devices()[0].platform
+    if platform == "cpu":
+        return CPU_PEAK_PER_PROCESS / jax.local_device_count()
+    return _PEAKS.get((platform, config.compute_dtype), _PEAKS.get((platform, "float32"), 1e12))
+
+
+def unigram_entropy(tokens: np.ndarray) -> float:
+    """H = -Σ_v p(v) ln p(v) of the empirical token distribution (nats): the loss of a model that
+    knows only each token's frequency in these very tokens (a lower bound for unigram models)."""
+    counts = np.bincount(np.asarray(tokens).ravel())
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+class MetricsLog:
+    """Appends one JSON object per line to `metrics.jsonl` (process 0 only) and keeps the history."""
+
+    def __init__(self, path: Path, *, enabled: bool, truncate_after: int | None = None):
+        self.path = Path(path)
+        self.enabled = enabled
+        self.records: list[dict[str, Any]] = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+                if truncate_after is None or record.get("step", 0) <= truncate_after:
+                    self.records.append(record)
+        if enabled:
+            # Rewrite what a resumed run keeps, so steps after its checkpoint appear only once.
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            text = "".join(json.dumps(r) + "\n" for r in self.records)
+            self.path.write_text(text)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+        }
+        self.records.append(record)
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")

@@ -1,0 +1,126 @@
+"""The device mesh and how every array is laid out on it.
+
+One mesh axis, ``data``, spans every device of every process. Batches are split over it (data
+parallelism). Parameters and optimiser state are replicated, or, with FSDP, split over the same axis
+along their ``embed`` dimension. Core names each parameter's axes (`microgpt_core.param_axes`); the one
+table below, `LOGICAL_AXIS_RULES`, maps those names to mesh axes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from microgpt_core import GPTConfig, param_axes
+
+__all__ = [
+    "DATA",
+    "LOGICAL_AXIS_RULES",
+    "batch_sharding",
+    "global_batch",
+    "make_mesh",
+    "param_shardings",
+    "replicated",
+    "state_shardings",
+]
+
+DATA = "data"
+
+# Logical axis -> mesh axis. "fsdp" is the data axis when FSDP is on, and no axis (replicated) when off.
+LOGICAL_AXIS_RULES: dict[str, str | None] = {
+    "batch": DATA,
+    "embed": "fsdp",
+    "vocab": None,
+    "seq": None,
+    "heads": None,
+    "mlp": None,
+    "layers": None,
+}
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh named ``data`` over `devices` (default: all devices of all processes)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows over ``data``; everything else whole."""
+    return NamedSharding(mesh, PartitionSpec(LOGICAL_AXIS_RULES["batch"]))
+
+
+def _spec(axes: tuple[str, ...], shape: tuple[int, ...], mesh: Mesh, fsdp: bool) -> PartitionSpec:
+    """The partition spec of one parameter; a dimension the mesh axis does not divide stays whole."""
+    spec = []
+    for name, size in zip(axes, shape, strict=True):
+        mesh_axis = LOGICAL_AXIS_RULES[name]
+        if mesh_axis == "fsdp":
+            mesh_axis = DATA if fsdp else None
+        if mesh_axis is not None and (size % mesh.shape[mesh_axis] or mesh_axis in spec):
+            mesh_axis = None
+        spec.append(mesh_axis)
+    return PartitionSpec(*spec)
+
+
+def param_shardings(params_shape: Any, config: GPTConfig, mesh: Mesh, *, fsdp: bool) -> Any:
+    """A pytree of `NamedSharding`s mirroring the params (arrays or `ShapeDtypeStruct`s)."""
+    axes = param_axes(config)
+    return jax.tree.map(
+        lambda a, p: NamedSharding(mesh, _spec(a, p.shape, mesh, fsdp)),
+        axes,
+        params_shape,
+        is_leaf=lambda x: isinstance(x, tuple),
+    )
+
+
+def state_shardings(state_shape: Any, params_sharding: Any, mesh: Mesh) -> Any:
+    """Shardings of the train state: every optimiser leaf shaped like a parameter follows that
+    parameter's sharding (Adam's moments); scalars (counts, the step) are replicated."""
+    by_shape: dict[tuple[int, ...], NamedSharding] = {}
+    for leaf, sharding in zip(
+        jax.tree.leaves(state_shape["params"]), jax.tree.leaves(params_sharding), strict=True
+    ):
+        by_shape.setdefault(tuple(leaf.shape), sharding)
+
+    def opt_leaf(x):
+        return by_shape.get(tuple(x.shape), replicated(mesh))
+
+    # Moments mirror the params tree inside optax states: map them by structure where possible.
+    opt = jax.tree.map(opt_leaf, state_shape["opt_state"])
+    opt = _match_param_subtrees(state_shape["opt_state"], params_sharding, opt)
+    return {
+        "params": params_sharding,
+        "opt_state": opt,
+        "step": replicated(mesh),
+        "rng": replicated(mesh),
+    }
+
+
+def _match_param_subtrees(opt_state: Any, params_sharding: Any, fallback: Any) -> Any:
+    """Where a subtree of the optimiser state has the params' structure (mu, nu), use the params'
+    shardings exactly rather than matching by shape."""
+    params_def = jax.tree.structure(params_sharding)
+
+    def visit(node, fb):
+        if jax.tree.structure(node) == params_def:
+            return params_sharding
+        if isinstance(node, tuple) and not hasattr(node, "shape"):
+            kids = [visit(n, f) for n, f in zip(node, fb, strict=True)]
+            return type(node)(*kids) if hasattr(node, "_fields") else tuple(kids)
+        return fb
+
+    return visit(opt_state, fallback)
+
+
+def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
+    """This process's rows -> one global (process_count * B_local, ...) array split over ``data``."""
+    sharding = batch_sharding(mesh)
+    global_shape = (local.shape[0] * jax.process_count(), *local.shape[1:])
+    return jax.make_array_from_process_local_data(sharding, local, global_shape)

@@ -1,0 +1,58 @@
+"""Tiny run configs for the train tests: a 2-layer, 32-wide model on pydocs with a 256-token BPE."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from microgpt_core import GPTConfig
+from microgpt_train import RunConfig
+
+TINY_MODEL = GPTConfig(vocab_size=320, context_length=32, d_model=32, n_layers=2, n_heads=2, dropout=0.1)
+
+
+def tiny_run(runs_dir: Path | str, name: str = "tiny", **changes) -> RunConfig:
+    """A run that trains in seconds: 8 x 32 tokens per step, evals of 2 batches, no progress bar."""
+    fields = dict(
+        name=name, runs_dir=str(runs_dir), model=TINY_MODEL, batch_size=8, max_steps=6, warmup_steps=2,
+        eval_every=3, eval_batches=2, sample_every=6, sample_tokens=8, checkpoint_every=3, log_every=1,
+        shuffle_buffer=16, progress=False, learning_rate=3e-3,
+    )  # fmt: skip
+    fields.update(changes)
+    return RunConfig(**fields)
+
+
+def tiny_flags(runs_dir: Path | str, name: str, **changes) -> list[str]:
+    """The same tiny run as `train` CLI flags."""
+    run = tiny_run(runs_dir, name, **changes)
+    flags = []
+    for key, value in run.to_dict().items():
+        if key == "model":
+            continue
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    for key in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "dropout"):
+        flags += [f"--{key.replace('_', '-')}", str(getattr(run.model, key))]
+    return flags
+
+
+def run_cli(args: list[str], *, timeout: float = 120, env: dict | None = None, **kwargs):
+    """`python -m microgpt_train.cli ARGS` in a subprocess, with a timeout so nothing hangs."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "microgpt_train.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+    """A 320-token BPE on pydocs, trained once and shared (as `tokenizer=...`)."""
+    from microgpt_data import pydocs_texts, train_bpe
+
+    path = tmp_path_factory.mktemp("tokenizer")
+    train_bpe(pydocs_texts("train")[:200], TINY_MODEL.vocab_size).save(path)
+    return path
