@@ -1,0 +1,154 @@
+"""GPT-2 in Hugging Face's layout: logits equal transformers' on the committed fixture.
+
+The fixture (tests/fixtures/gpt2_tiny/) was made by tests/fixtures/make_gpt2_tiny.py in the side
+venv: a tiny random GPT2LMHeadModel saved by transformers, a tiny byte-level BPE, and its logits.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from microgpt_core import forward
+from microgpt_infer import ModelFileError, UnsupportedModelError, generate, load_model
+from microgpt_infer.gpt2 import KEY_TABLE
+from tests.infer.conftest import GPT2_TINY
+
+REFERENCE = json.loads((GPT2_TINY / "reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return load_model(GPT2_TINY)
+
+
+def test_config_converted(gpt2):
+    c = gpt2.config
+    assert (c.vocab_size, c.context_length, c.d_model, c.n_layers, c.n_heads, c.d_ff) == (
+        270,
+        32,
+        16,
+        2,
+        2,
+        64,
+    )
+    assert (c.positional, c.bias, c.final_norm, c.tie_embeddings, c.embed_scale, c.gelu) == (
+        "learned", True, True, True, False, "tanh"
+    )  # fmt: skip
+
+
+def test_logits_equal_transformers(gpt2):
+    expected = np.load(GPT2_TINY / "logits.npy")  # (2, 12, 270)
+    logits = forward(gpt2.params, jnp.asarray(REFERENCE["ids"]), gpt2.config)
+    np.testing.assert_allclose(np.asarray(logits), expected, atol=1e-4, rtol=0)
+
+
+def test_tokenizer_ids_equal_transformers(gpt2):
+    for text, ids in zip(REFERENCE["texts"], REFERENCE["text_ids"], strict=True):
+        assert gpt2.tokenizer.encode(text) == ids
+        assert gpt2.tokenizer.decode(ids) == text
+    assert gpt2.tokenizer.eot_id == 269
+
+
+def test_generates_text(gpt2):
+    out = generate(gpt2, ["the cat", "héllo"], rng=0, max_new_tokens=8, temperature=0)
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_untied_head_is_transposed(tmp_path, gpt2):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "untied")
+    tensors = safetensors.numpy.load_file(folder / "model.safetensors")
+    head = np.random.default_rng(0).normal(size=tensors["transformer.wte.weight"].shape).astype(np.float32)
+    tensors["lm_head.weight"] = head  # nn.Linear layout (V, D)
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors")
+    _edit(folder, tie_word_embeddings=False)
+    untied = load_model(folder)
+    assert not untied.config.tie_embeddings
+    np.testing.assert_array_equal(np.asarray(untied.params["head"]["w"]), head.T)
+    assert KEY_TABLE["head.w"] == ("lm_head.weight", True)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("scale_attn_by_inverse_layer_idx", True, "scale_attn_by_inverse_layer_idx=true"),
+        ("reorder_and_upcast_attn", True, "reorder_and_upcast_attn=true"),
+        ("scale_attn_weights", False, "scale_attn_weights=false"),
+        ("add_cross_attention", True, "cross-attention"),
+        ("activation_function", "relu", "activation_function 'relu' is not supported"),
+        ("n_head", 3, "n_heads"),
+        ("n_layer", "2", "'n_layer' must be an integer"),
+    ],
+)
+def test_unsupported_variants_are_refused(tmp_path, field, value, message):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "variant")
+    _edit(folder, **{field: value})
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(folder)
+    assert str(folder / "config.json") in str(info.value)
+    if field not in ("n_head", "n_layer"):
+        assert isinstance(info.value, UnsupportedModelError)
+
+
+def test_exact_gelu_accepted(tmp_path):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "gelu")
+    _edit(folder, activation_function="gelu")
+    assert load_model(folder).config.gelu == "exact"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t.pop("transformer.h.1.mlp.c_fc.bias"), "missing tensor 'h.1.mlp.c_fc.bias'"),
+        (lambda t: t.update({"transformer.h.2.ln_1.weight": np.ones(16, np.float32)}), "unexpected tensor"),
+        (
+            lambda t: t.update({"transformer.ln_f.bias": np.ones(15, np.float32)}),
+            r"'ln_f.bias' has shape \(15,\)",
+        ),
+        (lambda t: t["transformer.wpe.weight"].__setitem__((0, 0), np.nan), "NaN"),
+    ],
+    ids=["missing", "extra", "shape", "nan"],
+)
+def test_bad_weights_name_the_file_and_key(tmp_path, change, message):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "bad")
+    tensors = dict(safetensors.numpy.load_file(folder / "model.safetensors"))
+    tensors = {k: np.array(v) for k, v in tensors.items()}
+    change(tensors)
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(folder)
+    assert str(folder / "model.safetensors") in str(info.value)
+
+
+def test_truncated_weights_and_missing_tokenizer(tmp_path):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "cut")
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:-64])
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated or corrupted .*cut off"):
+        load_model(folder)
+    (folder / "model.safetensors").write_bytes(data)
+    (folder / "merges.txt").unlink()
+    with pytest.raises(ModelFileError, match=r"merges\.txt does not exist"):
+        load_model(folder)
+
+
+def test_half_precision_weights_load_as_float32(tmp_path, gpt2):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "f16")
+    tensors = safetensors.numpy.load_file(folder / "model.safetensors")
+    safetensors.numpy.save_file(
+        {k: v.astype(np.float16) for k, v in tensors.items()}, folder / "model.safetensors"
+    )
+    half = load_model(folder)
+    assert half.params["embed"]["tokens"].dtype == jnp.float32
+    np.testing.assert_allclose(half.params["embed"]["tokens"], gpt2.params["embed"]["tokens"], atol=1e-2)
+
+
+def _edit(folder, **changes):
+    body = json.loads((folder / "config.json").read_text())
+    body.update(changes)
+    (folder / "config.json").write_text(json.dumps(body))
