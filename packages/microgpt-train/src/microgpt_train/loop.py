@@ -250,10 +250,13 @@ def train(run: RunConfig, *, resume: bool = False, log=print) -> Path:
                 if bar is not None:
                     bar.update(1)
                 meta = {"step": step, "loader": loader.state_dict(), "run": run.to_dict()}
-                if step % run.checkpoint_every == 0 or step == run.max_steps:
+                saved = step % run.checkpoint_every == 0 or step == run.max_steps
+                if saved:
                     checkpoints.save(step, state, meta)
                 if stop.any_process() and step < run.max_steps:
-                    checkpoints.save(step, state, meta, wait=True)
+                    if not saved:
+                        checkpoints.save(step, state, meta)
+                    checkpoints.wait()
                     raise TrainingInterrupted(step, run_dir)
     finally:
         if bar is not None:
