@@ -1,0 +1,62 @@
+"""microgpt-infer installed alone from wheels, as a user would: no training stack comes with it.
+
+Builds wheels of core, data and infer with `uv build`, creates a fresh venv, and runs
+`pip install --find-links DIST microgpt-infer`: our three packages from the wheels, third-party ones
+from the package index (pip's cache makes later runs fast). Then generates text from a saved model
+with the installed package and its `generate` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ABSENT = ("datasets", "optax", "orbax-checkpoint", "tokenizers", "torch", "microgpt-train", "pyarrow")
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv to build the wheels")
+def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
+    dist = tmp_path / "dist"
+    for package in ("microgpt-core", "microgpt-data", "microgpt-infer"):
+        _run(["uv", "build", "-q", "--wheel", "--package", package, "-o", str(dist)], cwd=ROOT, timeout=120)
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
+    python, bin_dir = venv / "bin" / "python", venv / "bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "--find-links", str(dist), "microgpt-infer"],
+        env=env, timeout=800,
+    )  # fmt: skip
+    listing = _run([str(python), "-m", "pip", "list", "--format=json"], env=env).stdout
+    installed = {re.sub(r"[-_.]+", "-", item["name"]).lower() for item in json.loads(listing)}
+    assert {"microgpt-core", "microgpt-data", "microgpt-infer", "jax", "huggingface-hub"} <= installed
+    assert not installed & set(ABSENT), sorted(installed & set(ABSENT))
+
+    script = (
+        "import jax, microgpt_infer, sys\n"
+        "assert microgpt_infer.__file__.startswith(sys.prefix), microgpt_infer.__file__\n"
+        "from microgpt_infer import generate_text\n"
+        f"print(generate_text(jax.random.key(0), 'Hi', 8, model={str(model_dir)!r}))\n"
+    )
+    out = _run([str(python), "-c", script], env=env, cwd=tmp_path, timeout=300)
+    assert out.stdout.startswith("Hi") and len(out.stdout) > 3
+    cli = _run([str(bin_dir / "generate"), "Hi", "--max-new-tokens", "8", "--model", str(model_dir)],
+               env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert cli.stdout.startswith("Hi")
