@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,20 @@ def save_model(folder: Path, config: GPTConfig = TINY_INFER, seed: int = 0) -> P
     save_pretrained(folder, init_params(jax.random.key(seed), config), config)
     byte_tokenizer().save(folder)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache_in_tmp(tmp_path_factory):
+    """JAX's persistent compilation cache (compile_cache.py) in a temporary folder, not in ~/.cache;
+    subprocesses started by the tests share it."""
+    name = "MICROGPT_COMPILATION_CACHE"
+    before = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    if before is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = before
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from microgpt_core import SamplingError, generate_tokens
+from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import InferError, PromptTooLongError
 from microgpt_infer.model import Model, find_default_model, load_model
 
@@ -187,6 +188,7 @@ def generate(
         )
     stops = _stop_strings(stop)
     key = _as_key(rng)
+    enable_compilation_cache()
     tokenizer = model.tokenizer
     ids = tokenizer.encode_batch(texts) if len(texts) > 1 else [tokenizer.encode(texts[0])]
     room = T - max_new_tokens

@@ -25,6 +25,7 @@ from microgpt_core.params import Params
 from microgpt_data.errors import TokenizerFileError
 from microgpt_data.tokenizer import Tokenizer
 from microgpt_infer import gpt2
+from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError
 
 __all__ = ["Model", "load_model", "is_model_dir", "find_default_model", "MODEL_ENV", "HOW_TO_GET_A_MODEL"]
@@ -85,6 +86,7 @@ def load_model(
       ModelFileError: a file is missing, corrupted or does not match the others (names the file).
       HubError: the Hub refused or failed the download (names the repository and what to do).
     """
+    enable_compilation_cache()  # before anything compiles (see compile_cache.py)
     path = Path(os.fspath(source)).expanduser()
     if path.exists():
         if revision is not None:
