@@ -11,6 +11,10 @@ Upload (`create_repo` + `create_commit`):
   POST /api/models/{repo}/preupload/{rev}           -> every file "regular" (inline, no LFS/xet)
   POST /api/models/{repo}/commit/{rev}              NDJSON: header, then {"key": "file", "value":
                                                     {"path", "content" (base64), "encoding"}}
+Large files (`*.safetensors`, as LFS/xet files on the Hub) are served as the Hub does: `/resolve`
+answers 302 with `X-Linked-Etag` (the sha256), `X-Linked-Size` and `X-Repo-Commit`, and a `Location`
+on another host (`localhost` instead of `127.0.0.1`, standing in for the CDN), where
+  GET  /cdn/{sha256}                                the bytes (never with the Authorization header)
 Private repos answer 401 with `X-Error-Code: RepoNotFound` (as the Hub does) unless the request
 carries `Authorization: Bearer <token>`. `truncate` names files whose GET body is cut to half of
 the size that HEAD announced. Every request is logged in `requests`.
@@ -58,6 +62,7 @@ class FakeHub:
     token: str = "hf_good_token"
     repos: dict[str, Repo] = field(default_factory=dict)
     truncate: set[str] = field(default_factory=set)
+    cdn_suffixes: tuple[str, ...] = (".safetensors",)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
 
@@ -75,6 +80,7 @@ _TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/.*)?$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _PREUPLOAD = re.compile(r"^/api/models/([^/]+/[^/]+)/preupload/(.+)$")
 _COMMIT = re.compile(r"^/api/models/([^/]+/[^/]+)/commit/(.+)$")
+_CDN = re.compile(r"^/cdn/([0-9a-f]{64})$")
 
 
 def _handler(hub: FakeHub):
@@ -161,11 +167,28 @@ def _handler(hub: FakeHub):
                         "ETag": f'"{hashlib.sha1(data).hexdigest()}"',
                         "Content-Type": "application/octet-stream",
                     }
-                    if self.command == "GET" and m[3] in hub.truncate:
-                        data = data[: len(data) // 2]  # a cut-off body, shorter than HEAD announced
-                    self._send(200, data, headers)
+                    if m[3].endswith(hub.cdn_suffixes):
+                        sha256 = hashlib.sha256(data).hexdigest()
+                        headers["X-Linked-Etag"] = f'"{sha256}"'
+                        headers["X-Linked-Size"] = str(len(data))
+                        headers["Location"] = f"{hub.url.replace('127.0.0.1', 'localhost')}/cdn/{sha256}"
+                        self._send(302, b"", headers)
+                        return
+                    self._serve_bytes(m[3], data, headers)
+            elif m := _CDN.match(path):
+                for repo in hub.repos.values():
+                    for name, data in repo.files.items():
+                        if hashlib.sha256(data).hexdigest() == m[1]:
+                            self._serve_bytes(name, data, {"Content-Type": "application/octet-stream"})
+                            return
+                self._json(404, {"error": "no such object"})
             else:
                 self._json(404, {"error": f"no such endpoint {path}"})
+
+        def _serve_bytes(self, name: str, data: bytes, headers: dict) -> None:
+            if self.command == "GET" and name in hub.truncate:
+                data = data[: len(data) // 2]  # a cut-off body, shorter than HEAD announced
+            self._send(200, data, headers)
 
         # -------------------------------------------------------------- upload
         def do_POST(self) -> None:

@@ -17,20 +17,27 @@ def assert_same_params(a, b) -> None:
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def fetched(hub) -> set[str]:
+    """Names of the files whose bytes were downloaded: small ones from /resolve, weights from the CDN."""
+    small = {c.rsplit("/", 1)[1] for c in hub.calls("GET") if "/resolve/" in c}
+    cdn = [c for c in hub.calls("GET") if c.startswith("GET /cdn/")]
+    assert len(cdn) <= 1, cdn
+    return small | ({"model.safetensors"} if cdn else set())
+
+
 def test_download_then_cache_reuse(hub, model_dir, model, capsys):
     hub.add_folder("org/tiny", model_dir)
     loaded = load_model("org/tiny")
     assert_same_params(loaded, model)
     assert loaded.tokenizer == model.tokenizer
     assert "hf_home" in str(loaded.source)  # in the HF cache named by HF_HOME / HF_HUB_CACHE
-    gets = [c for c in hub.calls("GET") if "/resolve/" in c]
-    assert sorted(c.rsplit("/", 1)[1] for c in gets) == sorted(p.name for p in model_dir.iterdir())
+    assert fetched(hub) == {p.name for p in model_dir.iterdir()}
     assert "%" in capsys.readouterr().err  # tqdm progress bar while downloading
 
     hub.requests.clear()
     again = load_model("org/tiny")
     assert again.source == loaded.source
-    assert not [c for c in hub.calls() if "/resolve/" in c and c.startswith("GET")]  # no file fetched again
+    assert fetched(hub) == set()  # no file downloaded again
 
 
 def test_offline_reads_the_cache_and_requests_nothing(hub, model_dir, monkeypatch):
@@ -58,8 +65,12 @@ def test_private_repo_needs_the_token_from_hf_token(hub, model_dir, monkeypatch)
     with pytest.raises(HubError, match=r"'org/secret'.*HF_TOKEN"):
         load_model("org/secret")
     monkeypatch.setenv("HF_TOKEN", hub.token)
+    hub.requests.clear()
     assert load_model("org/secret").config.d_model == 32
-    assert all(r.headers.get("Authorization") == f"Bearer {hub.token}" for r in hub.requests[-3:])
+    for r in hub.requests:  # the token goes to the Hub, never to the CDN host
+        assert r.headers.get("Authorization") == (
+            None if r.path.startswith("/cdn/") else f"Bearer {hub.token}"
+        )
 
 
 def test_unknown_revision(hub, model_dir):
@@ -81,8 +92,7 @@ def test_gpt2_layout_from_the_hub(hub):
     hub.add_folder("openai-community/gpt2-tiny", GPT2_TINY)
     loaded = load_model("openai-community/gpt2-tiny")
     assert loaded.config.n_layers == 2
-    fetched = {c.rsplit("/", 1)[1] for c in hub.calls("GET") if "/resolve/" in c}
-    assert fetched == {"config.json", "model.safetensors", "vocab.json", "merges.txt"}  # not logits.npy
+    assert fetched(hub) == {"config.json", "model.safetensors", "vocab.json", "merges.txt"}  # not logits.npy
 
 
 def test_push_to_hub_uploads_one_commit_that_loads_back(hub, model_dir, model, monkeypatch):
