@@ -53,7 +53,7 @@ def test_offline_reads_the_cache_and_requests_nothing(hub, model_dir, monkeypatc
 
 
 def test_missing_repo_is_a_clear_error(hub):
-    with pytest.raises(HubError, match=r"'org/missing' not found: check the spelling"):
+    with pytest.raises(HubError, match=r"'org/missing' not found: check the spelling.*no local folder"):
         load_model("org/missing")
 
 

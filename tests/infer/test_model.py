@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,10 @@ def test_not_found_says_how_to_get_a_model(tmp_path):
         load_model(_touch(tmp_path / "file.txt"))
     with pytest.raises(ModelNotFoundError, match="revision"):
         load_model(tmp_path, revision="main")
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        load_model(Path("org/name"))  # a Path is a folder, never a Hub repo id
+    with pytest.raises(ModelNotFoundError, match="not a Hugging Face Hub repo id"):
+        load_model("bad name!")
 
 
 def test_default_model_env_then_newest_run(tmp_path, monkeypatch, model_dir):

@@ -7,6 +7,8 @@ each row what that prompt gives alone.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,18 @@ from microgpt_infer import generate, generate_text, load_model
 
 N = 8  # new tokens per prompt
 MODEL = GPTConfig(vocab_size=257, context_length=32, d_model=32, n_layers=2, n_heads=2, dropout=0.1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache_in_tmp(tmp_path_factory):
+    """microgpt-infer's persistent compilation cache in a temporary folder, not in ~/.cache."""
+    before = os.environ.get("MICROGPT_COMPILATION_CACHE")
+    os.environ["MICROGPT_COMPILATION_CACHE"] = str(tmp_path_factory.mktemp("jax_cache"))
+    yield
+    if before is None:
+        os.environ.pop("MICROGPT_COMPILATION_CACHE", None)
+    else:
+        os.environ["MICROGPT_COMPILATION_CACHE"] = before
 
 
 @pytest.fixture(scope="module")

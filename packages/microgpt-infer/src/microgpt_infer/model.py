@@ -75,8 +75,8 @@ def load_model(
     """Loads a model from a local folder or a Hugging Face Hub repository.
 
     Args:
-      source: a folder (ours or GPT-2 in Hugging Face's layout), or a Hub repo id `org/name`.
-        An existing path always wins over a repo id of the same spelling.
+      source: a folder (ours or GPT-2 in Hugging Face's layout), or a Hub repo id `org/name` (a str).
+        An existing path always wins over a repo id of the same spelling; a `Path` is never a repo id.
       revision: Hub branch, tag or commit (Hub ids only; default "main").
       token: Hub token (default: `$HF_TOKEN` or the saved login); False sends none.
     Returns:
@@ -95,13 +95,19 @@ def load_model(
             )
         return load_folder(path)
     text = os.fspath(source)
-    if not _REPO_ID.match(text) or text.startswith((".", "/", "~")) or text.count("/") > 1:
+    looks_like_path = not isinstance(source, str) or text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_like_path or not _REPO_ID.match(text):
         raise ModelNotFoundError(
             f"{text}: no such folder, and not a Hugging Face Hub repo id (org/name); {HOW_TO_GET_A_MODEL}"
         )
     from microgpt_infer import hub  # huggingface_hub is imported only when a repo is asked for
+    from microgpt_infer.errors import HubError
 
-    return load_folder(hub.download(text, revision=revision, token=token))
+    try:
+        folder = hub.download(text, revision=revision, token=token)
+    except HubError as e:
+        raise HubError(f"{e} (and there is no local folder {path.absolute()})") from None
+    return load_folder(folder)
 
 
 def load_folder(path: Path) -> Model:
