@@ -93,3 +93,18 @@ def run(entry, argv) -> int:
         return entry(argv)
     except SystemExit as e:
         return e.code
+
+
+def test_debug_shows_the_traceback(capsys):
+    assert main(["x", "--model", "/no/such/folder", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+
+
+def test_push_to_hub_cli_uploads(hub, model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    assert push_main([str(model_dir), "me/cli-model", "--private", "--commit-message", "first"]) == 0
+    assert capsys.readouterr().out.startswith(f"{hub.url}/me/cli-model/commit/")
+    assert hub.repos["me/cli-model"].private and "model.safetensors" in hub.repos["me/cli-model"].files
+    commit = next(r for r in hub.requests if "/commit/" in r.path)
+    assert b'"summary": "first"' in commit.body.splitlines()[0]
