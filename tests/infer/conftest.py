@@ -29,18 +29,35 @@ def save_model(folder: Path, config: GPTConfig = TINY_INFER, seed: int = 0) -> P
     return folder
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def compilation_cache_in_tmp(tmp_path_factory):
-    """JAX's persistent compilation cache (compile_cache.py) in a temporary folder, not in ~/.cache;
-    subprocesses started by the tests share it."""
-    name = "MICROGPT_COMPILATION_CACHE"
-    before = os.environ.get(name)
-    os.environ[name] = str(tmp_path_factory.mktemp("jax_cache"))
+    """JAX's persistent compilation cache (compile_cache.py) in a temporary folder, not in ~/.cache,
+    turned on before anything compiles and for every program: the subprocesses that the CLI and
+    wheel tests start then read the generation programs this process compiled."""
+    from microgpt_infer.compile_cache import enable_compilation_cache
+
+    saved = {
+        k: os.environ.get(k)
+        for k in ("MICROGPT_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+    }
+    os.environ["MICROGPT_COMPILATION_CACHE"] = str(tmp_path_factory.mktemp("jax_cache"))
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    enable_compilation_cache()
     yield
-    if before is None:
-        os.environ.pop(name, None)
-    else:
-        os.environ[name] = before
+    for name, value in saved.items():  # leave the process as it was for the other packages' tests
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from microgpt_infer import compile_cache
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    compilation_cache.reset_cache()
+    compile_cache._state.clear()
 
 
 @pytest.fixture(scope="session")
