@@ -26,7 +26,8 @@ def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print) -> Tokenizer:
         tokenizer = Tokenizer.from_tiktoken(spec.removeprefix("tiktoken:"))
     elif spec:
         tokenizer = Tokenizer.load(spec)
-    elif (run_dir / TOKENIZER_DIR / "tokenizer.tiktoken").exists():
+    elif jax.process_index() == 0 and (run_dir / TOKENIZER_DIR / "tokenizer_config.json").exists():
+        # Other processes retrain the same deterministic BPE rather than race process 0's write.
         tokenizer = Tokenizer.load(run_dir / TOKENIZER_DIR)
     else:
         log(f"training a {run.model.vocab_size}-token BPE on {run.data} ...")
