@@ -17,7 +17,8 @@ on another host (`localhost` instead of `127.0.0.1`, standing in for the CDN), w
   GET  /cdn/{sha256}                                the bytes (never with the Authorization header)
 Private repos answer 401 with `X-Error-Code: RepoNotFound` (as the Hub does) unless the request
 carries `Authorization: Bearer <token>`. `truncate` names files whose GET body is cut to half of
-the size that HEAD announced. Every request is logged in `requests`.
+the size that HEAD announced; `drop_once` names files whose next GET announces every byte, sends
+half and hangs up. Every request is logged in `requests`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class FakeHub:
     token: str = "hf_good_token"
     repos: dict[str, Repo] = field(default_factory=dict)
     truncate: set[str] = field(default_factory=set)
+    drop_once: set[str] = field(default_factory=set)
     cdn_suffixes: tuple[str, ...] = (".safetensors",)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
@@ -188,6 +190,12 @@ def _handler(hub: FakeHub):
         def _serve_bytes(self, name: str, data: bytes, headers: dict) -> None:
             if self.command == "GET" and name in hub.truncate:
                 data = data[: len(data) // 2]  # a cut-off body, shorter than HEAD announced
+            if self.command == "GET" and name in hub.drop_once:
+                hub.drop_once.discard(name)  # announce every byte, send half, hang up
+                self._send(200, data[: len(data) // 2], headers, length=len(data))
+                self.wfile.flush()
+                self.close_connection = True
+                return
             self._send(200, data, headers)
 
         # -------------------------------------------------------------- upload

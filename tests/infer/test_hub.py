@@ -88,6 +88,13 @@ def test_truncated_download_raises_and_keeps_nothing_broken(hub, model_dir, mode
     assert_same_params(load_model("org/tiny"), model)  # the next try downloads it whole
 
 
+def test_dropped_connection_is_retried(hub, model_dir, model):
+    hub.add_folder("org/tiny", model_dir)
+    hub.drop_once.add("model.safetensors")  # half the announced bytes, then the server hangs up
+    assert_same_params(load_model("org/tiny"), model)
+    assert len([c for c in hub.calls("GET") if c.startswith("GET /cdn/")]) == 2
+
+
 def test_gpt2_layout_from_the_hub(hub):
     hub.add_folder("openai-community/gpt2-tiny", GPT2_TINY)
     loaded = load_model("openai-community/gpt2-tiny")
