@@ -193,17 +193,20 @@ PRESETS: dict[str, RunConfig] = {
     # Readable samples from the built-in corpus in a few minutes on a 2-core CPU.
     "quickstart": RunConfig(
         name="quickstart",
-        model=GPTConfig(vocab_size=2048, context_length=128, d_model=128, n_layers=4, n_heads=4),
+        # 2 layers in bfloat16 beat 4 in float32 for the same 4 minutes (measured: eval 4.95 vs 5.49).
+        model=GPTConfig(
+            vocab_size=2048, context_length=128, d_model=128, n_layers=2, n_heads=4, compute_dtype="bfloat16"
+        ),
         data="pydocs",
         batch_size=16,
-        max_steps=500,
+        max_steps=800,
         learning_rate=3e-3,
         warmup_steps=50,
-        eval_every=100,
+        eval_every=200,
         eval_batches=8,
-        sample_every=250,
+        sample_every=400,
         sample_tokens=48,
-        checkpoint_every=100,
+        checkpoint_every=200,
     ),
     # The original microGPT (kandarpa02/microGPT): 5.3M parameters on OpenWebText-10k.
     "seed-5m": RunConfig(
