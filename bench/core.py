@@ -11,7 +11,8 @@ tied and scaled embeddings, no final norm), random weights, this machine's CPU. 
             batch * 256 / seconds of one `generate_tokens` call (prefill included, compiled before).
             16 + 256 positions exceed the seed's 256-token context: both models are built with 272
             positions for this (sinusoidal positions have no table, so our parameters are unchanged).
-  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute: tokens/s.
+  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, jitted with the library's
+            `compiler_options(config)`: tokens/s.
   cold50    a fresh process: `load_pretrained` of a saved model, then a 50-token greedy generation,
             compilation included: seconds of that first call (`cold50_first_call_s`) and from the
             process start, imports included (`cold50_process_s`).
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from microgpt_core import SEED_CONFIG as SEED
-from microgpt_core import GPTConfig, forward, generate_tokens, init_params, save_pretrained
+from microgpt_core import GPTConfig, compiler_options, forward, generate_tokens, init_params, save_pretrained
 
 PROMPT, NEW = 16, 256
 HERE = Path(__file__).resolve().parent
@@ -72,7 +73,7 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int) -> dict[st
 
 def bench_eval(params, config: GPTConfig, repeats: int) -> dict[str, float]:
     tokens = jax.random.randint(jax.random.key(2), (16, 256), 0, config.vocab_size)
-    fn = jax.jit(lambda p, t: forward(p, t, config))
+    fn = jax.jit(lambda p, t: forward(p, t, config), compiler_options=compiler_options(config))
     return rate(16 * 256, timed(lambda: fn(params, tokens), repeats, warmup=2))
 
 

@@ -4,7 +4,7 @@ from microgpt_core import layers
 from microgpt_core.cache import KVCache, forward_cached, init_cache
 from microgpt_core.checkpoint import CheckpointError, load_pretrained, save_pretrained
 from microgpt_core.config import FORMAT_VERSION, SEED_CONFIG, ConfigError, GPTConfig
-from microgpt_core.model import cross_entropy, forward, hidden_states
+from microgpt_core.model import compiler_options, cross_entropy, forward, hidden_states
 from microgpt_core.params import count_params, init_params, param_axes, param_shapes
 from microgpt_core.sampling import Generation, SamplingError, generate_tokens, greedy, sample_logits
 
@@ -17,6 +17,7 @@ __all__ = [
     "Generation",
     "KVCache",
     "SamplingError",
+    "compiler_options",
     "count_params",
     "cross_entropy",
     "forward",
