@@ -45,20 +45,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from microgpt_core import GPTConfig, generate_tokens, init_params, save_pretrained
+from microgpt_core import SEED_CONFIG, generate_tokens, init_params, save_pretrained
 from microgpt_infer import generate, load_model
 
-SEED = GPTConfig(
-    vocab_size=8192,
-    context_length=256,
-    d_model=256,
-    n_layers=4,
-    n_heads=4,
-    positional="sinusoidal",
-    tie_embeddings=True,
-    embed_scale=True,
-    final_norm=False,
-)
+SEED = SEED_CONFIG
 PROMPT, NEW, FIRST = 16, 256, 50
 HERE = Path(__file__).resolve().parent
 DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from microgpt_core import ConfigError, GPTConfig
+from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
 
 __all__ = ["PRESETS", "RunConfig", "RunConfigError", "preset", "run_fields"]
 
@@ -176,18 +176,7 @@ def _check_keys(data: dict[str, Any], valid: set[str], where: str) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # Presets.
-SEED_MODEL = GPTConfig(
-    vocab_size=8192,
-    context_length=256,
-    d_model=256,
-    n_layers=4,
-    n_heads=4,
-    positional="sinusoidal",
-    tie_embeddings=True,
-    embed_scale=True,
-    final_norm=False,
-    dropout=0.1,
-)
+SEED_MODEL = SEED_CONFIG.replace(dropout=0.1)  # the original microGPT, trained with dropout 0.1
 
 PRESETS: dict[str, RunConfig] = {
     # Readable samples from the built-in corpus in a few minutes on a 2-core CPU.
