@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from microgpt_core import GPTConfig, cross_entropy, forward, init_params
+from microgpt_core import GPTConfig, compiler_options, cross_entropy, forward, init_params
 
 __all__ = ["init_state", "loss_fn", "make_eval_step", "make_train_step", "split_micro_batches"]
 
@@ -105,7 +105,7 @@ def make_train_step(
         }
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    kwargs: dict[str, Any] = {"donate_argnums": (0,)}
+    kwargs: dict[str, Any] = {"donate_argnums": (0,), "compiler_options": compiler_options(config)}
     if state_sharding is not None:
         kwargs["in_shardings"] = (state_sharding, batch_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
@@ -115,7 +115,7 @@ def make_train_step(
 def make_eval_step(config: GPTConfig):
     """`eval_step(params, batch) -> (sum of token losses, number of tokens)` without dropout, jitted."""
 
-    @functools.partial(jax.jit)
+    @functools.partial(jax.jit, compiler_options=compiler_options(config))
     def eval_step(params: Any, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
         loss = loss_fn(params, batch, config, None, False)
         tokens = batch.shape[0] * (batch.shape[1] - 1)
