@@ -1,4 +1,5 @@
-"""KV cache: prefill plus one-token decoding equals the full forward, rows of different lengths in a batch."""
+"""KV cache: prefill plus one-token decoding equals the full forward, rows of different lengths in a batch,
+with the cache in either form (stacked, as prefill uses it; per layer, as the decode loop carries it)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microgpt_core import KVCache, init_cache, init_params
+from microgpt_core.cache import split_cache, stack_cache
 from tests.conftest import config_strategy
 
 T = 16
@@ -32,23 +34,32 @@ def test_prefill_then_decode_equals_the_full_forward(jit_forward, jit_forward_ca
     for b in range(B):
         np.testing.assert_allclose(logits[b, : lengths[b]], full[b, : lengths[b]], atol=1e-4)
 
-    # Decode the rest one token per step, each row at its own position.
+    # Decode the rest one token per step, each row at its own position, with both cache forms.
+    caches = {"stacked": cache, "per layer": split_cache(cache)}
     positions = lengths.copy()
     while positions.min() < T:
         step = np.minimum(positions, T - 1)
         token = tokens[np.arange(B), step][:, None]
-        logits, cache = jit_forward_cached(params, cache, token, jnp.asarray(step, jnp.int32), config)
-        logits = np.asarray(logits)
-        for b in range(B):
-            if positions[b] < T:
-                np.testing.assert_allclose(logits[b, 0], full[b, positions[b]], atol=1e-4)
+        for form, cache in caches.items():
+            step_positions = jnp.asarray(step, jnp.int32)
+            logits, caches[form] = jit_forward_cached(params, cache, token, step_positions, config)
+            logits = np.asarray(logits)
+            for b in range(B):
+                if positions[b] < T:
+                    np.testing.assert_allclose(logits[b, 0], full[b, positions[b]], atol=1e-4, err_msg=form)
         positions += 1
+    stacked = stack_cache(caches["per layer"])
+    np.testing.assert_allclose(stacked.k, caches["stacked"].k, atol=1e-5)
+    np.testing.assert_allclose(stacked.v, caches["stacked"].v, atol=1e-5)
 
 
-def test_chunked_prefill_equals_the_full_forward(jit_forward, jit_forward_cached, tiny_config, tiny_params):
+@pytest.mark.parametrize("form", [lambda c: c, split_cache], ids=["stacked", "per-layer"])
+def test_chunked_prefill_equals_the_full_forward(
+    jit_forward, jit_forward_cached, tiny_config, tiny_params, form
+):
     tokens = jax.random.randint(jax.random.key(5), (2, 20), 0, tiny_config.vocab_size)
     full = jit_forward(tiny_params, tokens, tiny_config)
-    cache = init_cache(tiny_config, 2, 20)
+    cache = form(init_cache(tiny_config, 2, 20))
     first, cache = jit_forward_cached(tiny_params, cache, tokens[:, :8], jnp.zeros(2, jnp.int32), tiny_config)
     rest, _ = jit_forward_cached(tiny_params, cache, tokens[:, 8:], jnp.full(2, 8, jnp.int32), tiny_config)
     np.testing.assert_allclose(jnp.concatenate([first, rest], axis=1), full, atol=1e-4)
@@ -61,6 +72,18 @@ def test_cache_holds_the_keys_written_and_nothing_else(jit_forward_cached, tiny_
     tokens = jnp.ones((2, 1), jnp.int32)
     _, cache = jit_forward_cached(tiny_params, cache, tokens, jnp.array([3, 7], jnp.int32), tiny_config)
     written = np.abs(np.asarray(cache.k)).sum(axis=(0, 2, 4))  # (B, S)
+    assert set(np.flatnonzero(written[0])) == {3} and set(np.flatnonzero(written[1])) == {7}
+
+
+def test_per_layer_cache_holds_the_keys_written_and_nothing_else(
+    jit_forward_cached, tiny_config, tiny_params
+):
+    cache = split_cache(init_cache(tiny_config, 2, 10))
+    assert len(cache.k) == len(cache.v) == 2 and cache.k[0].shape == (2, 4, 10, 8)  # L x (B, H, S, Dh)
+    tokens = jnp.ones((2, 1), jnp.int32)
+    _, cache = jit_forward_cached(tiny_params, cache, tokens, jnp.array([3, 7], jnp.int32), tiny_config)
+    assert isinstance(cache.k, tuple) and len(cache.k) == 2  # the form is kept
+    written = np.abs(np.asarray(stack_cache(cache).v)).sum(axis=(0, 2, 4))  # (B, S)
     assert set(np.flatnonzero(written[0])) == {3} and set(np.flatnonzero(written[1])) == {7}
 
 

@@ -101,15 +101,16 @@ def test_bad_prompts(model):
 
 
 def test_prompt_lengths_in_one_bucket_share_one_compiled_program(model):
-    from microgpt_core.sampling import _generate
+    from microgpt_core.sampling import _generation_program
 
     assert bucket_width(3, 64) == bucket_width(15, 64) == 16 and bucket_width(17, 64) == 32
     assert bucket_width(40, 48) == 48 and bucket_width(50, 48) == 50
     generate(model, "abc", rng=0, max_new_tokens=N, temperature=0)
-    before = _generate._cache_size()
+    program = _generation_program(model.config)
+    before = program._cache_size()
     for prompt in ["a", "abcdefgh", "abcdefghijklmno"]:
         generate(model, prompt, rng=0, max_new_tokens=N, temperature=0)
-    assert _generate._cache_size() == before
+    assert program._cache_size() == before
 
 
 def test_generate_text_like_the_original(model, model_dir, monkeypatch, tmp_path):

@@ -1,7 +1,7 @@
 """microgpt_core: a GPT-style decoder-only Transformer written from its equations in JAX."""
 
 from microgpt_core import layers
-from microgpt_core.cache import KVCache, forward_cached, init_cache
+from microgpt_core.cache import KVCache, forward_cached, init_cache, split_cache, stack_cache
 from microgpt_core.checkpoint import CheckpointError, load_pretrained, save_pretrained
 from microgpt_core.config import FORMAT_VERSION, SEED_CONFIG, ConfigError, GPTConfig
 from microgpt_core.model import compiler_options, cross_entropy, forward, hidden_states
@@ -33,4 +33,6 @@ __all__ = [
     "param_shapes",
     "sample_logits",
     "save_pretrained",
+    "split_cache",
+    "stack_cache",
 ]

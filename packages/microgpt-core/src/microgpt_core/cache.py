@@ -10,10 +10,18 @@ padding of a shorter prompt, say): the mask hides them until a later step overwr
 
 Prefill is a chunk of S tokens at position 0; decoding is a chunk of one token at each row's next
 position. The result equals `model.forward` over the whole sequence to float tolerance.
+
+The cache comes in two forms holding the same numbers. Stacked (`init_cache`): one (L, B, H, S, Dh)
+array each for keys and values, which prefill runs over under one `lax.scan`. Per layer
+(`split_cache`): tuples of L arrays (B, H, S, Dh), which the decode loop carries. In that form a
+block first attends over its layer's cache and the chunk's own keys and values, then writes the
+chunk into the cache, so XLA can update each layer's arrays in place and copies no slice of the
+cache per token (slicing layer i out of the stacked array copies it on every step).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -25,13 +33,14 @@ from microgpt_core.layers import (
     causal_mask,
     embed,
     layer_norm,
+    matmul,
     merge_heads,
     mlp,
     qkv_heads,
     unembed,
 )
 
-__all__ = ["KVCache", "init_cache", "forward_cached", "unstack_blocks"]
+__all__ = ["KVCache", "forward_cached", "init_cache", "split_cache", "stack_cache", "unstack_blocks"]
 
 Params = dict[str, Any]
 
@@ -40,12 +49,13 @@ class KVCache(NamedTuple):
     """Preallocated keys and values, updated functionally (never mutated in place).
 
     Attributes:
-      k: (L, B, H, S, Dh) keys, in `compute_dtype`.
-      v: (L, B, H, S, Dh) values, in `compute_dtype`.
+      k: keys in `compute_dtype`: stacked, one (L, B, H, S, Dh) array; or per layer, a tuple of L
+        arrays (B, H, S, Dh) (see `split_cache`).
+      v: values, in the same form as k.
     """
 
-    k: jax.Array
-    v: jax.Array
+    k: jax.Array | tuple[jax.Array, ...]
+    v: jax.Array | tuple[jax.Array, ...]
 
 
 def init_cache(config: GPTConfig, batch: int, max_len: int) -> KVCache:
@@ -55,6 +65,20 @@ def init_cache(config: GPTConfig, batch: int, max_len: int) -> KVCache:
     shape = (config.n_layers, batch, config.n_heads, max_len, config.head_dim)  # (L, B, H, S, Dh)
     zeros = jnp.zeros(shape, config.compute_dtype)
     return KVCache(k=zeros, v=zeros)
+
+
+def split_cache(cache: KVCache) -> KVCache:
+    """The per-layer form of a stacked cache: k and v become tuples of L arrays (B, H, S, Dh)."""
+    if isinstance(cache.k, tuple):
+        return cache
+    return KVCache(k=tuple(cache.k), v=tuple(cache.v))
+
+
+def stack_cache(cache: KVCache) -> KVCache:
+    """The stacked form of a per-layer cache: k and v become (L, B, H, S, Dh) arrays."""
+    if not isinstance(cache.k, tuple):
+        return cache
+    return KVCache(k=jnp.stack(cache.k), v=jnp.stack(cache.v))
 
 
 def unstack_blocks(params: Params) -> list[Params]:
@@ -68,38 +92,79 @@ def unstack_blocks(params: Params) -> list[Params]:
     return [jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n_layers)]
 
 
-def _write(cache: jax.Array, layer: int, new: jax.Array, start: jax.Array) -> jax.Array:
+def _write(cache: jax.Array, new: jax.Array, start: jax.Array, layer: Any = None) -> jax.Array:
     """cache[layer, b, :, start[b] + t] = new[b, :, t] for every row b and chunk index t.
 
     A scatter (in place under jit); slots past the end of the cache are dropped, not clamped.
 
     Args:
-      cache: (L, B, H, Smax, Dh).
+      cache: (L, B, H, Smax, Dh) stacked, or one layer's (B, H, Smax, Dh) with layer None.
       new: (B, H, T, Dh).
       start: (B,) int.
+      layer: the layer index into a stacked cache (an int, or traced under `lax.scan`).
     """
     B, _, T, _ = new.shape
     rows = jnp.arange(B)[:, None]  # (B, 1)
     slots = start[:, None] + jnp.arange(T)  # (B, T)
     update = new.transpose(0, 2, 1, 3).astype(cache.dtype)  # (B, T, H, Dh), advanced-index dims first
-    return cache.at[layer, rows, :, slots, :].set(update, mode="drop")  # (L, B, H, Smax, Dh)
+    index = (rows, slice(None), slots, slice(None)) if layer is None else (layer, rows, slice(None), slots)
+    return cache.at[index].set(update, mode="drop")  # same shape as cache
+
+
+def _attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig):
+    """Attention over the cached slots before each row's chunk and over the chunk itself, computed
+    as one softmax over both without concatenating them (the blockwise softmax of FlashAttention):
+
+        s₁ = Q K_cacheᵀ / √Dh + M₁    M₁[t, s] = 0 if s < start else -∞    (earlier positions)
+        s₂ = Q K_chunkᵀ / √Dh + M₂    M₂[t, u] = 0 if u <= t else -∞       (causal in the chunk)
+        m = max(max_s s₁, max_u s₂)
+        out = (exp(s₁ - m) V_cache + exp(s₂ - m) V_chunk) / (Σ_s exp(s₁ - m) + Σ_u exp(s₂ - m))
+
+    which is `layers.attention` over [K_cache; K_chunk] with the causal mask; M₂ always keeps the
+    diagonal, so no row is empty. Always the math path, whatever `config.attention`.
+
+    Args:
+      q, k, v: (B, H, T, Dh) the chunk's queries, keys and values.
+      k_cache, v_cache: (B, H, Smax, Dh) one layer's cache; slots >= start[b] are ignored.
+      start: (B,) position of each row's first chunk token.
+    Returns:
+      (B, H, T, Dh) float32.
+    """
+    cd = config.compute_dtype
+    T, scale = q.shape[2], 1 / math.sqrt(q.shape[-1])
+    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None]  # (B, 1, 1, Smax)
+    in_chunk = jnp.tril(jnp.ones((T, T), bool))  # (T, T)
+    s1 = jnp.where(earlier, matmul("bhtd,bhsd->bhts", q, k_cache, cd) * scale, -jnp.inf)  # (B, H, T, Smax)
+    s2 = jnp.where(in_chunk, matmul("bhtd,bhud->bhtu", q, k, cd) * scale, -jnp.inf)  # (B, H, T, T)
+    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, H, T, 1)
+    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, H, T, Smax), (B, H, T, T)
+    numerator = matmul("bhts,bhsd->bhtd", e1, v_cache, cd) + matmul("bhtu,bhud->bhtd", e2, v, cd)
+    return numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, H, T, Dh)
 
 
 def _cached_block(layer: Params, x, cache: KVCache, i, positions, mask, config: GPTConfig):
-    """Block i over a chunk: writes the chunk's keys and values into layer i of the cache first,
-    then attends over that layer's cache (see `layers.block` for the equations).
+    """Block i over a chunk (see `layers.block` for the equations). A stacked cache: write the
+    chunk's keys and values into layer i, then attend over that layer's cache. A per-layer cache:
+    attend over layer i's cache and the chunk (`_attend_cache_and_chunk`), then write.
 
     Args:
-      layer: one layer's params; x: (B, T, D); cache: (L, B, H, Smax, Dh) keys and values;
+      layer: one layer's params; x: (B, T, D); cache: a stacked or per-layer `KVCache`;
       i: the layer index (a Python int when unrolled, a traced int under `lax.scan`);
-      positions: (B,) position of each row's first chunk token; mask: (B, 1, T, Smax).
+      positions: (B,) position of each row's first chunk token;
+      mask: (B, 1, T, Smax) the causal mask over the slots (a stacked cache only).
     Returns:
       x (B, T, D) and the updated cache.
     """
     h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
     q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
-    cache = KVCache(k=_write(cache.k, i, k, positions), v=_write(cache.v, i, v, positions))
-    out = attention(q, cache.k[i], cache.v[i], mask, config=config)  # (B, H, T, Dh)
+    if isinstance(cache.k, tuple):  # per layer: attend, then write layer i in place
+        out = _attend_cache_and_chunk(q, cache.k[i], cache.v[i], k, v, positions, config)  # (B, H, T, Dh)
+        ks, vs = list(cache.k), list(cache.v)
+        ks[i], vs[i] = _write(ks[i], k, positions), _write(vs[i], v, positions)
+        cache = KVCache(k=tuple(ks), v=tuple(vs))
+    else:  # stacked: write layer i, then attend over it
+        cache = KVCache(k=_write(cache.k, k, positions, i), v=_write(cache.v, v, positions, i))
+        out = attention(q, cache.k[i], cache.v[i], mask, config=config)  # (B, H, T, Dh)
     x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
     h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
     return x + mlp(layer["mlp"], h, config=config), cache  # (B, T, D)
@@ -118,22 +183,28 @@ def forward_cached(
 
     Args:
       params: model parameters.
-      cache: `KVCache` holding positions < positions[b] of row b.
+      cache: `KVCache` holding positions < positions[b] of row b, stacked or per layer; the
+        result's cache has the same form.
       tokens: (B, T) int, the chunk (T = prompt length for prefill, 1 for decoding).
       positions: (B,) int, the position of tokens[b, 0]; tokens[b, i] is at positions[b] + i.
         Callers keep positions[b] + T <= cache length (slots past the end are not written).
       config: the model's configuration.
       layers: `unstack_blocks(params)`, to run the layers unrolled over these slices (the decode
-        loop does, so weights are not copied per token); by default the stacked blocks run under
-        one `lax.scan` (less to compile: prefill runs once).
+        loop takes them once, outside the loop, so weights are not copied per token). By default a
+        stacked cache runs the stacked blocks under one `lax.scan` (less to compile: prefill runs
+        once) and a per-layer cache runs the layers unrolled.
     Returns:
       logits (B, T, V) float32, and the cache with the chunk's keys and values written.
     """
     T = tokens.shape[1]
     token_positions = positions[:, None] + jnp.arange(T)  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
-    slots = jnp.arange(cache.k.shape[3])  # (Smax,)
-    mask = causal_mask(token_positions, slots)  # (B, 1, T, Smax): slot <= query position
+    if isinstance(cache.k, tuple):  # per layer: each block builds its own masks
+        mask = None
+        layers = unstack_blocks(params) if layers is None else layers
+    else:
+        slots = jnp.arange(cache.k.shape[3])  # (Smax,)
+        mask = causal_mask(token_positions, slots)  # (B, 1, T, Smax): slot <= query position
     if layers is None:
 
         def step(carry, inputs):

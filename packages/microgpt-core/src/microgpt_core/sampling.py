@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core.cache import forward_cached, init_cache, unstack_blocks
+from microgpt_core.cache import forward_cached, init_cache, split_cache, unstack_blocks
 from microgpt_core.config import GPTConfig
+from microgpt_core.model import compiler_options
 
 __all__ = ["Generation", "SamplingError", "filter_logits", "generate_tokens", "greedy", "sample_logits"]
 
@@ -174,17 +175,24 @@ def generate_tokens(
         )
     if eot_id is not None and not 0 <= eot_id < config.vocab_size:
         raise SamplingError(f"eot_id must be in [0, {config.vocab_size}), got {eot_id}")
-    return _generate(
+    return _generation_program(config)(
         params, prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng,
         config=config, max_new_tokens=max_new_tokens, temperature=float(temperature),
         top_k=top_k, top_p=top_p, eot_id=eot_id, on_token=on_token,
     )  # fmt: skip
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "on_token"),
-)
+def _generation_program(config: GPTConfig) -> Callable:
+    """`_generate` jitted with the compiler options for decoding `config` on this backend."""
+    return _jit_generate(tuple(sorted(compiler_options(config, decode=True).items())))
+
+
+@functools.cache
+def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
+    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "on_token")
+    return jax.jit(_generate, static_argnames=static, compiler_options=dict(options))
+
+
 def _generate(
     params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, eot_id, on_token
 ):
@@ -205,6 +213,7 @@ def _generate(
     if emit:
         emit(jnp.int32(0), token)
     layers = unstack_blocks(params)  # sliced once, outside the loop
+    cache = split_cache(cache)  # per layer: each step updates every layer's cache in place
 
     def keep_going(state):
         step, _, _, _, done, _ = state
