@@ -106,12 +106,7 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
                 f"{path} does not exist; a tokenizer folder holds {RANKS_FILE} and {CONFIG_FILE} "
                 "(written by Tokenizer.save or the train-tokenizer command)"
             )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TokenizerFileError(f"{config_path} is not valid JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise TokenizerFileError(f"{config_path} must hold a JSON object")
+    config = _read_json_object(config_path, "must hold a JSON object")
     version = config.get("format_version")
     if version != TOKENIZER_FORMAT_VERSION:
         raise TokenizerFileError(
@@ -144,12 +139,7 @@ def read_gpt2_files(
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise TokenizerFileError(f"{path} does not exist")
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TokenizerFileError(f"{vocab_path} is not valid JSON: {exc}") from None
-    if not isinstance(vocab, dict):
-        raise TokenizerFileError(f"{vocab_path} must map token strings to ids")
+    vocab = _read_json_object(vocab_path, "must map token strings to ids")
     decoder = gpt2_byte_decoder()
 
     def to_bytes(token: str, where: str) -> bytes:
@@ -192,6 +182,17 @@ def read_gpt2_files(
     if eot_token not in special:
         special[eot_token] = max([*ranks.values(), *special.values()]) + 1
     return ranks, special
+
+
+def _read_json_object(path: Path, shape: str) -> dict:
+    """The JSON object in `path`; `TokenizerFileError` (naming the file) when it is not one."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TokenizerFileError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise TokenizerFileError(f"{path} {shape}")
+    return value
 
 
 def _parse_ranks(path: Path) -> dict[bytes, int]:
