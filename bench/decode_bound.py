@@ -1,0 +1,146 @@
+"""How fast can a KV-cached decode loop go on this machine? An upper bound, side by side with the peer.
+
+    uv run python bench/decode_bound.py              # ours, the bound, then the peer: one JSON line
+    uv run python bench/decode_bound.py --no-peer
+
+The seed configuration with random weights, a 16-token prompt and 256 new tokens (greedy), as in
+`bench/core.py`. Two programs run in one process, their timed calls interleaved round by round so
+both see the same minutes of this shared machine:
+
+  generate   `generate_tokens` as users call it: the prefill, then the decode loop, where each token
+             attends over the KV cache of every earlier position.
+  bound      the same loop with every cost of a decode step except the cache: embedding, per layer
+             the layer norms, the q/k/v projection, attention over **one** key (the token itself, so
+             no cache is written or read), the output projection and the MLP, then the tied
+             unembedding and the greedy choice. It streams the same 21.6 MB of float32 weights per
+             step through the same XLA matmuls, jitted with the same compiler options.
+
+No decode loop that attends over a cache can beat `bound` with these matmuls, so `bound / peer` caps
+the ratio any attention kernel could reach here; `generate / bound` is the share of the step that
+attention over the cache leaves. Each figure is the median (and best) of --rounds calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from microgpt_core import SEED_CONFIG, compiler_options, generate_tokens, init_params
+from microgpt_core.cache import unstack_blocks
+from microgpt_core.layers import attention, embed, layer_norm, merge_heads, mlp, qkv_heads, unembed
+from microgpt_core.sampling import greedy
+
+PROMPT, NEW = 16, 256
+HERE = Path(__file__).resolve().parent
+DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
+
+
+def bound_program(config):
+    """A jitted greedy decode of NEW - 1 steps whose attention sees only the current token."""
+
+    def step(params, layers, token, position):
+        x = embed(params["embed"], token[:, None], position[:, None], config=config)  # (B, 1, D)
+        self_only = jnp.ones((1, 1, 1, 1), bool)  # (B, H, T, S) with S = 1: the token itself
+        for layer in layers:
+            h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, 1, D)
+            q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, 1, Dh)
+            x = x + merge_heads(layer["attn"], attention(q, k, v, self_only, config=config), config=config)
+            x = x + mlp(layer["mlp"], layer_norm(layer["ln2"], x, eps=config.norm_eps), config=config)
+        return greedy(unembed(params, x, config=config)[:, 0])  # (B,)
+
+    def run(params, first):
+        layers = unstack_blocks(params)  # sliced once, outside the loop, as generate_tokens does
+        B = first.shape[0]
+
+        def body(i, carry):
+            out, token = carry
+            token = step(params, layers, token, jnp.full((B,), PROMPT + i, jnp.int32))
+            return out.at[:, i + 1].set(token), token
+
+        out = jnp.zeros((B, NEW), jnp.int32).at[:, 0].set(first)
+        return jax.lax.fori_loop(0, NEW - 1, body, (out, first))[0]  # (B, NEW)
+
+    return jax.jit(run, compiler_options=compiler_options(config, decode=True))
+
+
+def measure(params, config, batch: int, rounds: int) -> dict:
+    prompt = jax.random.randint(jax.random.key(1), (batch, PROMPT), 0, config.vocab_size)
+    lengths = jnp.full((batch,), PROMPT)
+    bound = bound_program(config)
+    first = prompt[:, -1]
+    calls = {
+        "generate": lambda: (
+            generate_tokens(
+                params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
+            ).tokens
+        ),
+        "bound": lambda: bound(params, first),
+    }
+    for fn in calls.values():  # compile and warm up
+        jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {
+            "median": round(batch * NEW / statistics.median(ts), 1),
+            "best": round(batch * NEW / min(ts), 1),
+        }
+        for name, ts in times.items()
+    }
+
+
+def run_peer(python: Path, repeats: int) -> dict | None:
+    if not python.exists():
+        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
+        return None
+    cmd = [str(python), str(HERE / "peer_hf.py"), "--what", "decode", "--repeats", str(repeats)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timed calls per program")
+    parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face / PyTorch peer")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+
+    config = SEED_CONFIG.replace(context_length=PROMPT + NEW)
+    params = init_params(jax.random.key(0), SEED_CONFIG)
+    result: dict = {"bench": "decode_bound", "jax": jax.__version__, "cpus": os.cpu_count()}
+    for batch in (1, 8):
+        result[f"b{batch}_tokens_per_s"] = measure(params, config, batch, args.rounds)
+        figures = result[f"b{batch}_tokens_per_s"]
+        result[f"b{batch}_generate_over_bound"] = round(
+            figures["generate"]["median"] / figures["bound"]["median"], 2
+        )
+    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
+    peer = None if args.no_peer else run_peer(python, args.rounds)
+    if peer is not None:
+        result["peer_tokens_per_s"] = {f"b{b}": peer[f"decode_b{b}_tokens_per_s"] for b in (1, 8)}
+        result["ratio_vs_peer"] = {
+            f"b{b}_{name}": round(
+                result[f"b{b}_tokens_per_s"][name]["median"] / peer[f"decode_b{b}_tokens_per_s"], 2
+            )
+            for b in (1, 8)
+            for name in ("generate", "bound")
+        }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
