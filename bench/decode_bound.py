@@ -13,7 +13,9 @@ both see the same minutes of this shared machine:
              the layer norms, the q/k/v projection, attention over **one** key (the token itself, so
              no cache is written or read), the output projection and the MLP, then the tied
              unembedding and the greedy choice. It streams the same 21.6 MB of float32 weights per
-             step through the same XLA matmuls, jitted with the same compiler options.
+             step through the same XLA matmuls, jitted with the same compiler options. It starts
+             from the prompt's last token and has no prefill (the 16-token prefill is under 1% of
+             a `generate` call, so it leaves the ratio to the bound all but unchanged).
 
 No decode loop that attends over a cache can beat `bound` with these matmuls, so `bound / peer` caps
 the ratio any attention kernel could reach here; `generate / bound` is the share of the step that
