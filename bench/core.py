@@ -32,17 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from _peer import run_peer
 
 from microgpt_core import SEED_CONFIG as SEED
 from microgpt_core import GPTConfig, compiler_options, forward, generate_tokens, init_params, save_pretrained
 
 PROMPT, NEW = 16, 256
-HERE = Path(__file__).resolve().parent
-DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
@@ -109,15 +107,6 @@ def bench_cold(params, config: GPTConfig, runs: int = 3) -> dict[str, float]:
     }
 
 
-def run_peer(python: Path, repeats: int) -> dict | None:
-    if not python.exists():
-        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
-        return None
-    cmd = [str(python), str(HERE / "peer_hf.py"), "--what", "first50,decode,eval", "--bf16"]
-    out = subprocess.run(cmd + ["--repeats", str(repeats)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median reported)")
@@ -135,8 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     result["cold50"] = bench_cold(params, decode_config)
 
-    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
-    peer = None if args.no_peer else run_peer(python, args.repeats)
+    peer = (
+        None
+        if args.no_peer
+        else run_peer("--what", "first50,decode,eval", "--bf16", "--repeats", str(args.repeats))
+    )
     if peer is not None:
         result["peer"] = peer
         ours = lambda key: result[key]["median"]

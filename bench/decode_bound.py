@@ -29,13 +29,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from _peer import run_peer
 
 from microgpt_core import SEED_CONFIG, compiler_options, generate_tokens, init_params
 from microgpt_core.cache import unstack_blocks
@@ -43,8 +41,6 @@ from microgpt_core.layers import attention, embed, layer_norm, merge_heads, mlp,
 from microgpt_core.sampling import greedy
 
 PROMPT, NEW = 16, 256
-HERE = Path(__file__).resolve().parent
-DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
 
 
 def bound_program(config):
@@ -105,15 +101,6 @@ def measure(params, config, batch: int, rounds: int) -> dict:
     }
 
 
-def run_peer(python: Path, repeats: int) -> dict | None:
-    if not python.exists():
-        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
-        return None
-    cmd = [str(python), str(HERE / "peer_hf.py"), "--what", "decode", "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timed calls per program")
@@ -131,8 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         result[f"b{batch}_generate_over_bound"] = round(
             figures["generate"]["median"] / figures["bound"]["median"], 2
         )
-    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
-    peer = None if args.no_peer else run_peer(python, args.rounds)
+    peer = None if args.no_peer else run_peer("--what", "decode", "--repeats", str(args.rounds))
     if peer is not None:
         result["peer_tokens_per_s"] = {f"b{b}": peer[f"decode_b{b}_tokens_per_s"] for b in (1, 8)}
         result["ratio_vs_peer"] = {

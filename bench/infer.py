@@ -44,14 +44,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from _peer import run_peer
 
 from microgpt_core import SEED_CONFIG, generate_tokens, init_params, save_pretrained
 from microgpt_infer import generate, load_model
 
 SEED = SEED_CONFIG
 PROMPT, NEW, FIRST = 16, 256, 50
-HERE = Path(__file__).resolve().parent
-DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
 
 COLD = f"""
 import sys, time
@@ -139,15 +138,6 @@ def bench_cold(folder: Path, prompt: str, runs: int, tmp: Path) -> dict:
     }
 
 
-def run_peer(python: Path, repeats: int) -> dict | None:
-    if not python.exists():
-        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
-        return None
-    cmd = [str(python), str(HERE / "peer_hf.py"), "--what", "first50,decode", "--repeats", str(repeats)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median and best)")
@@ -175,8 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         result["peak_rss_b8_mb"] = round(peak, 1)
         result["rss_after_load_mb"] = round(loaded, 1)
 
-    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
-    peer = None if args.no_peer else run_peer(python, args.repeats)
+    peer = None if args.no_peer else run_peer("--what", "first50,decode", "--repeats", str(args.repeats))
     if peer is not None:
         result["peer"] = {k: v for k, v in peer.items() if k != "times_s"}
         ours = result

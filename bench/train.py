@@ -20,20 +20,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
+from _peer import run_peer
 
 from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
 from microgpt_train.config import SEED_MODEL
 from microgpt_train.metrics import flops_per_token, peak_flops_per_device
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
 
 
 def bench_train(dtype: str, batch: int, repeats: int) -> dict[str, float]:
@@ -74,15 +70,6 @@ def dtype_key(dtype: str) -> str:
     return {"float32": "f32", "bfloat16": "bf16"}[dtype]
 
 
-def run_peer(python: Path, batch: int, repeats: int) -> dict | None:
-    if not python.exists():
-        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
-        return None
-    cmd = [str(python), str(HERE / "peer_hf.py"), "--what", "train", "--bf16", "--batch", str(batch)]
-    out = subprocess.run(cmd + ["--repeats", str(repeats)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (of 256 tokens)")
@@ -100,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for dtype in args.dtypes.split(","):
         result.update(bench_train(dtype, args.batch, args.repeats))
-    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
-    peer = None if args.no_peer else run_peer(python, args.batch, args.repeats)
+    peer = (
+        None
+        if args.no_peer
+        else run_peer("--what", "train", "--bf16", "--batch", str(args.batch), "--repeats", str(args.repeats))
+    )
     if peer is not None:
         result["peer"] = {k: v for k, v in peer.items() if k.startswith("train") or k in ("torch", "threads")}
         ours = lambda key: result.get(key, float("nan"))  # noqa: E731
