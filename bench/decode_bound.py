@@ -11,9 +11,10 @@ both see the same minutes of this shared machine:
              attends over the KV cache of every earlier position.
   bound      the same loop with every cost of a decode step except the cache: embedding, per layer
              the layer norms, the q/k/v projection, attention over **one** key (the token itself, so
-             no cache is written or read), the output projection and the MLP, then the tied
-             unembedding and the greedy choice. It streams the same 21.6 MB of float32 weights per
-             step through the same XLA matmuls, jitted with the same compiler options. It starts
+             no cache is written or read), the output projection and the MLP, then the logits
+             and the greedy choice. It streams the same 21.6 MB of float32 weights per step, laid
+             out by the same `decode_weights`, through the same XLA matmuls, jitted with the same
+             compiler options. It starts
              from the prompt's last token and has no prefill: a `generate_tokens` call for one new
              token (prefill, empty cache, call overhead) took 4.8 ms at batch 1 and 12 ms at batch 8,
              about 2% of a 256-token call, so `generate / bound` is low by at most that much.
@@ -36,8 +37,8 @@ import jax.numpy as jnp
 from _peer import run_peer
 
 from microgpt_core import SEED_CONFIG, compiler_options, generate_tokens, init_params
-from microgpt_core.cache import unstack_blocks
-from microgpt_core.layers import attention, embed, layer_norm, merge_heads, mlp, qkv_heads, unembed
+from microgpt_core.cache import decode_weights
+from microgpt_core.layers import attention, embed, layer_norm, linear, merge_heads, mlp, qkv_heads
 from microgpt_core.sampling import greedy
 
 PROMPT, NEW = 16, 256
@@ -46,23 +47,23 @@ PROMPT, NEW = 16, 256
 def bound_program(config):
     """A jitted greedy decode of NEW - 1 steps whose attention sees only the current token."""
 
-    def step(params, layers, token, position):
+    def step(params, weights, token, position):
         x = embed(params["embed"], token[:, None], position[:, None], config=config)  # (B, 1, D)
         self_only = jnp.ones((1, 1, 1, 1), bool)  # (B, H, T, S) with S = 1: the token itself
-        for layer in layers:
+        for layer in weights.layers:
             h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, 1, D)
             q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, 1, Dh)
             x = x + merge_heads(layer["attn"], attention(q, k, v, self_only, config=config), config=config)
             x = x + mlp(layer["mlp"], layer_norm(layer["ln2"], x, eps=config.norm_eps), config=config)
-        return greedy(unembed(params, x, config=config)[:, 0])  # (B,)
+        return greedy(linear(x, weights.head, compute_dtype=config.compute_dtype)[:, 0])  # (B,)
 
     def run(params, first):
-        layers = unstack_blocks(params)  # sliced once, outside the loop, as generate_tokens does
         B = first.shape[0]
+        weights = decode_weights(params, config, B)  # once, outside the loop, as generate_tokens does
 
         def body(i, carry):
             out, token = carry
-            token = step(params, layers, token, jnp.full((B,), PROMPT + i, jnp.int32))
+            token = step(params, weights, token, jnp.full((B,), PROMPT + i, jnp.int32))
             return out.at[:, i + 1].set(token), token
 
         out = jnp.zeros((B, NEW), jnp.int32).at[:, 0].set(first)

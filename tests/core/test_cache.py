@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microgpt_core import KVCache, init_cache, init_params
-from microgpt_core.cache import split_cache, stack_cache
+from microgpt_core.cache import decode_weights, split_cache, stack_cache
+from microgpt_core.layers import Transposed
 from tests.conftest import config_strategy
 
 T = 16
@@ -92,3 +93,50 @@ def test_init_cache_rejects_lengths_beyond_the_context(tiny_config):
         init_cache(tiny_config, 1, 33)
     with pytest.raises(ValueError, match="got 0"):
         init_cache(tiny_config, 1, 0)
+
+
+def _as_stored(w) -> np.ndarray:
+    """The (Din, Dout) matrix a decode weight stands for."""
+    return np.asarray(w.t).T if isinstance(w, Transposed) else np.asarray(w)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_decode_weights_hold_the_parameters_in_another_order(tiny_config, batch, tie):
+    config = tiny_config.replace(tie_embeddings=tie)
+    params = init_params(jax.random.key(0), config)
+    weights = decode_weights(params, config, batch)
+    assert len(weights.layers) == config.n_layers
+    for i, layer in enumerate(weights.layers):
+        held = jax.tree_util.tree_leaves(
+            jax.tree_util.tree_map(_as_stored, layer, is_leaf=lambda w: isinstance(w, Transposed))
+        )
+        stored = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, i=i: a[i], params["blocks"]))
+        assert len(held) == len(stored)
+        for h, s in zip(held, stored, strict=True):
+            np.testing.assert_array_equal(h, s)  # the same numbers, exactly
+    head = params["embed"]["tokens"].T if tie else params["head"]["w"]  # (D, V)
+    np.testing.assert_array_equal(_as_stored(weights.head), head)
+    if jax.default_backend() == "cpu":  # the layouts measured fastest there (bench/decode_layout.py)
+        assert not isinstance(weights.head, Transposed)  # (D, V), a tied E copied
+        for layer in weights.layers:
+            assert isinstance(layer["attn"]["w_out"], Transposed) == (batch == 1)
+            assert isinstance(layer["mlp"]["w_out"], Transposed) == (batch == 1)
+            assert not isinstance(layer["mlp"]["w_in"], Transposed)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_decoding_with_decode_weights_equals_decoding_with_the_parameters(
+    jit_forward_cached, tiny_config, tiny_params, batch
+):
+    tokens = jax.random.randint(jax.random.key(7), (batch, 6), 0, tiny_config.vocab_size)
+    cache = split_cache(init_cache(tiny_config, batch, 8))
+    _, cache = jit_forward_cached(tiny_params, cache, tokens[:, :5], jnp.zeros(batch, jnp.int32), tiny_config)
+    positions = jnp.full(batch, 5, jnp.int32)
+    weights = decode_weights(tiny_params, tiny_config, batch)
+    plain, plain_cache = jit_forward_cached(tiny_params, cache, tokens[:, 5:], positions, tiny_config)
+    laid_out, laid_out_cache = jit_forward_cached(
+        tiny_params, cache, tokens[:, 5:], positions, tiny_config, weights=weights
+    )
+    np.testing.assert_allclose(laid_out, plain, atol=1e-5)
+    np.testing.assert_allclose(stack_cache(laid_out_cache).k, stack_cache(plain_cache).k, atol=1e-6)

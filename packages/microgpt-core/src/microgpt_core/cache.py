@@ -29,10 +29,12 @@ import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
 from microgpt_core.layers import (
+    Transposed,
     attention,
     causal_mask,
     embed,
     layer_norm,
+    linear,
     matmul,
     merge_heads,
     mlp,
@@ -40,7 +42,16 @@ from microgpt_core.layers import (
     unembed,
 )
 
-__all__ = ["KVCache", "forward_cached", "init_cache", "split_cache", "stack_cache", "unstack_blocks"]
+__all__ = [
+    "DecodeWeights",
+    "KVCache",
+    "decode_weights",
+    "forward_cached",
+    "init_cache",
+    "split_cache",
+    "stack_cache",
+    "unstack_blocks",
+]
 
 Params = dict[str, Any]
 
@@ -90,6 +101,59 @@ def unstack_blocks(params: Params) -> list[Params]:
     blocks = params["blocks"]
     n_layers = jax.tree_util.tree_leaves(blocks)[0].shape[0]
     return [jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n_layers)]
+
+
+class DecodeWeights(NamedTuple):
+    """The weights a decode loop reads on every step, taken out of the parameters once, before it.
+
+    Attributes:
+      layers: one param dict per layer (`unstack_blocks`); a matrix may be a `layers.Transposed`.
+      head: the output matrix W (D, V) of the logits z = x W, or `Transposed` holding Wᵀ (V, D).
+    """
+
+    layers: tuple[Params, ...]
+    head: jax.Array | Transposed
+
+
+def decode_weights(params: Params, config: GPTConfig, batch: int) -> DecodeWeights:
+    """The blocks as per-layer slices, and each matrix in the memory order that decoding `batch` rows
+    reads fastest on this backend. Same numbers, same maps: only where the values lie in memory.
+
+    A decode step multiplies a few rows by every weight matrix, so it streams all of them from
+    memory (21.6 MB for the seed model, more than this machine's cache keeps). XLA's CPU dot streams
+    a matrix faster in one order or the other depending on its shape; measured with
+    bench/decode_layout.py on the seed model, on CPU:
+      - the head as (D, V) beats a tied embedding E (V, D) at every batch size, so E is copied
+        transposed, once per generation;
+      - at batch 1, the attention and MLP output projections (D, D) and (F, D) read faster held
+        transposed (`Transposed`); at batch 2 and more they read slower that way, so they stay.
+    Other backends get the parameters as they are (a tied head as `Transposed(E)`, no copy).
+
+    Args:
+      params: model parameters.
+      config: the model's configuration.
+      batch: rows decoded together.
+    Returns:
+      `DecodeWeights`; call it inside the jitted generation, outside its loop.
+    """
+    tied = params["embed"]["tokens"] if config.tie_embeddings else None  # (V, D)
+    if jax.default_backend() != "cpu":
+        head = Transposed(tied) if tied is not None else params["head"]["w"]
+        return DecodeWeights(tuple(unstack_blocks(params)), head)
+
+    def copy_transposed(w: jax.Array) -> jax.Array:
+        # The barrier keeps XLA from folding the transpose back into the dot: the copy is made here.
+        return jax.lax.optimization_barrier(jnp.swapaxes(w, -1, -2))
+
+    blocks = params["blocks"]
+    if batch == 1:  # the output projections, (L, D, D) and (L, F, D), held as (L, D, D) and (L, D, F)
+        blocks = {
+            **blocks,
+            "attn": {**blocks["attn"], "w_out": Transposed(copy_transposed(blocks["attn"]["w_out"]))},
+            "mlp": {**blocks["mlp"], "w_out": Transposed(copy_transposed(blocks["mlp"]["w_out"]))},
+        }
+    head = copy_transposed(tied) if tied is not None else params["head"]["w"]  # (D, V)
+    return DecodeWeights(tuple(unstack_blocks({"blocks": blocks})), head)
 
 
 def _write(cache: jax.Array, new: jax.Array, start: jax.Array, layer: Any = None) -> jax.Array:
@@ -177,7 +241,7 @@ def forward_cached(
     positions: jax.Array,
     config: GPTConfig,
     *,
-    layers: list[Params] | None = None,
+    weights: DecodeWeights | None = None,
 ) -> tuple[jax.Array, KVCache]:
     """Logits for a chunk of tokens per row, given the cache of everything before it.
 
@@ -189,16 +253,18 @@ def forward_cached(
       positions: (B,) int, the position of tokens[b, 0]; tokens[b, i] is at positions[b] + i.
         Callers keep positions[b] + T <= cache length (slots past the end are not written).
       config: the model's configuration.
-      layers: `unstack_blocks(params)`, to run the layers unrolled over these slices (the decode
-        loop takes them once, outside the loop, so weights are not copied per token). By default a
-        stacked cache runs the stacked blocks under one `lax.scan` (less to compile: prefill runs
-        once) and a per-layer cache runs the layers unrolled.
+      weights: `decode_weights(params, config, batch)`, to run the layers unrolled over its slices
+        and take the logits from its head (the decode loop takes them once, outside the loop, so
+        weights are not copied per token). By default a stacked cache runs the stacked blocks under
+        one `lax.scan` (less to compile: prefill runs once) and a per-layer cache runs the layers
+        unrolled.
     Returns:
       logits (B, T, V) float32, and the cache with the chunk's keys and values written.
     """
     T = tokens.shape[1]
     token_positions = positions[:, None] + jnp.arange(T)  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
+    layers = weights.layers if weights is not None else None
     if isinstance(cache.k, tuple):  # per layer: each block builds its own masks
         mask = None
         layers = unstack_blocks(params) if layers is None else layers
@@ -217,4 +283,6 @@ def forward_cached(
             x, cache = _cached_block(layer, x, cache, i, positions, mask, config)
     if config.final_norm:
         x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+    if weights is not None:
+        return linear(x, weights.head, compute_dtype=config.compute_dtype), cache  # (B, T, V)
     return unembed(params, x, config=config), cache  # (B, T, V)

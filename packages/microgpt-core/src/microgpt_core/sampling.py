@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core.cache import forward_cached, init_cache, split_cache, unstack_blocks
+from microgpt_core.cache import decode_weights, forward_cached, init_cache, split_cache
 from microgpt_core.config import GPTConfig
 from microgpt_core.model import compiler_options
 
@@ -212,7 +212,7 @@ def _generate(
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
     if emit:
         emit(jnp.int32(0), token)
-    layers = unstack_blocks(params)  # sliced once, outside the loop
+    weights = decode_weights(params, config, B)  # sliced (and laid out) once, outside the loop
     cache = split_cache(cache)  # per layer: each step updates every layer's cache in place
 
     def keep_going(state):
@@ -222,7 +222,7 @@ def _generate(
     def decode_step(state):
         step, out, cache, token, done, num = state
         positions = lengths + step - 1  # (B,) position of `token`
-        logits, cache = forward_cached(params, cache, token[:, None], positions, config, layers=layers)
+        logits, cache = forward_cached(params, cache, token[:, None], positions, config, weights=weights)
         new = jnp.where(done, pad, sample(logits[:, 0], jax.random.fold_in(rng, step)))  # (B,)
         out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))  # (B, N)
         stopped = done | (new == eot_id) if eot_id is not None else done

@@ -1,0 +1,147 @@
+"""Which memory order of the weights decodes fastest? The evidence for `cache.decode_weights`.
+
+    uv run python bench/decode_layout.py                 # one JSON line
+    uv run python bench/decode_layout.py --rounds 21 --batches 1,8
+
+The seed configuration with random weights, a 16-token prompt and 256 new tokens (greedy), as in
+`bench/core.py`. A decode step multiplies B rows by every weight matrix, streaming all 21.6 MB of
+them from memory, and XLA's CPU dot streams a matrix faster in one order or the other depending on
+its shape. Each layout below is `generate_tokens` itself, jitted with `decode_weights` replaced by
+one that lays the weights out that way (same numbers, same tokens: the script checks):
+
+  stored     the parameters as saved: every W (Din, Dout), the tied head read as E (V, D)
+  head       the head copied once per generation to (D, V)
+  head+out   that, and the attention and MLP output projections, (D, D) and (F, D), held
+             transposed (`layers.Transposed`)
+
+The timed calls of all layouts are interleaved round by round, so they share the minutes of this
+shared machine; `time_vs_stored` is the median over rounds of (layout's time / stored's time) in the
+same round, with its quartiles. `library` names the layout `decode_weights` picks at that batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from microgpt_core import SEED_CONFIG, compiler_options, init_params, sampling
+from microgpt_core.cache import DecodeWeights, decode_weights, unstack_blocks
+from microgpt_core.layers import Transposed
+
+PROMPT, NEW = 16, 256
+STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "on_token")
+
+
+def copied_transposed(w: jax.Array) -> jax.Array:
+    """wᵀ as its own array (the barrier keeps XLA from folding the transpose into the dot)."""
+    return jax.lax.optimization_barrier(w.T)
+
+
+def stored(params, config, batch) -> DecodeWeights:
+    return DecodeWeights(tuple(unstack_blocks(params)), Transposed(params["embed"]["tokens"]))
+
+
+def head(params, config, batch) -> DecodeWeights:
+    return DecodeWeights(tuple(unstack_blocks(params)), copied_transposed(params["embed"]["tokens"]))
+
+
+def head_and_out(params, config, batch) -> DecodeWeights:
+    layers = tuple(
+        {
+            **layer,
+            "attn": {**layer["attn"], "w_out": Transposed(copied_transposed(layer["attn"]["w_out"]))},
+            "mlp": {**layer["mlp"], "w_out": Transposed(copied_transposed(layer["mlp"]["w_out"]))},
+        }
+        for layer in unstack_blocks(params)
+    )
+    return DecodeWeights(layers, copied_transposed(params["embed"]["tokens"]))
+
+
+LAYOUTS = {"stored": stored, "head": head, "head+out": head_and_out}
+
+
+def program(layout, config):
+    """`generate_tokens`'s compiled generation, traced with `decode_weights` replaced by `layout`."""
+
+    def generate(*args, **kwargs):
+        with mock.patch.object(sampling, "decode_weights", layout):
+            return sampling._generate(*args, **kwargs)
+
+    return jax.jit(generate, static_argnames=STATIC, compiler_options=compiler_options(config, decode=True))
+
+
+def library_choice(params, config, batch: int) -> str:
+    """The name of the layout that `decode_weights` picks (compared by structure: which are copies)."""
+    chosen = jax.eval_shape(lambda p: decode_weights(p, config, batch), params)
+    transposed_out = isinstance(chosen.layers[0]["mlp"]["w_out"], Transposed)
+    head_copied = not isinstance(chosen.head, Transposed)
+    return {(False, False): "stored", (False, True): "head", (True, True): "head+out"}.get(
+        (transposed_out, head_copied), "other"
+    )
+
+
+def measure(params, config, batch: int, rounds: int) -> dict:
+    prompt = jax.random.randint(jax.random.key(1), (batch, PROMPT), 0, config.vocab_size).astype(jnp.int32)
+    lengths = jnp.full((batch,), PROMPT, jnp.int32)
+    kwargs = dict(config=config, max_new_tokens=NEW, temperature=0.0, top_k=None, top_p=None, eot_id=None)
+    calls = {}
+    for name, layout in LAYOUTS.items():
+        fn = program(layout, config)
+        calls[name] = lambda fn=fn: fn(params, prompt, lengths, jax.random.key(0), on_token=None, **kwargs)
+    tokens = {name: np.asarray(jax.block_until_ready(fn()).tokens) for name, fn in calls.items()}
+    if any(not np.array_equal(t, tokens["stored"]) for t in tokens.values()):
+        raise SystemExit(f"batch {batch}: the layouts generated different tokens")
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - start)
+    result: dict = {"library": library_choice(params, config, batch)}
+    for name, ts in times.items():
+        ratios = [t / s for t, s in zip(ts, times["stored"], strict=True)]
+        quartiles = statistics.quantiles(ratios, n=4) if rounds > 1 else [ratios[0]] * 3
+        result[name] = {
+            "tokens_per_s": round(batch * NEW / statistics.median(ts), 1),
+            "time_vs_stored": [round(q, 3) for q in (quartiles[0], statistics.median(ratios), quartiles[2])],
+        }
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved timed calls per layout")
+    parser.add_argument("--batches", default="1,2,4,8", help="comma-separated batch sizes")
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if any(b < 1 for b in batches):
+        parser.error(f"--batches must all be >= 1, got {args.batches!r}")
+
+    config = SEED_CONFIG.replace(context_length=PROMPT + NEW)
+    params = init_params(jax.random.key(0), SEED_CONFIG)
+    result: dict = {
+        "bench": "decode_layout",
+        "jax": jax.__version__,
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
+    }
+    for batch in batches:
+        result[f"b{batch}"] = measure(params, config, batch, args.rounds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
