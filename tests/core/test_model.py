@@ -133,3 +133,12 @@ def test_compiler_options_compile_and_agree(tiny_config, tiny_params):
             tiny_params, tokens
         )
         np.testing.assert_allclose(tuned, forward(tiny_params, tokens, config), atol=1e-5)
+
+
+def test_decode_compiler_options_add_to_the_forward_ones(tiny_config):
+    for config in (tiny_config, tiny_config.replace(compute_dtype="bfloat16")):
+        forward_options, decode_options = compiler_options(config), compiler_options(config, decode=True)
+        assert decode_options.items() >= forward_options.items()
+        if jax.default_backend() == "cpu":
+            assert decode_options["xla_cpu_copy_insertion_use_region_analysis"] is True
+            assert decode_options.get("xla_cpu_prefer_vector_width", 512) == 512

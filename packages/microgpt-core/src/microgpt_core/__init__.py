@@ -1,7 +1,15 @@
 """microgpt_core: a GPT-style decoder-only Transformer written from its equations in JAX."""
 
 from microgpt_core import layers
-from microgpt_core.cache import KVCache, forward_cached, init_cache, split_cache, stack_cache
+from microgpt_core.cache import (
+    DecodeWeights,
+    KVCache,
+    decode_weights,
+    forward_cached,
+    init_cache,
+    split_cache,
+    stack_cache,
+)
 from microgpt_core.checkpoint import CheckpointError, load_pretrained, save_pretrained
 from microgpt_core.config import FORMAT_VERSION, SEED_CONFIG, ConfigError, GPTConfig
 from microgpt_core.model import compiler_options, cross_entropy, forward, hidden_states
@@ -13,6 +21,7 @@ __all__ = [
     "SEED_CONFIG",
     "CheckpointError",
     "ConfigError",
+    "DecodeWeights",
     "GPTConfig",
     "Generation",
     "KVCache",
@@ -20,6 +29,7 @@ __all__ = [
     "compiler_options",
     "count_params",
     "cross_entropy",
+    "decode_weights",
     "forward",
     "forward_cached",
     "generate_tokens",
