@@ -11,6 +11,9 @@ tied and scaled embeddings, no final norm), random weights, this machine's CPU. 
             batch * 256 / seconds of one `generate_tokens` call (prefill included, compiled before).
             16 + 256 positions exceed the seed's 256-token context: both models are built with 272
             positions for this (sinusoidal positions have no table, so our parameters are unchanged).
+            The peer's calls are interleaved with ours, one after each (`PeerServer`): the decode
+            speed of this shared VM drifts from minute to minute, and a ratio of figures taken
+            minutes apart drifts with it. `decode_bN_round_ratios` gives each round's ratio.
   eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, jitted with the library's
             `compiler_options(config)`: tokens/s.
   cold50    a fresh process: `load_pretrained` of a saved model, then a 50-token greedy generation,
@@ -35,7 +38,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _peer import run_peer
+from _peer import PeerServer, run_peer
 
 from microgpt_core import SEED_CONFIG as SEED
 from microgpt_core import GPTConfig, compiler_options, forward, generate_tokens, init_params, save_pretrained
@@ -58,7 +61,8 @@ def rate(tokens: int, times: list[float]) -> dict[str, float]:
     return {"median": round(tokens / statistics.median(times), 1), "best": round(tokens / min(times), 1)}
 
 
-def bench_decode(params, config: GPTConfig, batch: int, repeats: int) -> dict[str, float]:
+def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: PeerServer | None) -> dict:
+    """Ours, and the peer's call right after each of ours when `peer` is given."""
     prompt = jax.random.randint(jax.random.key(1), (batch, PROMPT), 0, config.vocab_size)
     lengths = jnp.full((batch,), PROMPT)
     run = lambda: (
@@ -66,7 +70,19 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int) -> dict[st
             params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
         ).tokens
     )
-    return rate(batch * NEW, timed(run, repeats))
+    jax.block_until_ready(run())  # compile and warm up
+    if peer is not None:
+        peer.decode_seconds(batch)  # warm up (untimed here)
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours += timed(run, 1, warmup=0)
+        if peer is not None:
+            theirs.append(peer.decode_seconds(batch))
+    result = {"ours": rate(batch * NEW, ours)}
+    if peer is not None:
+        result["peer"] = rate(batch * NEW, theirs)
+        result["round_ratios"] = [round(p / o, 2) for o, p in zip(ours, theirs, strict=True)]
+    return result
 
 
 def bench_eval(params, config: GPTConfig, repeats: int) -> dict[str, float]:
@@ -116,20 +132,27 @@ def main(argv: list[str] | None = None) -> None:
     decode_config = SEED.replace(context_length=PROMPT + NEW)
     params = init_params(jax.random.key(0), SEED)
     result: dict = {"bench": "core", "config": SEED.to_dict(), "jax": jax.__version__, "cpus": os.cpu_count()}
-    result["decode_b1_tokens_per_s"] = bench_decode(params, decode_config, 1, args.repeats)
-    result["decode_b8_tokens_per_s"] = bench_decode(params, decode_config, 8, args.repeats)
+    server = None if args.no_peer else PeerServer.start()
+    try:
+        decode = {batch: bench_decode(params, decode_config, batch, args.repeats, server) for batch in (1, 8)}
+    finally:
+        if server is not None:
+            server.close()
+    for batch, figures in decode.items():
+        result[f"decode_b{batch}_tokens_per_s"] = figures["ours"]
     result["eval_f32_tokens_per_s"] = bench_eval(params, SEED, args.repeats)
     result["eval_bf16_tokens_per_s"] = bench_eval(
         params, SEED.replace(compute_dtype="bfloat16"), args.repeats
     )
     result["cold50"] = bench_cold(params, decode_config)
 
-    peer = (
-        None
-        if args.no_peer
-        else run_peer("--what", "first50,decode,eval", "--bf16", "--repeats", str(args.repeats))
-    )
+    peer_args = ("--what", "first50,eval", "--bf16", "--repeats", str(args.repeats))
+    peer = None if args.no_peer else run_peer(*peer_args)
     if peer is not None:
+        for batch, figures in decode.items():  # interleaved with ours, above
+            peer[f"decode_b{batch}_tokens_per_s"] = figures["peer"]["median"]
+            peer[f"decode_b{batch}_best_tokens_per_s"] = figures["peer"]["best"]
+            result[f"decode_b{batch}_round_ratios"] = figures["round_ratios"]
         result["peer"] = peer
         ours = lambda key: result[key]["median"]
         result["ratio_vs_peer"] = {

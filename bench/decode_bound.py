@@ -1,11 +1,12 @@
 """How fast can a KV-cached decode loop go on this machine? An upper bound, side by side with the peer.
 
-    uv run python bench/decode_bound.py              # ours, the bound, then the peer: one JSON line
+    uv run python bench/decode_bound.py              # ours, the bound and the peer, interleaved
     uv run python bench/decode_bound.py --no-peer
 
 The seed configuration with random weights, a 16-token prompt and 256 new tokens (greedy), as in
-`bench/core.py`. Two programs run in one process, their timed calls interleaved round by round so
-both see the same minutes of this shared machine:
+`bench/core.py`. Two programs run in one process and the peer in its side venv (`bench/_peer.py`'s
+`PeerServer`), their timed calls interleaved round by round so all three see the same minutes of
+this shared machine:
 
   generate   `generate_tokens` as users call it: the prefill, then the decode loop, where each token
              attends over the KV cache of every earlier position.
@@ -18,6 +19,7 @@ both see the same minutes of this shared machine:
              from the prompt's last token and has no prefill: a `generate_tokens` call for one new
              token (prefill, empty cache, call overhead) took 4.8 ms at batch 1 and 12 ms at batch 8,
              about 2% of a 256-token call, so `generate / bound` is low by at most that much.
+  peer       Hugging Face `transformers` GPT-2 `generate`, greedy, as `bench/peer_hf.py` decode.
 
 No decode loop that attends over a cache can beat `bound` with these matmuls, so `bound / peer` caps
 the ratio any attention kernel could reach here; `generate / bound` is the share of the step that
@@ -34,7 +36,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _peer import run_peer
+from _peer import PeerServer
 
 from microgpt_core import SEED_CONFIG, compiler_options, generate_tokens, init_params
 from microgpt_core.cache import decode_weights
@@ -72,7 +74,7 @@ def bound_program(config):
     return jax.jit(run, compiler_options=compiler_options(config, decode=True))
 
 
-def measure(params, config, batch: int, rounds: int) -> dict:
+def measure(params, config, batch: int, rounds: int, peer: PeerServer | None) -> dict:
     prompt = jax.random.randint(jax.random.key(1), (batch, PROMPT), 0, config.vocab_size)
     lengths = jnp.full((batch,), PROMPT)
     bound = bound_program(config)
@@ -85,11 +87,16 @@ def measure(params, config, batch: int, rounds: int) -> dict:
         ),
         "bound": lambda: bound(params, first),
     }
+    if peer is not None:  # its call follows ours in every round: seconds measured by the peer itself
+        calls["peer"] = lambda: peer.decode_seconds(batch)
     for fn in calls.values():  # compile and warm up
         jax.block_until_ready(fn())
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
+            if name == "peer":
+                times[name].append(fn())
+                continue
             start = time.perf_counter()
             jax.block_until_ready(fn())
             times[name].append(time.perf_counter() - start)
@@ -113,22 +120,24 @@ def main(argv: list[str] | None = None) -> None:
     config = SEED_CONFIG.replace(context_length=PROMPT + NEW)
     params = init_params(jax.random.key(0), SEED_CONFIG)
     result: dict = {"bench": "decode_bound", "jax": jax.__version__, "cpus": os.cpu_count()}
-    for batch in (1, 8):
-        result[f"b{batch}_tokens_per_s"] = measure(params, config, batch, args.rounds)
-        figures = result[f"b{batch}_tokens_per_s"]
-        result[f"b{batch}_generate_over_bound"] = round(
-            figures["generate"]["median"] / figures["bound"]["median"], 2
-        )
-    peer = None if args.no_peer else run_peer("--what", "decode", "--repeats", str(args.rounds))
-    if peer is not None:
-        result["peer_tokens_per_s"] = {f"b{b}": peer[f"decode_b{b}_tokens_per_s"] for b in (1, 8)}
-        result["ratio_vs_peer"] = {
-            f"b{b}_{name}": round(
-                result[f"b{b}_tokens_per_s"][name]["median"] / peer[f"decode_b{b}_tokens_per_s"], 2
+    server = None if args.no_peer else PeerServer.start()
+    try:
+        for batch in (1, 8):
+            figures = measure(params, config, batch, args.rounds, server)
+            result[f"b{batch}_tokens_per_s"] = figures
+            result[f"b{batch}_generate_over_bound"] = round(
+                figures["generate"]["median"] / figures["bound"]["median"], 2
             )
-            for b in (1, 8)
-            for name in ("generate", "bound")
-        }
+            if server is not None:
+                result.setdefault("ratio_vs_peer", {}).update(
+                    {
+                        f"b{batch}_{name}": round(figures[name]["median"] / figures["peer"]["median"], 2)
+                        for name in ("generate", "bound")
+                    }
+                )
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps(result))
 
 

@@ -23,6 +23,13 @@ times are in `times_s`. `--what` picks among:
            dropout active as configured: tokens/s = 16 * 256 / seconds.
 
 With `--bf16`, eval and train are measured again under `torch.autocast("cpu", dtype=torch.bfloat16)`.
+
+With `--serve` it measures nothing by itself: after building the model it reads requests from stdin,
+one per line, and answers each with one JSON line on stdout, so that another benchmark can time the
+peer's calls interleaved with its own (`bench/_peer.py`'s `PeerServer`):
+
+  decode B   one greedy `generate` call at batch B, as in `decode` (the first request for a batch
+             size runs `--warmup` untimed calls first): {"seconds": S, "tokens": B * new_tokens}
 The thread count is torch's default (reported). A 16-token prompt plus 256 new tokens needs 272
 positions: when the configured `--n-positions` is shorter, the model is built with just enough
 positions for decoding (reported as `n_positions_built`); eval and train still use `--seq-len`.
@@ -79,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed calls; the median is reported")
     p.add_argument("--bf16", action="store_true", help="also eval/train under bfloat16 autocast")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    p.add_argument(
+        "--serve", action="store_true", help="answer timing requests from stdin instead (see above)"
+    )
     args = p.parse_args(argv)
     args.what = [w.strip() for w in args.what.split(",") if w.strip()]
     unknown = sorted(set(args.what) - set(ALL_WHAT))
@@ -120,6 +130,29 @@ def greedy(model: GPT2LMHeadModel, prompt: torch.Tensor, new_tokens: int) -> tor
     return out
 
 
+def serve(model: GPT2LMHeadModel, args: argparse.Namespace, tokens: Callable) -> int:
+    """Answers `decode B` requests from stdin with one timed call each, until stdin closes."""
+    prompts: dict[int, torch.Tensor] = {}
+    for line in sys.stdin:
+        request = line.split()
+        if len(request) != 2 or request[0] != "decode" or not request[1].isdigit() or int(request[1]) < 1:
+            error = f"unknown request {line.strip()!r}; valid: decode B"
+            sys.stdout.write(json.dumps({"error": error}) + "\n")
+            sys.stdout.flush()
+            return 2
+        batch = int(request[1])
+        if batch not in prompts:
+            prompts[batch] = tokens(batch, args.prompt_len)
+            for _ in range(args.warmup):
+                greedy(model, prompts[batch], args.new_tokens)
+        t0 = time.perf_counter()
+        greedy(model, prompts[batch], args.new_tokens)
+        seconds = time.perf_counter() - t0
+        sys.stdout.write(json.dumps({"seconds": seconds, "tokens": batch * args.new_tokens}) + "\n")
+        sys.stdout.flush()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Builds the model, runs the selected measurements, prints one JSON line."""
     args = parse_args(argv)
@@ -148,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def tokens(batch: int, length: int) -> torch.Tensor:
         return torch.from_numpy(gen.integers(1, args.vocab_size, (batch, length), dtype=np.int64))
+
+    if args.serve:
+        return serve(model, args, tokens)
 
     result: dict[str, object] = {
         "bench": "peer_hf",
