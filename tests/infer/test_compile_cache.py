@@ -17,11 +17,8 @@ print(enable_compilation_cache())
 
 
 def _run(model_dir, cache: str) -> str:
-    env = {
-        **os.environ,
-        "MICROGPT_COMPILATION_CACHE": cache,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
+    env = {**os.environ, "MICROGPT_COMPILATION_CACHE": cache}
+    env.pop("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", None)  # JAX's default: the module lowers it
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(model_dir)], capture_output=True, text=True, env=env, timeout=120
     )
@@ -32,5 +29,6 @@ def _run(model_dir, cache: str) -> str:
 def test_cache_is_written_and_can_be_turned_off(model_dir, tmp_path):
     cache = tmp_path / "cache"
     assert _run(model_dir, str(cache)) == str(cache)
-    assert any(cache.iterdir())  # the compiled generation, for the next process
+    # the compiled generation, for the next process, though it compiles in well under JAX's 1 s default
+    assert [entry for entry in cache.iterdir() if entry.name.startswith("jit__generate-")]
     assert _run("-", "0") == "None"
