@@ -65,7 +65,7 @@ class RunConfig:
     checkpoint_every: int = _f(200, "save an orbax checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _f(2, "checkpoints to keep")
     log_every: int = _f(10, "write metrics.jsonl every N steps")
-    peak_flops: float = _f(0.0, "peak FLOP/s per device for MFU (0: a guess for the platform)")
+    peak_flops: float = _f(0.0, "peak FLOP/s per device for MFU (0: measured on CPU, else a table)")
     progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
 
     def __post_init__(self) -> None:

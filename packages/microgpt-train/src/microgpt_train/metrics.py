@@ -5,31 +5,35 @@
 N counts the non-embedding parameters plus the output projection (the tied embedding used as the
 head does a V x D matmul per token); the second term is the attention scores and weighted values
 over T positions, forward and backward. MFU = achieved FLOP/s / (peak FLOP/s per device x devices).
+Accelerators take their peak from a table; a CPU's peak differs from one machine to the next (200
+GFLOP/s on one 2-core VM of this project, 500 on another), so it is measured once per process.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from microgpt_core import GPTConfig
 
 __all__ = ["MetricsLog", "flops_per_token", "peak_flops_per_device", "unigram_entropy"]
 
-# Dense peak FLOP/s per device, by platform and compute dtype; CPUs are measured (NOTES.md: ~200
-# GFLOP/s f32 matmul for this machine's 2 cores, i.e. per process, whatever the simulated devices).
+# Dense peak FLOP/s per device, by platform and compute dtype; CPUs are measured (`_cpu_peak`).
 _PEAKS = {
     ("gpu", "bfloat16"): 989e12,  # H100 SXM dense bf16
     ("gpu", "float32"): 67e12,
     ("tpu", "bfloat16"): 197e12,  # v5e
     ("tpu", "float32"): 197e12,
 }
-CPU_PEAK_PER_PROCESS = 200e9
+CPU_PEAK_MATMUL = 1024  # n of the n x n matmul timed for a CPU's peak (a 2048 one gives the same)
 
 
 def flops_per_token(config: GPTConfig) -> float:
@@ -44,9 +48,25 @@ def peak_flops_per_device(config: GPTConfig, override: float = 0.0) -> float:
     if override > 0:
         return override
     platform = jax.devices()[0].platform
-    if platform == "cpu":
-        return CPU_PEAK_PER_PROCESS / jax.local_device_count()
+    if platform == "cpu":  # the simulated devices of one process share its cores
+        return _cpu_peak(config.compute_dtype) / jax.local_device_count()
     return _PEAKS.get((platform, config.compute_dtype), _PEAKS.get((platform, "float32"), 1e12))
+
+
+@functools.cache
+def _cpu_peak(dtype: str) -> float:
+    """FLOP/s of this process's fastest of 5 timed n x n matmuls in `dtype` (n = CPU_PEAK_MATMUL):
+    about 20 ms on a 2-core CPU, once per process."""
+    n = CPU_PEAK_MATMUL
+    a = jnp.ones((n, n), dtype)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()  # compile
+    best = math.inf
+    for _ in range(5):
+        start = time.perf_counter()
+        matmul(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def unigram_entropy(tokens: np.ndarray) -> float:
