@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer_hf.py"
@@ -79,3 +80,19 @@ class PeerServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def interleave(
+    time_ours: Callable[[], float], peer: PeerServer | None, batch: int, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds of `rounds` calls of ours (`time_ours()` makes one call and returns its seconds), each
+    followed by one of the peer's decoding `batch` rows when `peer` is given; both warm up first."""
+    time_ours()  # compile and warm up
+    if peer is not None:
+        peer.decode_seconds(batch)
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(time_ours())
+        if peer is not None:
+            theirs.append(peer.decode_seconds(batch))
+    return ours, theirs

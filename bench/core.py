@@ -38,7 +38,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-from _peer import PeerServer, run_peer
+from _peer import PeerServer, interleave, run_peer
 
 from microgpt_core import SEED_CONFIG as SEED
 from microgpt_core import GPTConfig, compiler_options, forward, generate_tokens, init_params, save_pretrained
@@ -70,14 +70,7 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: Peer
             params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
         ).tokens
     )
-    jax.block_until_ready(run())  # compile and warm up
-    if peer is not None:
-        peer.decode_seconds(batch)  # warm up (untimed here)
-    ours, theirs = [], []
-    for _ in range(repeats):
-        ours += timed(run, 1, warmup=0)
-        if peer is not None:
-            theirs.append(peer.decode_seconds(batch))
+    ours, theirs = interleave(lambda: timed(run, 1, warmup=0)[0], peer, batch, repeats)
     result = {"ours": rate(batch * NEW, ours)}
     if peer is not None:
         result["peer"] = rate(batch * NEW, theirs)

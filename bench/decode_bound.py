@@ -79,27 +79,33 @@ def measure(params, config, batch: int, rounds: int, peer: PeerServer | None) ->
     lengths = jnp.full((batch,), PROMPT)
     bound = bound_program(config)
     first = prompt[:, -1]
-    calls = {
-        "generate": lambda: (
-            generate_tokens(
-                params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
-            ).tokens
-        ),
-        "bound": lambda: bound(params, first),
-    }
-    if peer is not None:  # its call follows ours in every round: seconds measured by the peer itself
-        calls["peer"] = lambda: peer.decode_seconds(batch)
-    for fn in calls.values():  # compile and warm up
-        jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, fn in calls.items():
-            if name == "peer":
-                times[name].append(fn())
-                continue
+
+    def seconds(fn):
+        def call() -> float:
             start = time.perf_counter()
             jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
+            return time.perf_counter() - start
+
+        return call
+
+    calls = {  # each makes one call and returns its seconds
+        "generate": seconds(
+            lambda: (
+                generate_tokens(
+                    params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
+                ).tokens
+            )
+        ),
+        "bound": seconds(lambda: bound(params, first)),
+    }
+    if peer is not None:  # its call follows ours in every round, timed by the peer itself
+        calls["peer"] = lambda: peer.decode_seconds(batch)
+    for call in calls.values():  # compile and warm up
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            times[name].append(call())
     return {
         name: {
             "median": round(batch * NEW / statistics.median(ts), 1),

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from _peer import PeerServer, run_peer
+from _peer import PeerServer, interleave, run_peer
 
 from microgpt_core import SEED_CONFIG, generate_tokens, init_params, save_pretrained
 from microgpt_infer import generate, load_model
@@ -107,17 +107,13 @@ def check_full_length(model, prompts: list[str], new: int) -> None:
 
 def bench_generate(model, prompt: str, batch: int, repeats: int, peer: PeerServer | None) -> dict:
     prompts = [prompt] * batch if batch > 1 else prompt
-    run = lambda: generate(model, prompts, rng=0, max_new_tokens=NEW, temperature=0)
-    run()  # compile
-    if peer is not None:
-        peer.decode_seconds(batch)  # warm up (untimed here)
-    times, peer_times = [], []
-    for _ in range(repeats):
+
+    def seconds() -> float:
         start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-        if peer is not None:
-            peer_times.append(peer.decode_seconds(batch))
+        generate(model, prompts, rng=0, max_new_tokens=NEW, temperature=0)
+        return time.perf_counter() - start
+
+    times, peer_times = interleave(seconds, peer, batch, repeats)
     check_full_length(model, [prompt] * batch, NEW)
     result = {
         **summary([batch * NEW / t for t in times], 1, best=max),

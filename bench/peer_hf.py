@@ -23,6 +23,9 @@ times are in `times_s`. `--what` picks among:
            dropout active as configured: tokens/s = 16 * 256 / seconds.
 
 With `--bf16`, eval and train are measured again under `torch.autocast("cpu", dtype=torch.bfloat16)`.
+The thread count is torch's default (reported). A 16-token prompt plus 256 new tokens needs 272
+positions: when the configured `--n-positions` is shorter, the model is built with just enough
+positions for decoding (reported as `n_positions_built`); eval and train still use `--seq-len`.
 
 With `--serve` it measures nothing by itself: after building the model it reads requests from stdin,
 one per line, and answers each with one JSON line on stdout, so that another benchmark can time the
@@ -30,9 +33,6 @@ peer's calls interleaved with its own (`bench/_peer.py`'s `PeerServer`):
 
   decode B   one greedy `generate` call at batch B, as in `decode` (the first request for a batch
              size runs `--warmup` untimed calls first): {"seconds": S, "tokens": B * new_tokens}
-The thread count is torch's default (reported). A 16-token prompt plus 256 new tokens needs 272
-positions: when the configured `--n-positions` is shorter, the model is built with just enough
-positions for decoding (reported as `n_positions_built`); eval and train still use `--seq-len`.
 """
 
 from __future__ import annotations
