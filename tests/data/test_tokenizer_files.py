@@ -1,14 +1,16 @@
-"""Tokenizer files: GPT-2 vocab.json + merges.txt import and GPT-2's byte alphabet."""
+"""Tokenizer files: GPT-2 vocab.json + merges.txt import, GPT-2's byte alphabet, file permissions."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
 from microgpt_data import ENDOFTEXT, Tokenizer, TokenizerFileError, to_hf_tokenizer
-from microgpt_data.tokenizer_files import gpt2_byte_decoder
+from microgpt_data.tokenizer_files import CONFIG_FILE, RANKS_FILE, gpt2_byte_decoder
 
 
 def test_gpt2_byte_decoder_is_a_bijection_onto_bytes():
@@ -65,3 +67,17 @@ def test_missing_and_malformed_files(gpt2_files, tmp_path):
     bad.write_text('{"a": 0}')
     with pytest.raises(TokenizerFileError, match="lacks the single-byte token"):
         Tokenizer.from_gpt2_files(bad, merges_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask022", "umask002"])
+def test_saved_files_get_the_permissions_of_a_plain_write(small_tokenizer, tmp_path, umask):
+    """Not mkstemp's 0o600: a shared tokenizer (or model folder) stays readable by others."""
+    previous = os.umask(umask)
+    try:
+        folder = small_tokenizer.save(tmp_path / "tok")
+        small_tokenizer.save(folder)  # overwriting too
+    finally:
+        os.umask(previous)
+    for name in (RANKS_FILE, CONFIG_FILE):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in folder.iterdir()) == sorted([RANKS_FILE, CONFIG_FILE])

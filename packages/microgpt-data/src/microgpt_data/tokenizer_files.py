@@ -3,7 +3,9 @@
 ``tokenizer.tiktoken`` (tiktoken's own rank format: one line per mergeable token, ``base64(bytes) id``,
 ids ascending) + ``tokenizer_config.json`` (``format_version``, ``name``, ``pattern``,
 ``special_tokens``, ``eot_token``). Both are parsed here, never through tiktoken's path-keyed cache,
-and written to a temporary name and renamed, so a failed save never leaves a half-written file.
+and written through `microgpt_core.files.write_atomic` (a temporary name, then a rename), so a failed
+save never leaves a half-written file; they get the permissions a plain write would (0o666 less the
+umask).
 
 GPT-2 style ``vocab.json`` + ``merges.txt`` (GPT-2's own, and Hugging Face byte-level BPE) are read
 into the same ranks.
@@ -15,7 +17,6 @@ import base64
 import binascii
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from microgpt_data.errors import TokenizerFileError
@@ -25,7 +26,6 @@ __all__ = [
     "CONFIG_FILE",
     "TOKENIZER_FORMAT_VERSION",
     "gpt2_byte_decoder",
-    "write_atomic",
     "write_tokenizer_files",
     "read_tokenizer_files",
     "read_gpt2_files",
@@ -56,18 +56,6 @@ def gpt2_byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(byte_values, chars, strict=True)}
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_tokenizer_files(
     directory: str | os.PathLike,
     *,
@@ -78,6 +66,9 @@ def write_tokenizer_files(
     eot_token: str,
 ) -> Path:
     """Writes both files into `directory` (created if needed); returns the folder."""
+    # Imported here: microgpt_core's package imports JAX, which `import microgpt_data` must not load.
+    from microgpt_core.files import write_atomic
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [
