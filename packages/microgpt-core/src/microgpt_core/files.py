@@ -21,9 +21,21 @@ import secrets
 import shutil
 from pathlib import Path
 
-__all__ = ["fsync_folder", "is_disk_full", "replace_folder", "restore_folder", "write_atomic"]
+__all__ = [
+    "DiskFullError",
+    "fsync_folder",
+    "is_disk_full",
+    "replace_folder",
+    "restore_folder",
+    "write_atomic",
+]
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """A write failed for want of space (or quota); the message says what was being written and what
+    was kept intact."""
 
 
 def is_disk_full(err: BaseException) -> bool:
@@ -31,7 +43,7 @@ def is_disk_full(err: BaseException) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        if isinstance(err, DiskFullError) or (isinstance(err, OSError) and err.errno in _DISK_FULL):
             return True
         if "No space left on device" in str(err) or "Disk quota exceeded" in str(err):
             return True  # libraries (tensorstore) that report errno as text

@@ -82,7 +82,14 @@ def add_bool_flag(
         f"--{name}", dest=dest, nargs="?", const=True, type=parse_bool, default=default,
         metavar="true|false", help=f"{help} (--no-{name}: off)",
     )  # fmt: skip
-    group.add_argument(f"--no-{name}", dest=dest, nargs=0, action=_SetFalse, help=argparse.SUPPRESS)
+    group.add_argument(
+        f"--no-{name}",
+        dest=dest,
+        nargs=0,
+        action=_SetFalse,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
     return action
 
 
