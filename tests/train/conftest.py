@@ -49,6 +49,22 @@ def run_cli(args: list[str], *, timeout: float = 120, env: dict | None = None, *
 
 
 @pytest.fixture(scope="session")
+def tiny_run_output(tmp_path_factory, tiny_tokenizer_dir) -> tuple[Path, str]:
+    """A finished 6-step run (checkpoints at 3 and 6) and what it printed; do not modify (copy it)."""
+    from microgpt_train import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    lines: list[str] = []
+    run_dir = train(tiny_run(runs, tokenizer=str(tiny_tokenizer_dir), grad_accum=2), log=lines.append)
+    return run_dir, "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tiny_run_output) -> Path:
+    return tiny_run_output[0]
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory):
     """A 320-token BPE on pydocs, trained once and shared (as `tokenizer=...`)."""
     from microgpt_data import pydocs_texts, train_bpe

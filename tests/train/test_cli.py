@@ -1,14 +1,19 @@
-"""The `train` and `evaluate` commands: --help, flags generated from the dataclasses, TOML, bad input."""
+"""The `train` and `evaluate` commands: --help, flags generated from the dataclasses, TOML, boolean
+switches, what --resume reads and refuses, bad input."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 
 import pytest
 
 from microgpt_core import GPTConfig
-from microgpt_train import cli, evaluate
-from microgpt_train.config import run_fields
+from microgpt_train import PRESETS, cli, evaluate
+from microgpt_train.config import RunConfigError, run_fields
+
+from .conftest import tiny_run
 
 
 def test_help_lists_every_field_of_both_dataclasses(capsys):
@@ -22,11 +27,58 @@ def test_help_lists_every_field_of_both_dataclasses(capsys):
         assert flag in out
 
 
-def test_evaluate_help(capsys):
+def _help(main, argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(["--help"])
+        main(argv)
     assert exit_info.value.code == 0
-    assert "--model" in capsys.readouterr().out
+    return " ".join(capsys.readouterr().out.split())  # help wraps lines: compare as one line
+
+
+@pytest.mark.parametrize("name", ["quickstart", "seed-5m"])
+def test_help_shows_the_defaults_of_the_preset_in_use(name, capsys):
+    argv = ["--help"] if name == "quickstart" else ["--preset", name, "--help"]
+    text = _help(cli.main, argv, capsys)
+    chosen = PRESETS[name]
+    assert (
+        f"optimiser steps; the learning-rate schedule spans exactly these (default: {chosen.max_steps})"
+        in text
+    )
+    assert f"model width D (default: {chosen.model.d_model})" in text
+    assert "--data DATA training text: pydocs" in text and f"(default: {chosen.data})" in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert len(re.findall(r"\(default: [^)]*\) \(default:", text)) == 0
+
+
+def test_evaluate_help_shows_its_defaults(capsys):
+    text = _help(evaluate.main, ["--help"], capsys)
+    assert "--model MODEL a model folder, or a run folder" in text
+    assert "batches to evaluate (default: 16)" in text and "sequences per batch (default: 8)" in text
+    assert "(default: None)" not in text
+    assert (
+        "--model MODEL a model folder, or a run folder (runs/NAME: its model/ or newest checkpoint) (default"
+        not in text
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, value",
+    [([], False), (["--fsdp"], True), (["--no-fsdp"], False), (["--fsdp", "true"], True),
+     (["--fsdp", "false"], False), (["--fsdp=yes"], True), (["--fsdp", "--no-fsdp"], False)],
+)  # fmt: skip
+def test_boolean_fields_are_switches_that_also_take_a_value(argv, value):
+    run = cli.resolve_config(cli.build_parser().parse_args(argv))
+    assert run.fsdp is value
+    assert cli.resolve_config(cli.build_parser().parse_args(["--no-bias"])).model.bias is False
+    assert cli.resolve_config(cli.build_parser().parse_args(["--progress", "off"])).progress is False
+
+
+def test_boolean_fields_from_toml(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("fsdp = true\nprogress = false\n[model]\nbias = false\n")
+    run = cli.resolve_config(cli.build_parser().parse_args(["--config", str(path)]))
+    assert (run.fsdp, run.progress, run.model.bias) == (True, False, False)
+    path.write_text('fsdp = "yes"\n')
+    assert cli.main(["--config", str(path)]) == 2
 
 
 @pytest.mark.parametrize(
@@ -35,6 +87,7 @@ def test_evaluate_help(capsys):
         (["--no-such-flag"], "unrecognized arguments"),
         (["--batch-size", "many"], "invalid int value"),
         (["--fsdp", "maybe"], "expected true or false"),
+        (["--no-fsdp", "true"], "unrecognized arguments"),
         (["--preset", "tiny"], "unknown preset 'tiny'"),
         (["--batch-size", "6", "--grad-accum", "4"], "divisible by grad_accum"),
         (["--d-model", "100", "--n-heads", "3"], "divisible by n_heads"),
@@ -43,9 +96,8 @@ def test_evaluate_help(capsys):
     ],
 )
 def test_bad_input_exits_2_with_error(argv, match, capsys):
-    code = (
-        cli.main(argv) if argv[0] != "--no-such-flag" and "many" not in argv and "maybe" not in argv else None
-    )
+    usage = argv[0] in ("--no-such-flag", "--no-fsdp") or "many" in argv or "maybe" in argv
+    code = None if usage else cli.main(argv)
     if code is None:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(argv)
@@ -81,3 +133,71 @@ def test_bad_toml_exits_2(tmp_path, text, match, capsys):
 def test_evaluate_bad_model_folder_exits_2(tmp_path, capsys):
     assert evaluate.main(["--model", str(tmp_path / "nothing"), "--data", "pydocs"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+# --------------------------------------------------------------------------------------------------
+# --resume reads the run folder's own config.
+def _saved_run(tmp_path, **changes):
+    """A run folder holding only a train_config.json (what --resume resolves from)."""
+    run = tiny_run(tmp_path / "runs", "wide", **changes)
+    folder = tmp_path / "runs" / "wide"
+    folder.mkdir(parents=True)
+    (folder / "train_config.json").write_text(json.dumps(run.to_dict()))
+    return run
+
+
+def _resolve(argv):
+    return cli.resolve_config(cli.build_parser().parse_args(argv))
+
+
+def test_resume_continues_the_saved_config_with_no_other_flags(tmp_path, monkeypatch):
+    saved = _saved_run(tmp_path, learning_rate=1e-2, max_steps=7, seed=3)
+    monkeypatch.chdir(tmp_path)
+    # Exactly as the README writes it; the folder is where it is now (runs/), not the saved path.
+    assert _resolve(["--resume", "--name", "wide"]) == dataclasses.replace(saved, runs_dir="runs")
+    # Flags that do not change the trajectory are taken.
+    run = _resolve(
+        ["--resume", "--name", "wide", "--progress", "false", "--log-every", "5", "--eval-every", "2"]
+    )
+    assert (run.progress, run.log_every, run.eval_every, run.learning_rate) == (False, 5, 2, 1e-2)
+    assert _resolve(["--resume", "--name", "wide", "--max-steps", "20"]).max_steps == 20  # trains further
+
+
+def test_resume_follows_a_moved_folder(tmp_path, monkeypatch):
+    saved = _saved_run(tmp_path)
+    moved = tmp_path / "elsewhere" / "runs"
+    moved.parent.mkdir()
+    (tmp_path / "runs").rename(moved)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run = _resolve(["--resume", "--name", "wide", "--runs-dir", "runs"])  # relative, not the saved path
+    assert run.runs_dir == "runs" and run == dataclasses.replace(saved, runs_dir="runs")
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [(["--learning-rate", "0.5"], "learning_rate 0.003 -> 0.5"),
+     (["--d-model", "64"], "model.d_model 32 -> 64"),
+     (["--data", "other.txt"], "data 'pydocs' -> 'other.txt'"),
+     (["--no-bias"], "model.bias True -> False"),
+     (["--preset", "seed-5m"], "--preset seed-5m would change the run")],
+)  # fmt: skip
+def test_resume_refuses_flags_that_change_the_trajectory(tmp_path, monkeypatch, flags, named, capsys):
+    _saved_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunConfigError, match=re.escape(named)):
+        _resolve(["--resume", "--name", "wide", *flags])
+    assert cli.main(["--resume", "--name", "wide", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume:") and err.count("\n") == 1
+
+
+def test_resume_without_a_run_folder_names_what_is_there(tmp_path, monkeypatch, capsys):
+    _saved_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--resume", "--name", "wdie"]) == 2
+    err = capsys.readouterr().err
+    assert "there is no run folder runs/wdie (runs holds wide)" in err
+    (tmp_path / "runs" / "bare").mkdir()
+    (tmp_path / "runs" / "bare" / "notes.txt").write_text("x")
+    assert cli.main(["--resume", "--name", "bare"]) == 2
+    assert "runs/bare has no train_config.json (it holds notes.txt)" in capsys.readouterr().err

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from microgpt_core import load_pretrained
 from microgpt_data import Tokenizer
-from microgpt_train import NonFiniteLossError, RunConfigError, evaluate_model, train
+from microgpt_train import NonFiniteLossError, RunConfig, RunConfigError, evaluate_model, train
 from microgpt_train import loop as loop_module
 from microgpt_train.checkpointing import Checkpoints
 from microgpt_train.evaluate import main as evaluate_main
 
 from .conftest import TINY_MODEL, tiny_run
-
-
-@pytest.fixture(scope="module")
-def tiny_run_dir(tmp_path_factory, tiny_tokenizer_dir):
-    runs = tmp_path_factory.mktemp("runs")
-    return train(tiny_run(runs, tokenizer=str(tiny_tokenizer_dir), grad_accum=2), log=lambda *a: None)
 
 
 @pytest.mark.slow
@@ -96,3 +93,73 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
         train(run, log=lambda *a: None)
     assert Checkpoints(tmp_path / "tiny" / "checkpoints", keep=2).latest_step() == 4
     assert not (tmp_path / "tiny" / "model").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run says, and what --resume does with a run that has finished, has no checkpoint, or is
+# given a longer schedule; the model card's snippet.
+def test_a_run_says_what_to_do_next_and_prints_samples_as_text(tiny_run_output):
+    run_dir, text = tiny_run_output
+    model = run_dir / "model"
+    assert f"generate --model {model} " in text and f"evaluate --model {model} --data pydocs" in text
+    first = text.splitlines()[0]
+    assert first.startswith("run tiny: 2 layers x 32 wide x 2 heads") and len(first) < 300
+    assert f"every setting in {run_dir / 'train_config.json'}" in first
+    sample = text.split("step 6 sample:\n", 1)[1].splitlines()[0]
+    assert sample.startswith("    The") and "'" not in sample[:5]  # the text, indented; not a repr
+
+
+def test_the_model_card_snippet_loads_the_folder_it_is_in(tiny_run_dir):
+    card = (tiny_run_dir / "model" / "README.md").read_text()
+    path = card.split('load_model("', 1)[1].split('"', 1)[0]
+    assert load_pretrained(path)[1] == TINY_MODEL and Path(path) == (tiny_run_dir / "model").resolve()
+    assert f"generate --model {path} " in card and "print(generate(model," in card
+    assert "the finished run" in card
+    step_card = (tiny_run_dir / "checkpoints" / "3" / "model" / "README.md").read_text()
+    assert "a checkpoint at step 3 of 6" in step_card
+
+
+def test_resuming_a_finished_run_changes_nothing(tiny_run_dir, tiny_tokenizer_dir):
+    before = {p.name: p.read_bytes() for p in (tiny_run_dir / "model").iterdir()}
+    lines = []
+    run = tiny_run(tiny_run_dir.parent, tokenizer=str(tiny_tokenizer_dir), grad_accum=2, progress=True)
+    assert train(run, resume=True, log=lines.append) == tiny_run_dir
+    assert "finished at step 6" in lines[-1] and "nothing to do" in lines[-1] and "--max-steps" in lines[-1]
+    assert {p.name: p.read_bytes() for p in (tiny_run_dir / "model").iterdir()} == before
+    with pytest.raises(RunConfigError, match="--max-steps 4 is below step 6"):
+        train(run.merge({"max_steps": 4}), resume=True, log=lines.append)
+
+
+def test_resume_needs_a_checkpoint_and_a_new_run_an_empty_folder(tmp_path, tiny_run_dir, tiny_tokenizer_dir):
+    run = tiny_run(tmp_path, tokenizer=str(tiny_tokenizer_dir))
+    with pytest.raises(RunConfigError, match=r"--resume: .*tiny has no checkpoint .*it does not exist"):
+        train(run, resume=True, log=lambda *a: None)
+    (tmp_path / "tiny" / "tokenizer").mkdir(parents=True)
+    (tmp_path / "tiny" / "train_config.json").write_text(json.dumps(run.to_dict()))
+    with pytest.raises(RunConfigError, match=r"no checkpoint .*it holds tokenizer/, train_config.json\)"):
+        train(run, resume=True, log=lambda *a: None)
+    shutil.copytree(tiny_run_dir / "model", tmp_path / "tiny" / "model")  # a model, no checkpoints
+    with pytest.raises(RunConfigError, match=r"already holds a trained model \(model/"):
+        train(run, log=lambda *a: None)
+
+
+@pytest.mark.slow
+def test_resume_falls_back_from_a_damaged_checkpoint_and_trains_further(tmp_path, tiny_run_dir, capsys):
+    copy = Path(shutil.copytree(tiny_run_dir, tmp_path / "tiny"))
+    (copy / "model").rename(copy / "old-model")
+    for path in (copy / "checkpoints" / "6" / "meta").iterdir():
+        path.write_text("{")  # the newest checkpoint is damaged
+    saved = RunConfig.from_dict(json.loads((copy / "train_config.json").read_text()))
+    run = dataclasses.replace(saved, runs_dir=str(tmp_path), max_steps=9)
+    lines = []
+    train(run, resume=True, log=lines.append)
+    err = capsys.readouterr().err
+    assert "warning: checkpoint step 6" in err and "falling back to step 3" in err
+    text = "\n".join(lines)
+    assert "resumed from step 3" in text
+    assert "max_steps 6 -> 9: from step 4 the learning rate follows the schedule of a 9-step run" in text
+    records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 10))
+    summary = json.loads((copy / "model" / "training_summary.json").read_text())
+    assert summary["step"] == 9 and json.loads((copy / "train_config.json").read_text())["max_steps"] == 9
+    assert (copy / "checkpoints" / "6.unreadable").is_dir()

@@ -2,28 +2,46 @@
 
     uv run train                                   # the quickstart preset on the built-in corpus
     uv run train --preset seed-5m --max-steps 100  # any field of the run config is a flag
-    uv run train --config run.toml --resume        # TOML: run fields at the top, model fields in [model]
+    uv run train --config run.toml                 # TOML: run fields at the top, model fields in [model]
+    uv run train --resume --name wide              # continue runs/wide from its saved train_config.json
     train --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0   # one per host
 
 The flags are generated from `RunConfig` and `GPTConfig` (their field names, kebab-cased, types and
-help texts), so they cannot drift from the config. Precedence: preset < --config file < flags.
+help texts), so they cannot drift from the config; `--help` shows the values of the preset in use.
+Precedence: preset < --config file < flags. With `--resume` the run folder's own
+`train_config.json` takes the preset's place: flags that would change the run's trajectory are
+refused, naming them; logging, eval and checkpoint cadence may change, and so may `--max-steps`
+(to train a finished run further, on a schedule that then spans the new number of steps).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import signal
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from microgpt_core import GPTConfig
-from microgpt_train.config import PRESETS, RunConfig, RunConfigError, preset, run_fields
+from microgpt_core.files import is_disk_full
+from microgpt_data.commands import Parser, add_bool_flag, fail
+from microgpt_train.config import (
+    PRESETS,
+    RESUMABLE_CHANGES,
+    TRAIN_CONFIG_FILE,
+    RunConfig,
+    RunConfigError,
+    preset,
+    run_fields,
+)
 
 __all__ = ["build_parser", "main", "resolve_config"]
 
+DEFAULT_PRESET = "quickstart"
 _MODEL_HELP = {
     "vocab_size": "vocabulary size V (also the size of a BPE trained for the run)",
     "context_length": "context T: tokens per training sequence",
@@ -44,10 +62,12 @@ _MODEL_HELP = {
 }
 
 
+def _kind(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else f.type.__name__
+
+
 def _flag_type(f: dataclasses.Field) -> Any:
-    kind = f.type if isinstance(f.type, str) else f.type.__name__
-    if "bool" in kind:
-        return _bool
+    kind = _kind(f)
     if kind.startswith("int"):
         return int
     if kind.startswith("float"):
@@ -55,34 +75,42 @@ def _flag_type(f: dataclasses.Field) -> Any:
     return str
 
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if value == "" else str(value)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 with "prog: error: ..."; keep the house form
-        sys.stderr.write(f"error: {message}\n(see {self.prog} --help)\n")
-        raise SystemExit(2)
+def _add_field(group, f: dataclasses.Field, dest: str, help: str, value: Any) -> None:
+    """One flag for a config field; its help shows the value the preset in use gives it."""
+    text = f"{help} (default: {_shown(value)})"
+    name = f.name.replace("_", "-")
+    if "bool" in _kind(f):
+        add_bool_flag(group, name, dest=dest, help=text)
+    else:
+        group.add_argument(f"--{name}", dest=dest, type=_flag_type(f), default=argparse.SUPPRESS, help=text)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+def build_parser(preset_name: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
+    """The `train` parser; the run and model flags' help shows `preset_name`'s values."""
+    shown = PRESETS.get(preset_name, PRESETS[DEFAULT_PRESET])
+    parser = Parser(
         prog="train",
         description="Train a microGPT model. Every run-config and model field is a flag; "
-        "precedence: --preset < --config FILE.toml < flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        allow_abbrev=False,
+        "precedence: --preset < --config FILE.toml < flags. With --resume, the run folder's "
+        f"{TRAIN_CONFIG_FILE} takes the preset's place.",
     )
-    parser.add_argument("--preset", default="quickstart", help=f"starting config: {', '.join(PRESETS)}")
+    parser.add_argument(
+        "--preset", default=None, help=f"starting config: {', '.join(PRESETS)} (default: {DEFAULT_PRESET})"
+    )
     parser.add_argument(
         "--config", type=Path, help="TOML file: run fields at the top level, model fields in [model]"
     )
-    parser.add_argument("--resume", action="store_true", help="continue the run folder's latest checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue RUNS_DIR/NAME from its newest checkpoint and its {TRAIN_CONFIG_FILE}",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     dist = parser.add_argument_group("distributed (else JAX's cluster detection; none: one process)")
     dist.add_argument("--coordinator", help="HOST:PORT of process 0's coordinator")
@@ -91,45 +119,124 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument(
         "--heartbeat-timeout", type=int, default=100, help="seconds before a silent peer is dead"
     )
-    run = parser.add_argument_group("run (RunConfig)")
+    run = parser.add_argument_group(f"run (RunConfig; defaults of the {preset_name!r} preset)")
     for f in run_fields():
-        run.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=_flag_type(f),
-                         default=argparse.SUPPRESS, help=f.metadata.get("help", ""))  # fmt: skip
-    model = parser.add_argument_group("model (GPTConfig)")
+        _add_field(run, f, f.name, f.metadata.get("help", ""), getattr(shown, f.name))
+    model = parser.add_argument_group(f"model (GPTConfig; defaults of the {preset_name!r} preset)")
     for f in dataclasses.fields(GPTConfig):
-        model.add_argument(f"--{f.name.replace('_', '-')}", dest=f"model.{f.name}", type=_flag_type(f),
-                           default=argparse.SUPPRESS, help=_MODEL_HELP.get(f.name, ""))  # fmt: skip
+        _add_field(model, f, f"model.{f.name}", _MODEL_HELP.get(f.name, ""), getattr(shown.model, f.name))
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> RunConfig:
-    """preset, then the TOML file, then the flags; `RunConfigError` for any bad key or value."""
-    config = preset(args.preset)
-    if args.config is not None:
-        try:
-            data = tomllib.loads(args.config.read_text())
-        except OSError as err:
-            raise RunConfigError(f"cannot read --config {args.config}: {err.strerror}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise RunConfigError(f"--config {args.config} is not valid TOML: {err}") from None
-        try:
-            config = config.merge(data)
-        except (RunConfigError, TypeError) as err:
-            raise RunConfigError(f"in {args.config}: {err}") from None
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise RunConfigError(f"cannot read --config {path}: {err.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise RunConfigError(f"--config {path} is not valid TOML: {err}") from None
+
+
+def _merge(config: RunConfig, updates: dict[str, Any], where: str | None = None) -> RunConfig:
+    try:
+        return config.merge(updates)
+    except (RunConfigError, TypeError) as err:
+        raise RunConfigError(f"in {where}: {err}" if where else str(err)) from None
+
+
+def _explicit(args: argparse.Namespace) -> dict[str, Any]:
+    """The run and model values given as flags (absent flags are not in the namespace)."""
     flags = {k: v for k, v in vars(args).items() if k in {f.name for f in run_fields()}}
     flags["model"] = {k.removeprefix("model."): v for k, v in vars(args).items() if k.startswith("model.")}
-    return config.merge(flags)
+    return flags
+
+
+def resolve_config(args: argparse.Namespace) -> RunConfig:
+    """preset, then the TOML file, then the flags; with --resume the saved config instead of the
+    preset. `RunConfigError` for any bad key or value, or a resume that would change the run."""
+    base = preset(args.preset or DEFAULT_PRESET)
+    file_values = _toml(args.config) if args.config is not None else {}
+    given = _merge(_merge(base, file_values, str(args.config)), _explicit(args))
+    if not args.resume:
+        return given
+    run_dir = Path(given.runs_dir) / given.name
+    saved = _saved_config(run_dir)
+    # The folder's own config, moved to where it is now (name and folder are not the trajectory),
+    # then the TOML file and flags, and the preset only if it was named.
+    resumed = dataclasses.replace(saved, name=given.name, runs_dir=given.runs_dir)
+    if args.preset is not None:
+        resumed = _refuse_changes(resumed, given, f"--preset {args.preset}", run_dir)
+    asked = _merge(_merge(resumed, file_values, str(args.config)), _explicit(args))
+    return _refuse_changes(resumed, asked, "the flags", run_dir)
+
+
+def _saved_config(run_dir: Path) -> RunConfig:
+    path = run_dir / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        if not run_dir.is_dir():
+            parent = run_dir.parent
+            runs = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+            where = f"{parent} holds {', '.join(runs)}" if runs else f"{parent} holds no run folders"
+            raise RunConfigError(
+                f"--resume: there is no run folder {run_dir} ({where}); check --name and --runs-dir"
+            )
+        raise RunConfigError(
+            f"--resume: {run_dir} has no {TRAIN_CONFIG_FILE} (it holds {_listing(run_dir)}); it is not a "
+            "run folder that can be resumed: start a new run without --resume"
+        )
+    try:
+        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, RecursionError) as err:
+        raise RunConfigError(f"--resume: {path} is not a readable run config: {err}") from None
+
+
+def _listing(folder: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return ", ".join(names) if names else "nothing"
+
+
+def _refuse_changes(saved: RunConfig, asked: RunConfig, source: str, run_dir: Path) -> RunConfig:
+    """`asked` if it differs from `saved` only where a resumed run may change; else RunConfigError."""
+    before, after = saved.to_dict(), asked.to_dict()
+    changed = [
+        f"{key} {before[key]!r} -> {after[key]!r}"
+        for key in before
+        if key != "model" and key not in RESUMABLE_CHANGES and before[key] != after[key]
+    ]
+    changed += [
+        f"model.{key} {before['model'][key]!r} -> {after['model'][key]!r}"
+        for key in before["model"]
+        if before["model"][key] != after["model"][key]
+    ]
+    if changed:
+        raise RunConfigError(
+            f"--resume: {source} would change the run in {run_dir}: {'; '.join(changed)}. A resumed run "
+            f"continues its saved {TRAIN_CONFIG_FILE}; only {', '.join(sorted(RESUMABLE_CHANGES))} may "
+            "change. Drop those flags, or start a new run with another --name"
+        )
+    return asked
+
+
+def _preset_in(argv: list[str]) -> str:
+    """The --preset named in `argv` (for --help), without parsing the rest."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return DEFAULT_PRESET
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_preset_in(argv)).parse_args(argv)
     try:
         return _run(args)
     except SystemExit:
         raise
-    except KeyboardInterrupt as err:  # TrainingInterrupted: the checkpoint is saved
+    except KeyboardInterrupt as err:  # TrainingInterrupted (checkpoint saved), or a second Ctrl-C
         print(f"\n{err or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 128 + getattr(err, "signum", signal.SIGINT)
     except PeerLostError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.stdout.flush()
@@ -137,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ValueError) else 1
+        fail(err)
+        if is_disk_full(err):
+            return 1  # not bad input: a failure during the run
+        return 2 if isinstance(err, ValueError | OSError) else 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -13,8 +13,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
+from microgpt_core.folders import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
-__all__ = ["PRESETS", "RunConfig", "RunConfigError", "preset", "run_fields"]
+__all__ = [
+    "PRESETS",
+    "RESUMABLE_CHANGES",
+    "TRAIN_CONFIG_FILE",
+    "RunConfig",
+    "RunConfigError",
+    "preset",
+    "run_fields",
+]
+
+
+# Fields a resumed run may change: they do not change the weights at any step (cadence, logging),
+# except max_steps, which trains a run further (or stops it sooner) on a schedule spanning the new
+# number of steps; the loop states that schedule when it changes.
+RESUMABLE_CHANGES = frozenset({
+    "eval_every", "eval_batches", "sample_every", "sample_tokens", "sample_prompt",
+    "checkpoint_every", "keep_checkpoints", "log_every", "peak_flops", "progress", "max_steps",
+})  # fmt: skip
 
 
 class RunConfigError(ValueError):
@@ -122,6 +140,16 @@ class RunConfig:
                 f"sample_tokens ({self.sample_tokens}) must be below context_length "
                 f"({self.model.context_length})"
             )
+
+    def summary(self) -> str:
+        """One line: the model, the data and the schedule (`to_dict` has every field)."""
+        m = self.model
+        schedule = f"lr {self.learning_rate:g}, warmup {self.warmup_steps}, cosine to {self.min_lr_ratio:g}x"
+        return (
+            f"{m.n_layers} layers x {m.d_model} wide x {m.n_heads} heads, context {m.context_length}, "
+            f"vocabulary {m.vocab_size}, {m.compute_dtype}; data {self.data}; {self.max_steps} steps of "
+            f"{self.batch_size} x {m.context_length} tokens ({schedule}), seed {self.seed}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the run fields plus ``model`` (a `GPTConfig.to_dict()`)."""

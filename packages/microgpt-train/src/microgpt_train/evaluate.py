@@ -1,42 +1,54 @@
-"""`evaluate --model DIR --data SPEC`: validation loss and perplexity of an exported model.
+"""`evaluate --model DIR --data SPEC`: validation loss and perplexity of a model.
 
 uv run evaluate --model runs/quickstart/model --data pydocs --batches 16
+uv run evaluate --model runs/quickstart --data pydocs     # a run folder: its model/, or its newest
+                                                          # checkpoint when the run did not finish
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
+
+from microgpt_data.commands import Parser, fail
 
 __all__ = ["evaluate_model", "main"]
 
 
 def evaluate_model(
     model_dir: str | Path, data: str, *, split: str = "validation", batches: int = 16, batch_size: int = 8,
-    seq_len: int | None = None, text_column: str = "text",
+    seq_len: int | None = None, text_column: str = "text", log=None,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean next-token loss (nats/token) and perplexity over the first `batches` windows of `data`."""
+    """Mean next-token loss (nats/token) and perplexity over the first `batches` windows of `data`.
+
+    `model_dir` is a model folder or a run folder (see `microgpt_core.folders.find_model_folder`);
+    `log` is called with a note when a run folder's checkpoint stands in for its missing model.
+    """
+    for name, value in (("batches", batches), ("batch-size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"--{name} must be an integer >= 1, got {value!r}")
     import jax
     import numpy as np
 
     from microgpt_core import load_pretrained
+    from microgpt_core.folders import find_model_folder
     from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
     from microgpt_train.metrics import unigram_entropy
     from microgpt_train.step import make_eval_step
 
-    params, config = load_pretrained(model_dir)
-    tokenizer = Tokenizer.load(model_dir)
+    folder, note = find_model_folder(model_dir)
+    if note and log is not None:
+        log(note)
+    params, config = load_pretrained(folder)
+    tokenizer = Tokenizer.load(folder)
+    tokenizer.check_fits(config.vocab_size, str(folder))
     seq_len = seq_len or config.context_length
     if not 1 <= seq_len <= config.context_length:
         raise ValueError(
             f"--seq-len must be in [1, {config.context_length}] (the model's context), got {seq_len}"
         )
-    for name, value in (("batches", batches), ("batch-size", batch_size)):
-        if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
     dataset = load_text_dataset(data, split, text_column=text_column)
     eval_step = make_eval_step(config)
     total = count = 0.0
@@ -52,12 +64,14 @@ def evaluate_model(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="evaluate", description="Loss and perplexity of a model on a dataset."
+    parser = Parser(prog="evaluate", description="Loss and perplexity of a model on a dataset.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a model folder, or a run folder (runs/NAME: its model/ or newest checkpoint)",
     )
-    parser.add_argument("--model", required=True, help="model folder (runs/<name>/model)")
     parser.add_argument("--data", default="pydocs", help="pydocs, a local file or folder, or org/name")
-    parser.add_argument("--split", default="validation", choices=["train", "validation"])
+    parser.add_argument("--split", default="validation", choices=["train", "validation"], help="which split")
     parser.add_argument("--batches", type=int, default=16, help="batches to evaluate")
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per batch")
     parser.add_argument(
@@ -69,12 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_model(
             args.model, args.data, split=args.split, batches=args.batches, batch_size=args.batch_size,
-            seq_len=args.seq_len, text_column=args.text_column,
+            seq_len=args.seq_len, text_column=args.text_column, log=lambda note: print(note, file=sys.stderr),
         )  # fmt: skip
     except Exception as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        fail(err)
         return 2 if isinstance(err, ValueError | OSError) else 1
     print(json.dumps(result))
     return 0

@@ -1,17 +1,25 @@
 """`train(run)`: the training loop, from a run config to ``runs/<name>/`` with a model in it.
 
-Per step: next batch (this process's rows) -> global array -> compiled step -> checks and logs.
-Every `eval_every` steps: validation loss and perplexity; every `sample_every`: a sample; every
-`checkpoint_every` (and at the end, on Ctrl-C or SIGTERM): an orbax checkpoint. A non-finite loss or
-gradient stops the run without saving, so the last good checkpoint stays the newest.
+In order: take the run folder (`run_folder`), resolve the tokenizer and the data, build the state and
+the compiled steps (`_Trainer`), restore the newest readable checkpoint when resuming, then per step:
+next global batch -> compiled step -> checks and logs. Every `eval_every` steps: validation loss and
+perplexity; every `sample_every`: a sample; every `checkpoint_every` (and at the end, on Ctrl-C or
+SIGTERM): a checkpoint, which holds a model folder too. A non-finite loss or gradient stops the run
+without saving, so the last good checkpoint stays the newest. At the end the model is exported to
+``model/``. Whatever the exit, everything opened (the lock, loaders, orbax's threads, the progress
+bar) is closed, so a failure prints one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 import signal
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -22,23 +30,21 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from microgpt_core import count_params, generate_tokens
+from microgpt_core.files import DiskFullError, is_disk_full, replace_folder, write_atomic
+from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE
 from microgpt_train.checkpointing import Checkpoints, abstract_like
-from microgpt_train.config import RunConfig, RunConfigError
-from microgpt_train.export import export_model
+from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
+from microgpt_train.export import export_model, write_model_folder
 from microgpt_train.metrics import MetricsLog, flops_per_token, peak_flops_per_device, unigram_entropy
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
 from microgpt_train.pipeline import make_loader, resolve_tokenizer
 from microgpt_train.plots import plot_losses
+from microgpt_train.progress import Progress
+from microgpt_train.run_folder import check_run_folder, run_lock
 from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
 from microgpt_train.step import init_state, make_eval_step, make_train_step
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "check_devices", "to_host", "train"]
-
-# Fields that may change between a run and its --resume (they do not change the weights).
-RESUMABLE_CHANGES = {
-    "eval_every", "eval_batches", "sample_every", "sample_tokens", "sample_prompt",
-    "checkpoint_every", "keep_checkpoints", "log_every", "peak_flops", "progress",
-}  # fmt: skip
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,9 +54,13 @@ class NonFiniteLossError(RuntimeError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: a checkpoint was saved at `step`; continue with ``--resume``."""
 
-    def __init__(self, step: int, run_dir: Path):
-        super().__init__(f"interrupted at step {step}: checkpoint saved in {run_dir}; continue with --resume")
-        self.step, self.run_dir = step, run_dir
+    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGINT):
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{name} at step {step}: checkpoint saved in {run_dir}; continue it with "
+            f"--resume --name {run_dir.name}"
+        )
+        self.step, self.run_dir, self.signum = step, run_dir, signum
 
 
 def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
@@ -62,9 +72,8 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
     if run.micro_batch % n_devices:
         raise RunConfigError(
             f"the micro-batch (batch_size {run.batch_size} / grad_accum {run.grad_accum} = "
-            f"{run.micro_batch}) "
-            f"must be divisible by the {n_devices} devices; use a batch_size that is a multiple of "
-            f"{n_devices * run.grad_accum}"
+            f"{run.micro_batch}) must be divisible by the {n_devices} devices; use a batch_size that is a "
+            f"multiple of {n_devices * run.grad_accum}"
         )
 
 
@@ -75,24 +84,25 @@ def to_host(tree: Any) -> Any:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def _check_resume(run: RunConfig, path: Path) -> None:
+def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:
+    """The saved run config; `RunConfigError` when `run` differs from it where a resume may not."""
     saved = json.loads(path.read_text())
     now = run.to_dict()
-    diff = sorted(
-        k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in RESUMABLE_CHANGES
-    )
+    ignored = RESUMABLE_CHANGES | {"name", "runs_dir"}  # a moved folder is the same run
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in ignored)
     if diff:
         raise RunConfigError(
             f"--resume with a config that differs from {path} in {diff}: resume with the saved config, "
             "or start a new run with another --name"
         )
+    return saved
 
 
 class _StopFlag:
-    """Set by SIGINT/SIGTERM; a second Ctrl-C interrupts at once."""
+    """Set by SIGINT/SIGTERM (`signum` says which); a second Ctrl-C interrupts at once."""
 
     def __init__(self) -> None:
-        self.set = False
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
@@ -102,175 +112,309 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.set and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.set = True
+        self.signum = signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
-    def any_process(self) -> bool:
+    def any_process(self) -> int | None:
+        """The signal any process received (all processes agree), or None."""
         if jax.process_count() == 1:
-            return self.set
-        return bool(np.any(multihost_utils.process_allgather(np.array([self.set]))))
+            return self.signum
+        got = multihost_utils.process_allgather(np.array([self.signum or 0]))
+        return int(np.max(got)) or None
 
 
 def train(run: RunConfig, *, resume: bool = False, log=print) -> Path:
     """Trains `run` and returns its folder ``runs_dir/name`` (with ``model/`` in it).
 
-    Raises `RunConfigError` for impossible settings, `NonFiniteLossError`, `TrainingInterrupted`.
+    With `resume`, continues the newest readable checkpoint; a finished run is left as it is (pass
+    a larger `max_steps` to train it further, on a schedule spanning the new number of steps).
+
+    Raises `RunConfigError` for impossible settings or a folder the run may not use,
+    `NonFiniteLossError`, `TrainingInterrupted`, `DiskFullError`.
     """
     main = jax.process_index() == 0
     say = log if main else (lambda *a, **k: None)
+    warn = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
     run_dir = Path(run.runs_dir) / run.name
     check_devices(run, jax.device_count(), jax.process_count())
-    config_path = run_dir / "train_config.json"
-    checkpoints = Checkpoints(run_dir / "checkpoints", keep=run.keep_checkpoints)
-    latest = checkpoints.latest_step()
-    if latest is not None and not resume:
+    check_run_folder(run_dir, resume=resume)  # before the lock makes the folder
+    with contextlib.ExitStack() as stack:
+        if main:
+            stack.enter_context(run_lock(run_dir))
+        latest = check_run_folder(run_dir, resume=resume)  # again, now that no other run can change it
+        saved = _check_resume(run, run_dir / TRAIN_CONFIG_FILE) if resume else None
+        if latest is not None and latest >= run.max_steps:
+            return _finished(run, run_dir, latest, say)
+        try:
+            return _Trainer(run, run_dir, say, warn, stack).fit(latest, saved)
+        except OSError as err:
+            if is_disk_full(err) and not isinstance(err, DiskFullError):
+                raise DiskFullError(
+                    f"no space left on the device while writing into {run_dir}: the checkpoints and any "
+                    "earlier model there are intact; free some space, then continue with --resume"
+                ) from None
+            raise
+
+
+def _finished(run: RunConfig, run_dir: Path, latest: int, say) -> Path:
+    """A resumed run that already reached `max_steps`: nothing to train; `model/` written if missing."""
+    if latest > run.max_steps:
         raise RunConfigError(
-            f"{run_dir} already holds checkpoints (step {latest}): pass --resume to continue it, "
-            "or choose another --name"
+            f"--max-steps {run.max_steps} is below step {latest}, which {run_dir} already reached; "
+            f"pass --max-steps above {latest} to train it further"
         )
-    if resume and latest is not None and config_path.exists():
-        _check_resume(run, config_path)
-    if main:
-        tmp = config_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run.to_dict(), indent=2) + "\n")
-        os.replace(tmp, config_path)
-    say("config: " + json.dumps(run.to_dict()))
+    model = run_dir / MODEL_DIR
+    if (model / "config.json").is_file():
+        say(
+            f"{run_dir} finished at step {latest} (its model is {model}); nothing to do. To train it "
+            f"further, pass --max-steps N with N > {latest} (the schedule then spans N steps)"
+        )
+        return run_dir
+    source = run_dir / CHECKPOINTS_DIR / str(latest) / MODEL_DIR
+    if jax.process_index() == 0:
+        staged = model.with_name(f".{model.name}.staging-{os.getpid()}")
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(source, staged)
+        replace_folder(staged, model)
+    say(f"{run_dir} finished at step {latest} but had no {MODEL_DIR}/: exported it from that checkpoint")
+    return run_dir
 
-    tokenizer = resolve_tokenizer(run, run_dir, log=say)
-    mesh = make_mesh()
-    optimizer = make_optimizer(run)
-    config = run.model
-    state_shape = jax.eval_shape(lambda k: init_state(k, config, optimizer), jax.random.PRNGKey(run.seed))
-    p_shard = param_shardings(state_shape["params"], config, mesh, fsdp=run.fsdp)
-    s_shard = state_shardings(state_shape, p_shard, mesh)
-    state = jax.jit(lambda k: init_state(k, config, optimizer), out_shardings=s_shard)(
-        jax.random.PRNGKey(run.seed)
-    )
-    train_step = make_train_step(
-        config,
-        optimizer,
-        grad_accum=run.grad_accum,
-        state_sharding=s_shard,
-        batch_sharding=batch_sharding(mesh),
-    )
-    eval_step = make_eval_step(config)
-    loader = make_loader(run, tokenizer, "train")
 
-    start = 0
-    if resume and latest is not None:
-        start, state, meta = checkpoints.restore(abstract_like(state))
-        loader.load_state_dict(meta["loader"])
-        say(f"resumed from step {start}")
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=main, truncate_after=start)
+class _Trainer:
+    """One run's state, compiled steps, loaders and bookkeeping; `fit()` trains it."""
 
-    with make_loader(run, tokenizer, "validation", shuffle=False) as val_loader:
-        val_local = [next(val_loader) for _ in range(run.eval_batches)]
-    val_batches = [global_batch(b, mesh) for b in val_local]
-    baseline = unigram_entropy(np.stack(val_local)[..., 1:])
-    n_params = count_params(state["params"])
-    flops = flops_per_token(config)
-    peak = peak_flops_per_device(config, run.peak_flops) * jax.device_count()
-    schedule = learning_rate_schedule(run)
-    say(f"{n_params:,} parameters on {jax.device_count()} device(s) in {jax.process_count()} process(es); "
-        f"unigram baseline of the validation tokens: {baseline:.3f} nats")  # fmt: skip
+    def __init__(self, run: RunConfig, run_dir: Path, say, warn, stack: contextlib.ExitStack):
+        self.run, self.run_dir, self.say, self.warn, self.stack = run, run_dir, say, warn, stack
+        self.main = jax.process_index() == 0
 
-    def evaluate() -> dict[str, float]:
+    # ------------------------------------------------------------------------------------ setup
+    def fit(self, latest: int | None, saved: dict | None) -> Path:
+        run, say = self.run, self.say
+        if self.main:
+            write_atomic(
+                self.run_dir / TRAIN_CONFIG_FILE, (json.dumps(run.to_dict(), indent=2) + "\n").encode()
+            )
+        say(f"run {run.name}: {run.summary()}; every setting in {self.run_dir / TRAIN_CONFIG_FILE}")
+        self.tokenizer = resolve_tokenizer(run, self.run_dir, log=say, warn=self.warn)
+        self.loader = self.stack.enter_context(make_loader(run, self.tokenizer, "train"))
+        self._validation()
+        self._build()
+        self.checkpoints = Checkpoints(self.run_dir / CHECKPOINTS_DIR, keep=run.keep_checkpoints)
+        self.stack.callback(self.checkpoints.close)
+        start, done = 0, {"train_seconds": 0.0, "eval": {}, "sample": ""}
+        if latest is not None:
+            start, self.state, meta = self.checkpoints.restore(abstract_like(self.state), warn=self.warn)
+            self.loader.load_state_dict(meta["loader"])
+            done.update(meta.get("summary", {}))
+            say(f"resumed from step {start}")
+            if saved is not None and saved.get("max_steps") != run.max_steps:
+                say(self._schedule_change(saved["max_steps"], start))
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, truncate_after=start)
+        return self._loop(start, done)
+
+    def _validation(self) -> None:
+        run = self.run
+        with make_loader(run, self.tokenizer, "validation", shuffle=False) as val_loader:
+            self.val_local = [next(val_loader) for _ in range(run.eval_batches)]
+        self.baseline = unigram_entropy(np.stack(self.val_local)[..., 1:])
+
+    def _build(self) -> None:
+        run, config = self.run, self.run.model
+        self.mesh = make_mesh()
+        optimizer = make_optimizer(run)
+        init = lambda k: init_state(k, config, optimizer)  # noqa: E731
+        shape = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+        shardings = state_shardings(
+            shape, param_shardings(shape["params"], config, self.mesh, fsdp=run.fsdp), self.mesh
+        )
+        self.state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(run.seed))
+        self.train_step = make_train_step(
+            config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings,
+            batch_sharding=batch_sharding(self.mesh),
+        )  # fmt: skip
+        self.eval_step = make_eval_step(config)
+        self.val_batches = [global_batch(b, self.mesh) for b in self.val_local]
+        self.schedule = learning_rate_schedule(run)
+        self.flops = flops_per_token(config)
+        self.peak = peak_flops_per_device(config, run.peak_flops) * jax.device_count()
+        self.say(
+            f"{count_params(self.state['params']):,} parameters on {jax.device_count()} device(s) in "
+            f"{jax.process_count()} process(es); unigram baseline of the validation tokens: "
+            f"{self.baseline:.3f} nats"
+        )
+
+    def _schedule_change(self, old_steps: int, start: int) -> str:
+        run = self.run
+        lr = float(self.schedule(start))
+        return (
+            f"max_steps {old_steps} -> {run.max_steps}: from step {start + 1} the learning rate follows the "
+            f"schedule of a {run.max_steps}-step run (warmup {run.warmup_steps}, cosine to "
+            f"{run.min_lr_ratio:g} x {run.learning_rate:g}), {lr:.3g} at step {start + 1}"
+        )
+
+    # ------------------------------------------------------------------------------------ pieces
+    def _evaluate(self) -> dict[str, float]:
         total = count = 0.0
-        for batch in val_batches:
-            s, n = eval_step(state["params"], batch)
+        for batch in self.val_batches:
+            s, n = self.eval_step(self.state["params"], batch)
             total, count = total + float(s), count + float(n)
         loss = total / count
         return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
 
-    prompt_ids = tokenizer.encode(run.sample_prompt) or [tokenizer.eot_id]
-
-    def sample(step: int) -> str:
-        prompt = np.asarray([prompt_ids[: config.context_length - run.sample_tokens]], np.int32)
+    def _sample(self, step: int) -> str:
+        run, config, tokenizer = self.run, self.run.model, self.tokenizer
+        ids = (tokenizer.encode(run.sample_prompt) or [tokenizer.eot_id])[
+            : config.context_length - run.sample_tokens
+        ]
+        prompt = np.asarray([ids], np.int32)
         out = generate_tokens(
-            state["params"], config, prompt, np.asarray([prompt.shape[1]], np.int32),
+            self.state["params"], config, prompt, np.asarray([prompt.shape[1]], np.int32),
             rng=jax.random.PRNGKey(step), max_new_tokens=run.sample_tokens,
             temperature=0.8, top_k=40, eot_id=tokenizer.eot_id,
         )  # fmt: skip
         tokens, n = to_host((out.tokens, out.num_tokens))
-        return tokenizer.decode(prompt[0].tolist() + tokens[0, : int(n[0])].tolist())
+        return tokenizer.decode(ids + tokens[0, : int(n[0])].tolist())
 
-    bar = None
-    if main and run.progress:
-        from tqdm.auto import tqdm
+    def _summary(self, step: int, done: dict, seconds: float) -> dict[str, Any]:
+        return {
+            "step": step, "tokens": step * self.run.tokens_per_step, "unigram_entropy": self.baseline,
+            "train_seconds": done["train_seconds"] + seconds, "sample": done["sample"], **done["eval"],
+        }  # fmt: skip
 
-        bar = tqdm(total=run.max_steps, initial=start, unit="step", dynamic_ncols=True)
-    write = bar.write if bar is not None else say
-    step, last_eval, text = start, {}, ""
-    t_start = t_last = time.perf_counter()
-    steps_since = 0
+    def _save(self, step: int, done: dict, seconds: float) -> None:
+        """A checkpoint of this step: the state, the loader's position and a model folder."""
+        params = to_host(self.state["params"])
+        summary = self._summary(step, done, seconds)
+        meta = {
+            "step": step,
+            "loader": self.loader.state_dict(),
+            "run": self.run.to_dict(),
+            "summary": summary,
+        }
+        write = lambda folder: write_model_folder(folder, params, self.tokenizer, self.run, summary)  # noqa: E731
+        self.checkpoints.save(step, self.state, meta, write)
+
+    # ------------------------------------------------------------------------------------ the loop
+    def _loop(self, start: int, done: dict) -> Path:
+        run = self.run
+        step, clock = start, _Clock()
+        try:
+            with Progress(run, start, enabled=self.main, log=self.say) as progress, _StopFlag() as stop:
+                while step < run.max_steps:
+                    step += 1
+                    record = self._step(step, clock)
+                    with clock.paused():  # evals and samples do not count as training time
+                        if (run.eval_every and step % run.eval_every == 0) or step == run.max_steps:
+                            done["eval"] = self._evaluate()
+                            record = {"step": step, **record, **done["eval"]}
+                            progress.write(
+                                f"step {step}: eval loss {done['eval']['eval_loss']:.4f}, perplexity "
+                                f"{done['eval']['eval_perplexity']:.1f} (unigram {self.baseline:.3f})"
+                            )
+                        if (run.sample_every and step % run.sample_every == 0) or step == run.max_steps:
+                            done["sample"] = self._sample(step)
+                            progress.write(f"step {step} sample:\n{textwrap.indent(done['sample'], '    ')}")
+                    if record:
+                        self.metrics.write(record)
+                    progress.update(step, record)
+                    saved = step % run.checkpoint_every == 0 or step == run.max_steps
+                    if saved:
+                        self._save(step, done, clock.total())
+                    signum = stop.any_process()
+                    if signum and step < run.max_steps:
+                        if not saved:
+                            self._save(step, done, clock.total())
+                        self.checkpoints.wait()
+                        raise TrainingInterrupted(step, self.run_dir, signum)
+            self.checkpoints.wait()
+        except (TrainingInterrupted, NonFiniteLossError):
+            self._plot()
+            raise
+        self._plot()
+        summary = self._summary(step, done, clock.total())
+        params = to_host(self.state["params"])
+        model = self.run_dir / MODEL_DIR
+        if self.main:
+            export_model(model, params, self.tokenizer, run, summary)
+        self._goodbye(summary, model)
+        return self.run_dir
+
+    def _step(self, step: int, clock: _Clock) -> dict[str, Any]:
+        """One optimiser step; its metrics record when it is a logged step (else {})."""
+        run = self.run
+        self.state, out = self.train_step(self.state, global_batch(next(self.loader), self.mesh))
+        loss, grad_norm = float(out["loss"]), float(out["grad_norm"])
+        clock.steps += 1
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.checkpoints.wait()
+            raise NonFiniteLossError(
+                f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the last good "
+                f"checkpoint is step {self.checkpoints.latest_step()} in {self.checkpoints.directory}: "
+                "lower --learning-rate or --grad-clip and --resume, or start over"
+            )
+        if step % run.log_every and step != run.max_steps:
+            return {}
+        tok_s = clock.lap() * run.tokens_per_step
+        return {"step": step, "loss": loss, "lr": float(self.schedule(step - 1)), "grad_norm": grad_norm,
+                "tokens_per_s": tok_s, "mfu": tok_s * self.flops / self.peak}  # fmt: skip
+
+    def _plot(self) -> None:
+        if not (self.main and self.metrics.records):
+            return
+        try:
+            plot_losses(self.metrics.records, self.run_dir / "loss.png", baseline=self.baseline)
+        except OSError as err:  # a full disk: the plot is the least of it
+            self.warn(f"warning: could not write {self.run_dir / 'loss.png'}: {err}")
+
+    def _goodbye(self, summary: dict[str, Any], model: Path) -> None:
+        loss = summary.get("eval_loss", float("nan"))
+        where = _as_typed(model)
+        prefix = "uv run " if os.environ.get("UV") else ""
+        prompt = json.dumps(self.run.sample_prompt)
+        self.say(
+            f"model saved to {where}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.1f}) vs "
+            f"unigram {self.baseline:.3f}, {summary['train_seconds']:.0f} s of training\n"
+            f"next:\n  {prefix}generate --model {where} {prompt}\n"
+            f"  {prefix}evaluate --model {where} --data {self.run.data}"
+        )
+
+
+def _as_typed(path: Path) -> str:
+    """`path` relative to the working folder when it is below it (as the user would type it)."""
     try:
-        with _StopFlag() as stop:
-            while step < run.max_steps:
-                batch = global_batch(next(loader), mesh)
-                state, out = train_step(state, batch)
-                loss, grad_norm = float(out["loss"]), float(out["grad_norm"])
-                step, steps_since = step + 1, steps_since + 1
-                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                    checkpoints.wait()
-                    good = checkpoints.latest_step()
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the last "
-                        f"good checkpoint is step {good} in {checkpoints.directory}: lower --learning-rate "
-                        "or --grad-clip and --resume, or start over"
-                    )
-                record: dict[str, Any] = {}
-                if step % run.log_every == 0 or step == run.max_steps:
-                    now = time.perf_counter()
-                    tok_s = steps_since * run.tokens_per_step / (now - t_last)
-                    t_last, steps_since = now, 0
-                    lr = float(schedule(step - 1))
-                    record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                              "tokens_per_s": tok_s, "mfu": tok_s * flops / peak}  # fmt: skip
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{record['mfu']:.1%}")
-                paused = time.perf_counter()
-                if (run.eval_every and step % run.eval_every == 0) or step == run.max_steps:
-                    last_eval = evaluate()
-                    record = {"step": step, **record, **last_eval}
-                    loss_e, ppl = last_eval["eval_loss"], last_eval["eval_perplexity"]
-                    write(
-                        f"step {step}: eval loss {loss_e:.4f}, perplexity {ppl:.1f} (unigram {baseline:.3f})"
-                    )
-                if (run.sample_every and step % run.sample_every == 0) or step == run.max_steps:
-                    text = sample(step)
-                    write(f"step {step} sample: {text!r}")
-                if record:
-                    metrics.write(record)
-                t_last += time.perf_counter() - paused  # evals and samples do not count as training time
-                if bar is not None:
-                    bar.update(1)
-                meta = {"step": step, "loader": loader.state_dict(), "run": run.to_dict()}
-                saved = step % run.checkpoint_every == 0 or step == run.max_steps
-                if saved:
-                    checkpoints.save(step, state, meta)
-                if stop.any_process() and step < run.max_steps:
-                    if not saved:
-                        checkpoints.save(step, state, meta)
-                    checkpoints.wait()
-                    raise TrainingInterrupted(step, run_dir)
-    finally:
-        if bar is not None:
-            bar.close()
-        loader.close()
-        checkpoints.close()
-        if main and metrics.records:
-            plot_losses(metrics.records, run_dir / "loss.png", baseline=baseline)
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
-    summary = {"step": step, "tokens": step * run.tokens_per_step, "unigram_entropy": baseline,
-               "train_seconds": time.perf_counter() - t_start, "sample": text, **last_eval}  # fmt: skip
-    host_params = to_host(state["params"])
-    if main:
-        export_model(run_dir / "model", host_params, tokenizer, run, summary)
-        say(f"model saved to {run_dir / 'model'}: eval loss {last_eval.get('eval_loss', float('nan')):.4f} "
-            f"vs unigram {baseline:.3f}")  # fmt: skip
-    return run_dir
+
+class _Clock:
+    """Training time: wall time less the pauses (evals, samples); `lap()` gives steps per second."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.steps = 0
+        self.paused_total = 0.0
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        rate = self.steps / max(now - self.last, 1e-9)
+        self.last, self.steps = now, 0
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self.last += spent
+            self.paused_total += spent
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start - self.paused_total

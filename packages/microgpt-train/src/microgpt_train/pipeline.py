@@ -3,46 +3,81 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import jax
 
+from microgpt_core.files import write_atomic
 from microgpt_data import PackedLoader, Tokenizer, load_text_dataset, train_bpe
-from microgpt_train.config import RunConfig, RunConfigError
+from microgpt_train.config import RunConfig
 
 __all__ = ["make_loader", "resolve_tokenizer"]
 
 TOKENIZER_DIR = "tokenizer"
+BPE_SOURCE_FILE = "trained_for.json"  # in TOKENIZER_DIR: the data and size the cached BPE was made for
 
 
-def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print) -> Tokenizer:
+def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -> Tokenizer:
     """The run's tokenizer: `run.tokenizer` (a folder or ``tiktoken:NAME``), else the BPE cached in
-    ``run_dir/tokenizer``, else a new BPE of `model.vocab_size` trained on the training split.
+    ``run_dir/tokenizer`` when it was trained for the same data and size (its `BPE_SOURCE_FILE`
+    says what it was trained on), else a new BPE of `model.vocab_size` trained on the training split.
 
     Every process trains the same BPE (training is deterministic); process 0 writes the cache.
+    A BPE that comes out smaller than asked (a small corpus runs out of pairs to merge) is kept, with
+    a warning: the model's unused ids are never targets, and decode as U+FFFD if ever sampled.
     """
     spec = run.tokenizer
     if spec.startswith("tiktoken:"):
         tokenizer = Tokenizer.from_tiktoken(spec.removeprefix("tiktoken:"))
     elif spec:
         tokenizer = Tokenizer.load(spec)
-    elif jax.process_index() == 0 and (run_dir / TOKENIZER_DIR / "tokenizer_config.json").exists():
-        # Other processes retrain the same deterministic BPE rather than race process 0's write.
-        tokenizer = Tokenizer.load(run_dir / TOKENIZER_DIR)
     else:
-        log(f"training a {run.model.vocab_size}-token BPE on {run.data} ...")
-        texts = (row["text"] for row in load_text_dataset(run.data, "train", text_column=run.text_column))
-        if run.tokenizer_documents:
-            texts = itertools.islice(texts, run.tokenizer_documents)
-        tokenizer = train_bpe(texts, run.model.vocab_size)
-        if jax.process_index() == 0:
-            tokenizer.save(run_dir / TOKENIZER_DIR)
-    if tokenizer.vocab_size > run.model.vocab_size:
-        raise RunConfigError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens but vocab_size is {run.model.vocab_size}: "
-            f"set --vocab-size {tokenizer.vocab_size} or more"
-        )
+        tokenizer = _run_bpe(run, run_dir, log=log, warn=warn)
+    tokenizer.check_fits(
+        run.model.vocab_size, f"--tokenizer {spec}" if spec else str(run_dir / TOKENIZER_DIR)
+    )
     return tokenizer
+
+
+def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
+    cache = run_dir / TOKENIZER_DIR
+    source = {
+        "data": run.data,
+        "text_column": run.text_column,
+        "documents": run.tokenizer_documents,
+        "vocab_size": run.model.vocab_size,
+    }
+    stamp = cache / BPE_SOURCE_FILE
+    if jax.process_index() == 0 and stamp.is_file():
+        # Other processes retrain the same deterministic BPE rather than race process 0's write.
+        cached = _read_source(stamp)
+        if cached == source:
+            return Tokenizer.load(cache)
+        log(f"the BPE cached in {cache} was trained for {cached}; training a new one for {source}")
+    log(f"training a {run.model.vocab_size}-token BPE on {run.data} ...")
+    texts = (row["text"] for row in load_text_dataset(run.data, "train", text_column=run.text_column))
+    if run.tokenizer_documents:
+        texts = itertools.islice(texts, run.tokenizer_documents)
+    tokenizer = train_bpe(texts, run.model.vocab_size)
+    reached, asked = tokenizer.vocab_size, run.model.vocab_size
+    if reached < asked:
+        warn(
+            f"warning: the BPE reached only {reached} tokens of the {asked} asked ({run.data} has too "
+            f"few distinct pairs to merge): {asked - reached} of the model's ids will never occur; "
+            f"--vocab-size {reached} would match it"
+        )
+    if jax.process_index() == 0:
+        tokenizer.save(cache)
+        write_atomic(stamp, (json.dumps(source, indent=2) + "\n").encode())
+    return tokenizer
+
+
+def _read_source(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def make_loader(run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True) -> PackedLoader:
