@@ -169,3 +169,35 @@ def test_from_tiktoken_gives_up_after_timeout(monkeypatch, tmp_path):
     with pytest.raises(TokenizerDownloadError, match="no answer within 0.3 s"):
         Tokenizer.from_tiktoken("r50k_base", timeout=0.3)
     assert time.perf_counter() - start < 2
+
+
+def test_ids_the_tokenizer_lacks_decode_to_one_replacement_each(small_tokenizer):
+    """A model with a padded vocabulary (GPT-2's 50304) samples ids past the tokenizer's: the final
+    sample of a training run crashed on tiktoken's KeyError."""
+    hello, world = small_tokenizer.encode("hello"), small_tokenizer.encode(" world")
+    size = small_tokenizer.vocab_size
+    for unknown in ([size], [size + 1000, 50303], [-1], [2**32], [2**70], [size, -5, 2**40]):
+        ids = hello + unknown + world
+        assert small_tokenizer.decode(ids) == "hello" + "\ufffd" * len(unknown) + " world", unknown
+        assert small_tokenizer.decode(unknown) == "\ufffd" * len(unknown)
+    # A gap inside the vocabulary (special tokens placed past an unused id) is unknown too.
+    gapped = Tokenizer(small_tokenizer.ranks, {ENDOFTEXT: size + 3})
+    assert gapped.vocab_size == size + 4
+    assert gapped.decode([*hello, size + 1, size + 3]) == "hello\ufffd" + ENDOFTEXT
+    # Bytes split by an unknown id stay replacement characters; the unknown id adds exactly one.
+    euro = small_tokenizer.encode("€")
+    if len(euro) > 1:
+        assert small_tokenizer.decode([euro[0], size, *euro[1:]]).count("\ufffd") >= 2
+
+
+def test_check_fits_names_where_and_both_sizes(small_tokenizer):
+    small_tokenizer.check_fits(512, "tok/")
+    small_tokenizer.check_fits(50304, "tok/")  # a larger model vocabulary is fine
+    with pytest.raises(
+        TokenizerFileError,
+        match=r"^runs/x/tokenizer: the tokenizer has 512 tokens but the model's vocab_size is 300; ",
+    ):
+        small_tokenizer.check_fits(300, "runs/x/tokenizer")
+    for bad in (0, -1, 1.5, True, "512"):
+        with pytest.raises(TokenizerFileError, match="vocab_size must be a positive integer"):
+            small_tokenizer.check_fits(bad, "tok/")  # type: ignore[arg-type]

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from microgpt_data.errors import BPETrainingError
-from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer, _check_text
+from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
+from microgpt_data.tokenizer_checks import check_text
 from microgpt_data.tokenizer_files import gpt2_byte_decoder
 
 __all__ = ["train_bpe", "to_hf_tokenizer", "check_arguments"]
@@ -52,20 +53,34 @@ def _pipeline(tokenizers: Any, model: Any, pattern: str) -> Any:
 
 
 def check_arguments(
-    vocab_size: int, special_tokens: Sequence[str], eot_token: str | None
+    vocab_size: int,
+    special_tokens: Sequence[str],
+    eot_token: str | None,
+    *,
+    names: tuple[str, str, str] = ("vocab_size", "special_tokens", "eot_token"),
 ) -> tuple[list[str], str]:
     """Validates `train_bpe`'s sizes and special tokens (before any text is read); returns
-    (special_tokens as a list, eot_token)."""
+    (special_tokens as a list, eot_token). `names` are the three arguments' names in the messages
+    (a command passes its flags)."""
+    size_name, special_name, eot_name = names
+    if isinstance(special_tokens, str):  # a str is a Sequence[str] of its characters: not meant
+        raise BPETrainingError(f"{special_name} must be a list of strings, got the string {special_tokens!r}")
     special_tokens = list(special_tokens)
     if not special_tokens or len(set(special_tokens)) != len(special_tokens):
-        raise BPETrainingError(f"special_tokens must be non-empty and distinct, got {special_tokens}")
+        raise BPETrainingError(f"{special_name} must be non-empty and distinct, got {special_tokens}")
+    for token in special_tokens:
+        if not isinstance(token, str) or not token:
+            raise BPETrainingError(
+                f"{special_name}: every special token must be a non-empty string, got {token!r}"
+            )
+        check_text(token, f"{special_name} {token!r}")
     eot_token = special_tokens[0] if eot_token is None else eot_token
     if eot_token not in special_tokens:
-        raise BPETrainingError(f"eot_token {eot_token!r} must be one of special_tokens {special_tokens}")
+        raise BPETrainingError(f"{eot_name} {eot_token!r} must be one of {special_name} {special_tokens}")
     smallest = 256 + len(special_tokens)
-    if not isinstance(vocab_size, int) or vocab_size < smallest:
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
         raise BPETrainingError(
-            f"vocab_size must be an integer >= {smallest} (256 bytes + {len(special_tokens)} special), "
+            f"{size_name} must be an integer >= {smallest} (256 bytes + {len(special_tokens)} special), "
             f"got {vocab_size!r}"
         )
     return special_tokens, eot_token
@@ -89,7 +104,8 @@ def train_bpe(
       vocab_size: the largest vocabulary wanted, special tokens included. A small text may run out of
         pairs seen `min_frequency` times first; the tokenizer is then smaller (check ``vocab_size``).
       pattern: the split regex applied before BPE (default GPT-2's).
-      special_tokens: spellings given the ids after all mergeable tokens, in this order.
+      special_tokens: spellings (non-empty strings) given the ids after all mergeable tokens, in
+        this order.
       eot_token: the end-of-text token (default: the first special token).
       min_frequency: a pair must occur this often to be merged.
       show_progress: show ``tokenizers``' own progress bars.
@@ -98,7 +114,8 @@ def train_bpe(
       A `Tokenizer` whose ids equal the trainer's (see `to_hf_tokenizer`).
 
     Raises:
-      BPETrainingError: vocab_size below 256 + specials, no special tokens, no text, a bad pattern.
+      BPETrainingError: vocab_size below 256 + specials, no special tokens or an empty one, no text,
+        a bad pattern.
       InvalidTextError: a text that is not valid Unicode.
     """
     special_tokens, eot_token = check_arguments(vocab_size, special_tokens, eot_token)
@@ -115,7 +132,7 @@ def train_bpe(
 
     def checked() -> Iterator[str]:
         for i, text in enumerate(texts):
-            _check_text(text, f"training text {i}")
+            check_text(text, f"training text {i}")
             seen["texts"] += 1
             seen["chars"] += len(text)
             yield text

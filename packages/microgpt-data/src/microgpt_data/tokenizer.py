@@ -14,6 +14,12 @@ ordinary bytes unless ``allow_special=True`` is passed. Text that is not valid U
 surrogate such as ``"\\ud800"``) is refused with `InvalidTextError`: tiktoken would silently turn it
 into U+FFFD and ``decode(encode(s)) == s`` would no longer hold.
 
+Every way in (the constructor, `load`, `from_gpt2_files`) checks the tables before tiktoken sees them:
+ids are integers in [0, 2**32) and unique, tokens are non-empty (an empty special token would make
+``encode`` loop forever), and the split pattern must carve a probe text into pieces that decode back
+to it (a pattern that matches the empty string panics tiktoken; one that skips text loses it).
+Ids the tokenizer does not have (a model's padded vocabulary samples them) decode to U+FFFD, one each.
+
 Importing this module never imports ``datasets`` or ``tokenizers`` and never touches the network;
 only `Tokenizer.from_tiktoken` downloads, and only when asked by name.
 """
@@ -27,7 +33,8 @@ from pathlib import Path
 
 import tiktoken
 
-from microgpt_data.errors import InvalidTextError, TokenizerDownloadError, TokenizerFileError
+from microgpt_data.errors import TokenizerDownloadError, TokenizerFileError
+from microgpt_data.tokenizer_checks import REPLACEMENT, check_tables, check_text, make_encoding
 from microgpt_data.tokenizer_files import (
     CONFIG_FILE,
     RANKS_FILE,
@@ -53,28 +60,20 @@ ENDOFTEXT = "<|endoftext|>"
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def _check_text(text: str, where: str = "text") -> None:
-    """Raises `InvalidTextError` unless `text` is a str that is valid Unicode (no lone surrogates)."""
-    if not isinstance(text, str):
-        raise InvalidTextError(f"{where} must be a str, got {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidTextError(
-            f"{where} holds a lone surrogate {text[exc.start]!r} at index {exc.start}: it is not valid "
-            "Unicode and cannot round-trip; repair it first (e.g. s.encode('utf-8', 'replace').decode())"
-        ) from None
-
-
 class Tokenizer:
     """A byte-level BPE tokenizer: mergeable ranks + split pattern + special tokens, run by tiktoken.
 
     Args:
-      ranks: mergeable tokens, ``bytes -> id``; every single byte must be present.
-      special_tokens: ``str -> id``; ids must not collide with `ranks`.
-      pattern: the split regular expression (tiktoken/`fancy-regex` syntax).
+      ranks: mergeable tokens, ``bytes -> id`` (non-empty bytes; ids integers in [0, 2**32)); every
+        single byte must be present.
+      special_tokens: ``str -> id``: non-empty strings; ids must not collide with `ranks`.
+      pattern: the split regular expression (tiktoken/`fancy-regex` syntax); it must split any text
+        into pieces that cover it (checked on a probe text).
       name: a label stored in ``tokenizer_config.json``.
       eot_token: the special token appended after each document; must be in `special_tokens`.
+
+    Raises:
+      TokenizerFileError: naming the argument and what is valid.
     """
 
     def __init__(
@@ -86,30 +85,14 @@ class Tokenizer:
         name: str = "microgpt",
         eot_token: str = ENDOFTEXT,
     ) -> None:
-        missing = [b for b in range(256) if bytes([b]) not in ranks]
-        if missing:
-            raise TokenizerFileError(
-                f"the rank table lacks {len(missing)} of the 256 single bytes (first: {missing[0]}); "
-                "a byte-level tokenizer needs all of them"
-            )
-        if eot_token not in special_tokens:
-            raise TokenizerFileError(
-                f"eot_token {eot_token!r} is not one of the special tokens {sorted(special_tokens)}"
-            )
-        clash = set(special_tokens.values()) & set(ranks.values())
-        if clash or len(set(ranks.values())) != len(ranks):
-            raise TokenizerFileError(f"token ids must be unique; repeated ids include {sorted(clash)[:5]}")
+        check_tables(ranks, special_tokens, pattern=pattern, name=name, eot_token=eot_token)
         self._ranks = dict(ranks)
         self._special = dict(special_tokens)
         self._pattern = pattern
         self._name = name
         self._eot_token = eot_token
-        try:
-            self._encoding = tiktoken.Encoding(
-                name, pat_str=pattern, mergeable_ranks=self._ranks, special_tokens=self._special
-            )
-        except ValueError as exc:  # tiktoken reports a bad regular expression as ValueError
-            raise TokenizerFileError(f"tiktoken rejected the tokenizer (pattern {pattern!r}): {exc}") from exc
+        self._known: frozenset[int] | None = None  # every id, built on the first unknown id decoded
+        self._encoding = make_encoding(name, pattern, self._ranks, self._special)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -166,7 +149,7 @@ class Tokenizer:
     # ------------------------------------------------------------------ encode / decode
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         """Token ids of `text`. Special-token spellings are ordinary text unless `allow_special`."""
-        _check_text(text)
+        check_text(text)
         if allow_special:
             return self._encoding.encode(text, allowed_special="all")
         return self._encoding.encode_ordinary(text)
@@ -177,7 +160,7 @@ class Tokenizer:
         """`encode` of each text, in parallel threads (tiktoken releases the GIL while encoding)."""
         texts = list(texts)
         for i, text in enumerate(texts):
-            _check_text(text, f"texts[{i}]")
+            check_text(text, f"texts[{i}]")
         threads = num_threads or min(8, os.cpu_count() or 1)
         if threads == 1 or len(texts) == 1:  # no thread pool for nothing to share
             encode = self._encoding.encode if allow_special else self._encoding.encode_ordinary
@@ -188,8 +171,47 @@ class Tokenizer:
         return self._encoding.encode_ordinary_batch(texts, num_threads=threads)
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD."""
-        return self._encoding.decode([int(i) for i in ids], errors="replace")
+        """The text of `ids`; byte sequences that are not valid UTF-8 become U+FFFD.
+
+        An id the tokenizer does not have (negative, a gap, or ``>= vocab_size``: a model whose
+        vocabulary is padded past the tokenizer's, such as GPT-2's 50304, can sample one) decodes to
+        one U+FFFD per id instead of raising.
+        """
+        ids = [int(i) for i in ids]
+        try:
+            return self._encoding.decode(ids, errors="replace")
+        except (KeyError, OverflowError, ValueError):  # tiktoken: an id it does not have
+            pass
+        if self._known is None:
+            self._known = frozenset(self._ranks.values()) | frozenset(self._special.values())
+        pieces: list[bytes] = []
+        run: list[int] = []
+        for i in ids:
+            if i in self._known:
+                run.append(i)
+                continue
+            if run:
+                pieces.append(self._encoding.decode_bytes(run))
+                run = []
+            pieces.append(REPLACEMENT)
+        if run:
+            pieces.append(self._encoding.decode_bytes(run))
+        return b"".join(pieces).decode("utf-8", errors="replace")
+
+    def check_fits(self, vocab_size: int, where: str) -> None:
+        """Raises `TokenizerFileError` unless every id of this tokenizer is below a model's
+        `vocab_size` (a larger model vocabulary is fine: its extra ids decode as U+FFFD).
+
+        `where` names the tokenizer's origin (a folder, a flag) at the start of the message.
+        """
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+            raise TokenizerFileError(f"{where}: vocab_size must be a positive integer, got {vocab_size!r}")
+        if self.vocab_size > vocab_size:
+            raise TokenizerFileError(
+                f"{where}: the tokenizer has {self.vocab_size} tokens but the model's vocab_size is "
+                f"{vocab_size}; use a model with vocab_size >= {self.vocab_size}, or a tokenizer of at "
+                f"most {vocab_size} tokens"
+            )
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | os.PathLike) -> Path:
@@ -277,4 +299,7 @@ class Tokenizer:
         """
         ranks, special = read_gpt2_files(vocab_json, merges_txt, eot_token=eot_token)
         name = Path(vocab_json).parent.name or "gpt2"
-        return cls(ranks, special, pattern=pattern, name=name, eot_token=eot_token)
+        try:
+            return cls(ranks, special, pattern=pattern, name=name, eot_token=eot_token)
+        except TokenizerFileError as exc:
+            raise TokenizerFileError(f"{vocab_json} + {merges_txt}: {exc}") from None

@@ -9,6 +9,11 @@ umask).
 
 GPT-2 style ``vocab.json`` + ``merges.txt`` (GPT-2's own, and Hugging Face byte-level BPE) are read
 into the same ranks.
+
+Reading validates at the boundary: every damaged file (truncated, not UTF-8, not JSON, nested too
+deep, wrong types, ids that are not integers in [0, 2**32) or repeat, a binary file under a tokenizer
+name) raises `TokenizerFileError` naming the file (and line, field or byte offset), never another
+exception; `Tokenizer` then checks the tables as a whole.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from pathlib import Path
 
 from microgpt_data.errors import TokenizerFileError
@@ -34,6 +40,8 @@ __all__ = [
 RANKS_FILE = "tokenizer.tiktoken"
 CONFIG_FILE = "tokenizer_config.json"
 TOKENIZER_FORMAT_VERSION = 1
+_ID_LIMIT = 2**32  # tiktoken's ids are 32-bit unsigned
+_DECIMAL = re.compile(rb"[0-9]{1,10}")
 
 
 def gpt2_byte_decoder() -> dict[str, int]:
@@ -99,20 +107,35 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
             )
     config = _read_json_object(config_path, "must hold a JSON object")
     version = config.get("format_version")
-    if version != TOKENIZER_FORMAT_VERSION:
+    if type(version) is not int or version != TOKENIZER_FORMAT_VERSION:  # not True, not 1.0
         raise TokenizerFileError(
             f"{config_path}: format_version {version!r} is not supported "
-            f"(expected {TOKENIZER_FORMAT_VERSION})"
+            f"(expected the integer {TOKENIZER_FORMAT_VERSION})"
         )
-    for key, kind in (("pattern", str), ("special_tokens", dict), ("eot_token", str)):
-        if not isinstance(config.get(key), kind):
-            raise TokenizerFileError(f"{config_path}: field {key!r} must be a {kind.__name__}")
-    ranks = _parse_ranks(ranks_path)
+    for key, kind in (("pattern", str), ("special_tokens", dict), ("eot_token", str), ("name", str)):
+        if (key != "name" or key in config) and not isinstance(config.get(key), kind):
+            raise TokenizerFileError(
+                f"{config_path}: field {key!r} must be a {kind.__name__}, got "
+                f"{type(config.get(key)).__name__} {config.get(key)!r:.40}"
+            )
+    special = config["special_tokens"]
+    for token, token_id in special.items():
+        if not token:
+            raise TokenizerFileError(
+                f"{config_path}: field 'special_tokens' holds an empty token; special tokens are "
+                "non-empty strings"
+            )
+        _check_id(token_id, f"{config_path}: field 'special_tokens': the id of {token!r}")
+    if config["eot_token"] not in special:
+        raise TokenizerFileError(
+            f"{config_path}: field 'eot_token' {config['eot_token']!r} is not one of the special "
+            f"tokens {sorted(special)}"
+        )
     return {
-        "ranks": ranks,
-        "special_tokens": {str(k): int(v) for k, v in config["special_tokens"].items()},
+        "ranks": _parse_ranks(ranks_path),
+        "special_tokens": dict(special),
         "pattern": config["pattern"],
-        "name": str(config.get("name", "microgpt")),
+        "name": config.get("name", "microgpt"),
         "eot_token": config["eot_token"],
     }
 
@@ -131,6 +154,14 @@ def read_gpt2_files(
         if not path.is_file():
             raise TokenizerFileError(f"{path} does not exist")
     vocab = _read_json_object(vocab_path, "must map token strings to ids")
+    for token, token_id in vocab.items():
+        if not token:
+            raise TokenizerFileError(f"{vocab_path}: holds an empty token; every token is non-empty")
+        _check_id(token_id, f"{vocab_path}: the id of {token!r}")
+    if len(set(vocab.values())) != len(vocab):
+        seen: set[int] = set()
+        repeated = sorted({i for i in vocab.values() if i in seen or seen.add(i)})
+        raise TokenizerFileError(f"{vocab_path}: ids must be unique; repeated ids include {repeated[:5]}")
     decoder = gpt2_byte_decoder()
 
     def to_bytes(token: str, where: str) -> bytes:
@@ -143,22 +174,24 @@ def read_gpt2_files(
     for char, byte in decoder.items():
         if char not in vocab:
             raise TokenizerFileError(f"{vocab_path} lacks the single-byte token {char!r} (byte {byte})")
-        ranks[bytes([byte])] = int(vocab[char])
+        ranks[bytes([byte])] = vocab[char]
     mergeable = set(decoder)
     previous = max(ranks.values())
-    lines = merges_path.read_text(encoding="utf-8").splitlines()
+    lines = _read_text(merges_path).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip() or (number == 1 and line.startswith("#version")):
             continue
         parts = line.split(" ")
-        if len(parts) != 2:
-            raise TokenizerFileError(f"{merges_path}:{number}: expected two tokens separated by a space")
+        if len(parts) != 2 or not all(parts):
+            raise TokenizerFileError(
+                f"{merges_path}:{number}: expected two tokens separated by one space, got {line[:40]!r}"
+            )
         merged = parts[0] + parts[1]
         if merged not in vocab:
             raise TokenizerFileError(
                 f"{merges_path}:{number}: merge result {merged!r} is not in {vocab_path}"
             )
-        token_id = int(vocab[merged])
+        token_id = vocab[merged]
         if merged in mergeable:
             continue  # the same bytes reached by another merge: tiktoken keeps the first
         if token_id <= previous:
@@ -169,37 +202,78 @@ def read_gpt2_files(
         previous = token_id
         mergeable.add(merged)
         ranks[to_bytes(merged, f"{merges_path}:{number}")] = token_id
-    special = {token: int(i) for token, i in vocab.items() if token not in mergeable}
+    special = {token: i for token, i in vocab.items() if token not in mergeable}
     if eot_token not in special:
         special[eot_token] = max([*ranks.values(), *special.values()]) + 1
     return ranks, special
 
 
+def _check_id(value: object, where: str) -> None:
+    """`TokenizerFileError` unless `value` is an integer id in [0, 2**32) (not a bool, float or str)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _ID_LIMIT:
+        raise TokenizerFileError(
+            f"{where} must be an integer in [0, 2**32), got {type(value).__name__} {value!r:.40}"
+        )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise TokenizerFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of `path`; `TokenizerFileError` naming the file and byte offset otherwise."""
+    data = _read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerFileError(
+            f"{path} is not UTF-8 text: byte {exc.start} is {data[exc.start : exc.start + 1]!r} "
+            f"({exc.reason}); is it the right file?"
+        ) from None
+
+
 def _read_json_object(path: Path, shape: str) -> dict:
     """The JSON object in `path`; `TokenizerFileError` (naming the file) when it is not one."""
+    text = _read_text(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = json.loads(text)
+    except RecursionError:
+        raise TokenizerFileError(f"{path} is not valid JSON here: it is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and int() limits on huge numbers
         raise TokenizerFileError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise TokenizerFileError(f"{path} {shape}")
+        raise TokenizerFileError(f"{path} {shape}, not a JSON {type(value).__name__}")
     return value
 
 
 def _parse_ranks(path: Path) -> dict[bytes, int]:
     """Parses a ``.tiktoken`` rank file (``base64 id`` per line) with errors naming the line."""
     ranks: dict[bytes, int] = {}
-    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+    lines_of: dict[int, int] = {}
+    for number, line in enumerate(_read_bytes(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         try:
             if len(parts) != 2:
                 raise ValueError("expected 'base64 id'")
-            token, rank = base64.b64decode(parts[0], validate=True), int(parts[1])
+            token = base64.b64decode(parts[0], validate=True)
         except (ValueError, binascii.Error) as exc:
             raise TokenizerFileError(f"{path}:{number}: bad line {line[:40]!r} ({exc})") from None
+        if not token:
+            raise TokenizerFileError(f"{path}:{number}: the token is empty")
+        if not _DECIMAL.fullmatch(parts[1]) or int(parts[1]) >= _ID_LIMIT:
+            raise TokenizerFileError(
+                f"{path}:{number}: the id {parts[1][:20]!r} is not an integer in [0, 2**32)"
+            )
+        rank = int(parts[1])
         if token in ranks:
             raise TokenizerFileError(f"{path}:{number}: token {token!r} appears twice")
+        if rank in lines_of:
+            raise TokenizerFileError(f"{path}:{number}: id {rank} was already given on line {lines_of[rank]}")
         ranks[token] = rank
+        lines_of[rank] = number
     return ranks
