@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,9 +42,24 @@ def tiny_flags(runs_dir: Path | str, name: str, **changes) -> list[str]:
     return flags
 
 
+# One JAX compilation cache for every `train` subprocess of the session: the same tiny programs are
+# compiled once, not once per process (results are the same executables, so bit for bit the same).
+_JAX_CACHE = tempfile.mkdtemp(prefix="microgpt-test-jax-cache-")
+atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a `train` subprocess: offline, with the session's compilation cache."""
+    return {
+        **os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "JAX_COMPILATION_CACHE_DIR": _JAX_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        **extra,
+    }  # fmt: skip
+
+
 def run_cli(args: list[str], *, timeout: float = 120, env: dict | None = None, **kwargs):
     """`python -m microgpt_train.cli ARGS` in a subprocess, with a timeout so nothing hangs."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    full_env = subprocess_env(**(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "microgpt_train.cli", *args],
         capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs,

@@ -17,6 +17,8 @@ import pytest
 
 from microgpt_train.checkpointing import CheckpointReadError, Checkpoints, abstract_like
 
+from .conftest import subprocess_env
+
 
 def _state(value: float) -> dict:
     return {"w": jnp.full((4, 3), value, jnp.float32), "step": jnp.asarray(int(value), jnp.int32)}
@@ -126,7 +128,7 @@ def test_a_full_disk_keeps_the_checkpoints_and_model_and_says_so(tmp_path, tiny_
         cmp {folder}/model/README.md {tiny_run_dir}/model/README.md
         {py} -c "from microgpt_core import load_pretrained as l; l('{folder}/checkpoints/6/model')"
     """)  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = subprocess_env()
     done = subprocess.run([*_namespace_prefix(), "bash", "-c", script], capture_output=True, text=True,
                           timeout=240, env=env)  # fmt: skip
     read = lambda name: (tmp_path / name).read_text() if (tmp_path / name).exists() else ""  # noqa: E731

@@ -1,10 +1,10 @@
-"""Faults as real processes: Ctrl-C saves and exits, kill -9 at a random moment (even mid-save), and
-`--resume` ends with weights bit-identical to an unbroken run of the same config."""
+"""Faults as real processes: Ctrl-C and SIGTERM save and exit, kill -9 at a random moment (even
+mid-save), and `--resume` (the saved config, no other flags) ends with weights bit-identical to an
+unbroken run of the same config. A command that fails on bad input prints one line, nothing else."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -16,7 +16,7 @@ import pytest
 
 from microgpt_train.checkpointing import Checkpoints
 
-from .conftest import run_cli, tiny_flags
+from .conftest import run_cli, subprocess_env, tiny_flags
 
 STEPS = 40
 
@@ -37,7 +37,7 @@ def _logged_step(run_dir: Path) -> int:
 
 
 def _start(flags: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env = subprocess_env()
     return subprocess.Popen(
         [sys.executable, "-m", "microgpt_train.cli", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -69,17 +69,29 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(tmp_path, tiny_tokenize
     interrupted = Checkpoints(run_dir / "checkpoints", keep=3).latest_step()
     assert interrupted is not None and 3 <= interrupted < STEPS
 
-    # 2. --resume, killed with SIGKILL at a random moment after it saved at least one more checkpoint.
-    proc = _start([*flags, "--resume"])
-    target = random.Random().randint(interrupted + 5, STEPS - 6)
+    # 2. --resume, exactly as the README writes it (the saved config, no other flags), then SIGTERM:
+    # a checkpoint at that step and exit 143.
+    resume = ["--resume", "--name", "broken", "--runs-dir", str(tmp_path)]
+    proc = _start(resume)
+    _wait_for(lambda: _logged_step(run_dir) >= interrupted + 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "SIGTERM at step" in err and "--resume" in err
+    terminated = Checkpoints(run_dir / "checkpoints", keep=3).latest_step()
+    assert interrupted < terminated < STEPS
+
+    # 3. --resume, killed with SIGKILL at a random moment after it saved at least one more checkpoint.
+    proc = _start(resume)
+    target = random.Random().randint(terminated + 5, STEPS - 4)
     _wait_for(lambda: _logged_step(run_dir) >= target, proc)
     proc.kill()
     proc.wait(timeout=30)
     killed_at = _logged_step(run_dir)
     assert killed_at < STEPS, "the run finished before it could be killed"
 
-    # 3. --resume again: continues from the last complete checkpoint and finishes.
-    result = run_cli([*flags, "--resume"], timeout=120)
+    # 4. --resume again: continues from the last complete checkpoint and finishes.
+    result = run_cli(resume, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resumed from step" in result.stdout
 
@@ -92,3 +104,25 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(tmp_path, tiny_tokenize
     assert steps == list(range(1, STEPS + 1))  # each step logged once, however often the run stopped
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
     assert leftovers == []
+
+
+@pytest.mark.slow
+def test_bad_input_after_start_is_one_line_every_time(tmp_path):
+    """Bad input found after the run began (here its data): one `error:` line, exit 2, and no
+    traceback from a background thread at exit, in each of three runs."""
+    argv = [sys.executable, "-m", "microgpt_train.cli", "--runs-dir", str(tmp_path), "--data", "missing.txt"]
+    procs = [
+        subprocess.Popen(
+            [*argv, "--name", f"r{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=subprocess_env(),
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
