@@ -74,6 +74,16 @@ def test_small_text_may_give_a_smaller_vocabulary():
     [
         ({"vocab_size": 200}, "vocab_size must be an integer >= 257"),
         ({"vocab_size": 300, "special_tokens": []}, "special_tokens must be non-empty"),
+        (
+            {"vocab_size": 300, "special_tokens": [""]},
+            "special_tokens: every special token must be a non-empty",
+        ),
+        (
+            {"vocab_size": 300, "special_tokens": [ENDOFTEXT, ""]},
+            "special_tokens: every special token must be a non-empty",
+        ),
+        ({"vocab_size": 300, "special_tokens": [ENDOFTEXT, None]}, "must be a non-empty string, got None"),
+        ({"vocab_size": 300, "special_tokens": ENDOFTEXT}, "special_tokens must be a list of strings"),
         ({"vocab_size": 300, "eot_token": "<|x|>"}, "eot_token '<|x|>' must be one of"),
         ({"vocab_size": 300, "pattern": "(unclosed"}, "not a valid regular expression"),
     ],

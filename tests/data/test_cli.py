@@ -20,20 +20,57 @@ def corpus(tmp_path, small_texts):
     return path
 
 
-def test_help_lists_the_flags(capsys):
+def help_text(capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each option's help, joined onto one line, keyed by its first flag."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in text.split("options:", 1)[1].splitlines():
+        match = re.match(r"^  (-[-\w]+)", line)
+        if match:
+            flag = match.group(1)
+            entries[flag] = line
+        elif flag:
+            entries[flag] += " " + line.strip()
+    return {flag: " ".join(entry.split()) for flag, entry in entries.items()}
+
+
+def test_help_lists_the_flags(capsys):
+    out = help_text(capsys)
     for flag in ("--data", "--vocab-size", "--out", "--text-column", "--split", "--max-documents"):
         assert flag in out
+    assert "--progress [true|false]" in out and "--no-progress: off" in out
+
+
+def test_help_states_each_default_once_and_none_on_required_flags(capsys):
+    """argparse's ArgumentDefaultsHelpFormatter printed `(default: <|endoftext|>) (default: None)`,
+    `(default: None)` on required flags and `(default: False)` on switches."""
+    entries = help_entries(help_text(capsys))
+    assert {"--data", "--vocab-size", "--out", "--special-token", "--pattern", "--debug"} <= set(entries)
+    for entry in entries.values():
+        assert entry.count("(default:") <= 1, entry
+        assert "(default: None)" not in entry and "(default: False)" not in entry, entry
+    for flag in ("--data", "--vocab-size", "--out", "--debug", "-h"):
+        assert "(default:" not in entries[flag], entries[flag]
+    assert entries["--special-token"].endswith("(default: <|endoftext|>)")
+    assert entries["--split"].endswith("(default: train)")
+    assert entries["--min-frequency"].endswith("(default: 2)")
+    assert entries["--progress"].endswith("(default: true)")
 
 
 def test_trains_and_saves(corpus, tmp_path, capsys, small_texts):
     out = tmp_path / "tok"
     argv = ["--data", str(corpus), "--text-column", "body", "--vocab-size", "300", "--out", str(out)]
     assert main([*argv, "--no-progress"]) == 0
-    assert "saved 300-token tokenizer (eot id 299)" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "saved 300-token tokenizer (eot id 299)" in captured.out
+    assert "warning" not in captured.err  # the size asked was reached
     tokenizer = Tokenizer.load(out)
     assert tokenizer.vocab_size == 300
     assert tokenizer.decode(tokenizer.encode(small_texts[0])) == small_texts[0]
@@ -61,7 +98,7 @@ def test_max_documents_and_special_tokens(corpus, tmp_path):
     ("argv", "message"),
     [
         (["--data", "missing.jsonl", "--vocab-size", "300"], "error: 'missing.jsonl' does not exist"),
-        (["--vocab-size", "10", "--text-column", "body"], "error: vocab_size must be an integer >= 257"),
+        (["--vocab-size", "10", "--text-column", "body"], "error: --vocab-size must be an integer >= 257"),
         (
             ["--vocab-size", "300", "--text-column", "nope"],
             "error: .*no column 'nope'; its columns are \\['body'\\]",
@@ -80,8 +117,9 @@ def test_max_documents_and_special_tokens(corpus, tmp_path):
                 "--special-token",
                 "a",
             ],
-            "error: special_tokens must be non-empty and distinct",
+            "error: --special-token must be non-empty and distinct",
         ),
+        (["--vocab-size", "300", "--min-frequency", "0"], "error: --min-frequency must be >= 1"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(corpus, tmp_path, capsys, argv, message):
@@ -121,8 +159,41 @@ def test_as_a_process_help_exits_0_and_bad_input_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_debug_shows_the_exception(tmp_path):
-    from microgpt_data import MissingPathError
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    argv = ["--data", str(tmp_path / "no.txt"), "--vocab-size", "300", "--out", str(tmp_path), "--debug"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "MissingPathError" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: ") and "no.txt' does not exist" in err
 
-    with pytest.raises(MissingPathError):
-        main(["--data", str(tmp_path / "no.txt"), "--vocab-size", "300", "--out", str(tmp_path), "--debug"])
+
+def test_a_vocabulary_smaller_than_asked_is_saved_with_a_warning(tmp_path, capsys):
+    """A corpus that yields fewer tokens than --vocab-size saved a smaller tokenizer silently."""
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("\n\n".join(f"the cat sat on mat {i}" for i in range(40)))
+    out = tmp_path / "tok"
+    assert main(["--data", str(corpus), "--vocab-size", "4096", "--out", str(out), "--no-progress"]) == 0
+    reached = Tokenizer.load(out).vocab_size
+    assert 257 < reached < 4096
+    captured = capsys.readouterr()
+    assert f"saved {reached}-token tokenizer" in captured.out
+    (warning,) = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert f"reached {reached} tokens" in warning and "--vocab-size 4096 asked" in warning
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [[""], ["<|endoftext|>", ""], ["", "<|pad|>"]],
+    ids=["only-empty", "empty-second", "empty-first"],
+)
+def test_an_empty_special_token_is_refused_without_hanging(tmp_path, tokens):
+    """`--special-token ""` saved a tokenizer whose encode(allow_special=True) never returned."""
+    argv = ["--data", "pydocs", "--vocab-size", "300", "--out", str(tmp_path / "tok"), "--no-progress"]
+    for token in tokens:
+        argv += ["--special-token", token]
+    command = [sys.executable, "-m", "microgpt_data.cli", *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("error: ") == 1 and "Traceback" not in result.stderr
+    assert "error: --special-token: every special token must be a non-empty string, got ''" in result.stderr
+    assert not (tmp_path / "tok").exists()

@@ -3,7 +3,10 @@
     train-tokenizer --data pydocs --vocab-size 8192 --out runs/tokenizer
 
 writes ``tokenizer.tiktoken`` and ``tokenizer_config.json`` into ``--out`` (see `Tokenizer.save`).
-Bad input prints ``error: ...`` to stderr and exits 2 (``--debug`` shows the traceback).
+A corpus too small for ``--vocab-size`` (it runs out of pairs to merge) still saves the smaller
+tokenizer, with a warning on stderr giving the size reached and the size asked. Bad input prints one
+``error: ...`` line to stderr and exits 2 (``--debug`` adds the traceback). The parser, help text and
+error form are `microgpt_data.commands`', shared by every microGPT command.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from microgpt_data.commands import Parser, add_bool_flag, fail
 from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN
 
@@ -21,10 +25,9 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="train-tokenizer",
         description="Train a byte-level BPE tokenizer (Hugging Face tokenizers); save it as tiktoken files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--data",
@@ -45,17 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-column", default="text", help="the column holding the text (JSON, Parquet, Hub)"
     )
     parser.add_argument(
-        "--max-documents", type=int, default=None, help="stop reading after this many documents"
+        "--max-documents",
+        type=int,
+        default=None,
+        help="stop reading after this many documents (default: all)",
     )
     parser.add_argument(
         "--special-token",
         action="append",
         default=None,
-        help=f"a special token (repeatable); the first ends documents (default: {ENDOFTEXT})",
+        help=f"a special token, a non-empty string (repeatable); the first ends documents "
+        f"(default: {ENDOFTEXT})",
     )
     parser.add_argument("--pattern", default=GPT2_PATTERN, help="the split regex applied before BPE")
     parser.add_argument("--min-frequency", type=int, default=2, help="a pair must occur this often to merge")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_bool_flag(parser, "progress", dest="progress", default=True, help="show the progress bar")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     return parser
 
@@ -80,29 +87,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.max_documents is not None and args.max_documents < 1:
             raise DataError(f"--max-documents must be >= 1, got {args.max_documents}")
+        if args.min_frequency < 1:
+            raise DataError(f"--min-frequency must be >= 1, got {args.min_frequency}")
         from microgpt_data.bpe import check_arguments, train_bpe
         from microgpt_data.sources import load_text_dataset
 
         special_tokens = args.special_token or [ENDOFTEXT]
-        check_arguments(args.vocab_size, special_tokens, None)  # fail before reading any data
+        # Fail before reading any data; the messages name the flags.
+        check_arguments(
+            args.vocab_size,
+            special_tokens,
+            None,
+            names=("--vocab-size", "--special-token", "--special-token"),
+        )
 
         start = time.perf_counter()
         dataset = load_text_dataset(args.data, args.split, text_column=args.text_column)
         tokenizer = train_bpe(
-            _texts(dataset, args.max_documents, not args.no_progress),
+            _texts(dataset, args.max_documents, args.progress),
             args.vocab_size,
             pattern=args.pattern,
             special_tokens=special_tokens,
             min_frequency=args.min_frequency,
-            show_progress=not args.no_progress,
+            show_progress=args.progress,
         )
         out = tokenizer.save(args.out)
     except (DataError, ValueError, OSError) as exc:  # ValueError: e.g. a malformed data file
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, args.debug)
     seconds = time.perf_counter() - start
+    if tokenizer.vocab_size < args.vocab_size:
+        print(
+            f"warning: the tokenizer reached {tokenizer.vocab_size} tokens, fewer than the "
+            f"--vocab-size {args.vocab_size} asked: {args.data} has no more pairs occurring "
+            f"--min-frequency {args.min_frequency} times to merge. Saved the {tokenizer.vocab_size}-token "
+            "tokenizer; train on more text for a larger one",
+            file=sys.stderr,
+        )
     print(
         f"saved {tokenizer.vocab_size}-token tokenizer (eot id {tokenizer.eot_id}) to {out} "
         f"in {seconds:.1f} s"
