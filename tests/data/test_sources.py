@@ -74,6 +74,58 @@ def test_txt_is_read_by_paragraph(tmp_path):
     assert sorted(t.strip() for t in train + validation) == sorted(paragraphs)
 
 
+def test_a_20_mb_line_reads_as_documents_in_both_splits(tmp_path):
+    """One 20 MB line was one document (datasets' text builder, sample_by="paragraph"), so one split
+    was empty and training reported "no documents"."""
+    import numpy as np
+
+    from microgpt_data.text_files import MAX_DOCUMENT_CHARS
+
+    vocabulary = np.array([f"word{i}" for i in range(5000)])
+    words = vocabulary[np.random.default_rng(0).integers(0, len(vocabulary), 3_000_000)]
+    path = tmp_path / "one-line.txt"
+    path.write_text(" ".join(words.tolist()))
+    assert path.stat().st_size > 20_000_000
+    train, validation = both_splits(path)
+    assert len(train) + len(validation) > 300 and validation and len(validation) < len(train)
+    assert all(len(doc) <= MAX_DOCUMENT_CHARS for doc in train + validation)
+    assert sum(len(doc) + 1 for doc in train + validation) - 1 == path.stat().st_size  # minus the cut spaces
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"no trailing newline", ["no trailing newline"]),
+        (b"line 1\r\nline 2\r\n\r\nsecond\r\n", ["line 1\nline 2", "second"]),
+        (b"first\n\n\n  \nsecond\nthird line\n", ["first", "second\nthird line"]),
+    ],
+    ids=["no-final-newline", "crlf", "blank-lines"],
+)
+def test_txt_line_ends_and_paragraphs(tmp_path, data, expected):
+    path = tmp_path / "doc.txt"
+    path.write_bytes(data)
+    train, validation = both_splits(path)
+    assert sorted(train + validation) == sorted(expected)
+
+
+@pytest.mark.parametrize("data", [b"", b"\n\n", b"  \r\n\t\n"], ids=["empty", "newlines", "whitespace"])
+def test_an_empty_txt_names_the_file(tmp_path, data):
+    path = tmp_path / "nothing.txt"
+    path.write_bytes(data)
+    with pytest.raises(EmptyDatasetError, match=r"nothing.txt' holds no text \(a .txt file holds documents"):
+        load_text_dataset(path)
+
+
+@pytest.mark.parametrize("at", [0, 5000, 3_000_000], ids=["first-byte", "first-chunk", "later-chunk"])
+def test_a_txt_that_is_not_utf8_names_the_file_and_offset(tmp_path, at):
+    """Was a UnicodeDecodeError with an offset inside datasets' 10 MB chunk (or raised mid-training)."""
+    path = tmp_path / "latin1.txt"
+    text = ("plain words and lines\n" * 200_000).encode()
+    path.write_bytes(text[:at] + "café".encode("latin-1") + text[at:])
+    with pytest.raises(DataSourceError, match=rf"latin1.txt is not UTF-8 text: the byte at offset {at + 3} "):
+        texts(load_text_dataset(path))
+
+
 def test_parquet_and_folder_of_mixed_files(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -4,8 +4,10 @@ A `spec` is one of:
 
 - ``pydocs``: the built-in offline corpus (`microgpt_data.corpora.pydocs`), one shard per document.
 - a local path: a ``.txt``, ``.jsonl``/``.json`` or ``.parquet`` file, or a folder searched
-  recursively for them (sorted paths, one shard per file). A ``.txt`` file is read paragraph by
-  paragraph (blank-line separated): each paragraph is a document.
+  recursively for them (sorted paths, one shard per file). A ``.txt`` file is read by our own reader
+  (`microgpt_data.text_files`): each paragraph (blank-line separated; any line ends; no final newline
+  needed) is a document, and a paragraph longer than 65,536 characters (a file on one line) is cut into
+  documents of at most that size; a file that is not UTF-8 is named with the byte offset.
 - a Hugging Face Hub dataset id ``org/name`` or ``org/name:config`` (e.g. ``stas/openwebtext-10k``),
   streamed. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set, or the Hub unreachable within a
   few seconds) this fails at once with `HubUnavailableError` instead of retrying for ~20 s.
@@ -40,6 +42,7 @@ from microgpt_data.errors import (
     MissingTextColumnError,
     UnsupportedFileError,
 )
+from microgpt_data.text_files import text_documents
 
 __all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id"]
 
@@ -75,6 +78,22 @@ def _in_split(example: dict, *, validation: bool) -> bool:
     if not isinstance(text, str):
         raise DataSourceError(f"the text column holds {type(text).__name__} values, not text: {text!r:.60}")
     return (zlib.crc32(text.encode("utf-8", "replace")) % VALIDATION_EVERY == 0) == validation
+
+
+def _text_files_generator(paths: list[str]):
+    for path in paths:
+        for document in text_documents(path):
+            yield {"text": document}
+
+
+def _text_files(datasets: Any, files: list[str]) -> Any:
+    """`.txt` files through `text_documents` (``datasets``' text builder keeps a one-line file as
+    one document and reports undecodable bytes at an offset inside its 10 MB chunk)."""
+    return datasets.IterableDataset.from_generator(
+        _text_files_generator,
+        features=datasets.Features({"text": datasets.Value("string")}),
+        gen_kwargs={"paths": files},  # a list: one shard per file
+    )
 
 
 def _pydocs_generator(names: list[str]):
@@ -225,9 +244,11 @@ def load_text_dataset(
         datasets = _import_datasets()
         parts = []
         for builder, files in _local_files(path).items():
-            extra = {"sample_by": "paragraph"} if builder == "text" else {}
             try:
-                ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+                if builder == "text":
+                    ds = _text_files(datasets, files)
+                else:
+                    ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
             except Exception as exc:
                 raise DataSourceError(
                     f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}"
@@ -242,5 +263,8 @@ def load_text_dataset(
     else:
         raise MissingPathError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
     if _first(ds, spec_str) is None:
-        raise EmptyDatasetError(f"{spec_str!r} holds no text")
+        raise EmptyDatasetError(
+            f"{spec_str!r} holds no text"
+            + (" (a .txt file holds documents separated by blank lines)" if path.suffix == ".txt" else "")
+        )
     return ds.filter(functools.partial(_in_split, validation=split == "validation"))
