@@ -20,9 +20,12 @@ from .conftest import tiny_flags
 def test_a_second_train_on_a_folder_in_use_is_refused(tmp_path, tiny_tokenizer_dir, capsys):
     flags = tiny_flags(tmp_path, "busy", tokenizer=str(tiny_tokenizer_dir))
     with run_lock(tmp_path / "busy"):  # another open file: flock refuses it as it would another process
-        with pytest.raises(
-            RunFolderBusyError, match=rf"in use by another train process \(pid {os.getpid()} on "
-        ), run_lock(tmp_path / "busy"):
+        with (
+            pytest.raises(
+                RunFolderBusyError, match=rf"in use by another train process \(pid {os.getpid()} on "
+            ),
+            run_lock(tmp_path / "busy"),
+        ):
             pass
         assert cli.main(flags) == 2
     err = capsys.readouterr().err

@@ -63,10 +63,7 @@ def find_model_folder(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     for step in reversed(checkpoint_steps(path)):
         folder = path / CHECKPOINTS_DIR / str(step) / MODEL_DIR
         if (folder / _CONFIG).is_file():
-            return (
-                folder,
-                f"{path} has no {MODEL_DIR}/ (its run did not finish): using its checkpoint at step {step}",
-            )
+            return folder, f"{path} has no {MODEL_DIR}/ yet: using its newest checkpoint, step {step}"
     if (path / CHECKPOINTS_DIR).is_dir() or (path / TRAIN_CONFIG_FILE).is_file():
         raise ModelFolderError(
             f"{path} is a training run folder without a model yet: no {MODEL_DIR}/ and no checkpoint "
