@@ -1,5 +1,6 @@
 """Sampling: greedy, top-k, top-p and the softmax distribution; generate_tokens compiled once."""
 
+import functools
 import re
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microgpt_core import SamplingError, generate_tokens, greedy, sample_logits
+from microgpt_core import GPTConfig, SamplingError, generate_tokens, greedy, init_params, sample_logits
 from microgpt_core.sampling import _generation_program, filter_logits
 
 logits_strategy = st.builds(
@@ -70,18 +71,113 @@ def test_samples_follow_the_softmax_distribution(temperature, top_k):
     assert chi2 < CHI2_CRITICAL_DF7_P001
 
 
+# --- arguments at and past every boundary ----------------------------------------------------
+NOT_NUMBERS = [True, False, np.True_, "1", None, [1.0], jnp.float32(0.5)]
+BAD = {
+    "temperature": [-1.0, -1e-300, float("nan"), float("inf"), -float("inf"), np.float32("nan"),
+                    *NOT_NUMBERS],
+    "top_k": [0, -1, -(2**40), 2.0, 5.5, float("nan"), np.float32(3), True, False, np.True_, "5", [5]],
+    "top_p": [0, 0.0, -0.1, 1.0000001, 1.5, float("nan"), float("inf"), -float("inf"), np.float64("nan"),
+              *[x for x in NOT_NUMBERS if x is not None]],
+}  # fmt: skip
+MESSAGE = {
+    "temperature": r"temperature must be a finite number >= 0 \(0 = greedy\), got ",
+    "top_k": r"top_k must be an integer >= 1 or None, got ",
+    "top_p": r"top_p must be a number in \(0, 1\] or None, got ",
+}
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"temperature": -1.0}, "temperature must be a number >= 0"),
-        ({"top_k": 0}, "top_k must be an integer >= 1"),
-        ({"top_p": 0.0}, r"top_p must be a number in \(0, 1\]"),
-        ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\]"),
-    ],
+    ("name", "value"), [(name, value) for name, values in BAD.items() for value in values], ids=repr
 )
-def test_bad_sampling_arguments_are_refused(kwargs, message):
+def test_bad_sampling_arguments_are_refused(tiny_config, tiny_params, name, value):
+    with pytest.raises(SamplingError, match=MESSAGE[name]):
+        sample_logits(jnp.zeros((1, 5)), jax.random.key(0), **{name: value})
+    with pytest.raises(SamplingError, match=MESSAGE[name]):  # refused before anything is traced
+        generate_tokens(tiny_params, tiny_config, jnp.ones((1, 2), jnp.int32), jnp.asarray([2]),
+                        rng=jax.random.key(0), max_new_tokens=2, **{name: value})  # fmt: skip
+
+
+GOOD = [
+    {"temperature": np.float32(0.8)},
+    {"temperature": np.float64(1e-50), "top_p": np.float32(0.9)},
+    {"temperature": 3, "top_k": np.int64(5)},
+    {"temperature": np.int32(0)},
+    {"top_k": 10**9},  # more than V: every token is kept
+    {"top_k": np.uint8(2), "top_p": 1},
+    {"temperature": 1e300, "top_p": 1e-300},
+]
+
+
+@pytest.mark.parametrize("kwargs", GOOD, ids=repr)
+def test_numbers_of_any_kind_are_accepted(kwargs):
+    logits = jnp.asarray(np.random.default_rng(0).standard_normal((3, 7)), jnp.float32)
+    out = sample_logits(logits, jax.random.key(0), **kwargs)
+    assert out.shape == (3,) and out.dtype == jnp.int32 and bool(((out >= 0) & (out < 7)).all())
+
+
+TINY_TEMPERATURES = [1e-50, 1e-45, 1.1754943e-38, 1e-38, 1e-30, 1e-12]
+
+
+@pytest.mark.parametrize("temperature", TINY_TEMPERATURES)
+def test_tiny_temperatures_sample_the_argmax(temperature):
+    # 4,000 rows of random logits (no ties), each sampled with its own key stream: every draw is the
+    # argmax, where a temperature that underflows to 0 in float32 gave 0/0 = NaN and garbage.
+    logits = np.random.default_rng(7).standard_normal((4000, 50)).astype(np.float32) * 3
+    for top_k, top_p in [(None, None), (10, None), (None, 0.5)]:
+        sampled = sample_logits(logits, jax.random.key(1), temperature, top_k, top_p)
+        np.testing.assert_array_equal(sampled, np.argmax(logits, axis=-1))
+    z = np.asarray(filter_logits(jnp.asarray(logits), temperature))
+    assert not np.isnan(z).any() and (z.max(axis=-1) == 0).all()
+
+
+def test_top_k_holds_at_any_finite_temperature():
+    # Top-k picks from the raw logits: at τ = 1e30 the k kept tokens are equally likely and no other
+    # token is ever drawn (dividing first flattened every logit to 0 and top-k kept them all).
+    logits = jnp.tile(jnp.arange(8.0), (20_000, 1))  # (N, 8)
+    counts = np.bincount(np.asarray(sample_logits(logits, jax.random.key(3), 1e30, top_k=3)), minlength=8)
+    assert counts[:5].sum() == 0
+    chi2 = ((counts[5:] - 20_000 / 3) ** 2 / (20_000 / 3)).sum()
+    assert chi2 < 13.8  # chi-square, 2 degrees of freedom, upper 0.1% point
+
+
+BAD_KEYS = {
+    "int": 0,
+    "none": None,
+    "str": "key",
+    "typed-batch": jax.random.split(jax.random.key(0), 2),
+    "typed-2d": jax.random.split(jax.random.key(0), 4).reshape(2, 2),
+    "uint32-3": jnp.zeros(3, jnp.uint32),
+    "uint32-2x2": jnp.zeros((2, 2), jnp.uint32),
+    "int32-2": jnp.zeros(2, jnp.int32),
+    "float32-2": jnp.zeros(2, jnp.float32),
+    "uint32-scalar": jnp.uint32(3),
+}
+
+
+@pytest.mark.parametrize("rng", list(BAD_KEYS.values()), ids=list(BAD_KEYS))
+def test_a_key_of_the_wrong_kind_is_refused(tiny_config, tiny_params, rng):
+    message = r"rng must be one key: jax\.random\.key\(seed\) .*PRNGKey\(seed\) \(uint32 \(2,\)\), got "
     with pytest.raises(SamplingError, match=message):
-        sample_logits(jnp.zeros((1, 5)), jax.random.key(0), **kwargs)
+        sample_logits(jnp.zeros((1, 5)), rng)
+    with pytest.raises(SamplingError, match=message):
+        generate_tokens(tiny_params, tiny_config, jnp.ones((1, 2), jnp.int32), jnp.asarray([2]), rng=rng,
+                        max_new_tokens=2, temperature=0)  # fmt: skip
+
+
+def test_legacy_keys_sample_as_typed_keys(tiny_config, tiny_params):
+    prompt, lengths = jnp.asarray([[5, 9, 2]]), jnp.asarray([3])
+    run = lambda key: (  # the settings of test_sampled_generation_is_reproducible_per_key: no compilation
+        generate_tokens(
+            tiny_params, tiny_config, prompt, lengths, rng=key, max_new_tokens=12, top_k=20, top_p=0.9
+        ).tokens
+    )
+    np.testing.assert_array_equal(run(jax.random.PRNGKey(443)), run(jax.random.key(443)))
+    np.testing.assert_array_equal(run(np.asarray(jax.random.PRNGKey(443))), run(jax.random.key(443)))
+    logits = jnp.zeros((2, 9))
+    np.testing.assert_array_equal(
+        sample_logits(logits, jax.random.PRNGKey(1)), sample_logits(logits, jax.random.key(1))
+    )
 
 
 # --- generate_tokens ---------------------------------------------------------------------------
@@ -203,6 +299,132 @@ def test_streaming_callback_sees_every_token_in_order(tiny_config, tiny_params):
     np.testing.assert_array_equal(np.asarray([tokens for _, tokens in seen]).T, out.tokens)
 
 
+# --- streaming: the callback runs in the calling thread -----------------------------------------
+def stream_run(config, params, on_token, n=6, **kwargs):
+    return generate_tokens(params, config, jnp.asarray([[5, 9], [1, 2]]), jnp.asarray([2, 1]),
+                           rng=jax.random.key(0), max_new_tokens=n, temperature=0, on_token=on_token,
+                           **kwargs)  # fmt: skip
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [ValueError("bad token 7"), Refused("mine"), KeyboardInterrupt()], ids=repr)
+def test_an_exception_in_the_callback_reaches_the_caller_as_itself(tiny_config, tiny_params, error):
+    seen = []
+
+    def on_token(step, tokens):
+        seen.append(step)
+        if step == 2:
+            raise error
+
+    with pytest.raises(type(error)) as info:
+        stream_run(tiny_config, tiny_params, on_token)
+    assert info.value is error and seen == [0, 1, 2]
+    from microgpt_core import streaming
+
+    assert streaming._STREAMS == {}  # the stream is gone and its worker has finished
+    assert stream_run(tiny_config, tiny_params, None).tokens.shape == (2, 6)  # and nothing is stuck
+
+
+def test_the_callback_runs_in_the_calling_thread_and_may_generate(tiny_config, tiny_params):
+    import threading
+
+    callers, threads, inner = set(), set(), []
+
+    def on_token(step, tokens):
+        threads.add(threading.get_ident())
+        inner.append(stream_run(tiny_config, tiny_params, lambda s, t: threads.add(threading.get_ident())))
+
+    def outer():
+        callers.add(threading.get_ident())
+        return stream_run(tiny_config, tiny_params, on_token)
+
+    out = _with_timeout(outer, 60)  # generating inside on_token used to deadlock
+    assert threads == callers and len(inner) == 6
+    expected = stream_run(tiny_config, tiny_params, None)
+    for result in [out, *inner]:
+        np.testing.assert_array_equal(result.tokens, expected.tokens)
+
+
+def _with_timeout(fn, seconds):
+    """fn() in a thread, failing (instead of hanging the suite) if it takes longer than `seconds`."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout=seconds)
+
+
+def test_returning_true_stops_every_row_after_that_step(tiny_config, tiny_params):
+    full = stream_run(tiny_config, tiny_params, None)
+    seen = []
+    out = stream_run(tiny_config, tiny_params, lambda step, tokens: seen.append(step) or step == 3)
+    assert seen == [0, 1, 2, 3]
+    np.testing.assert_array_equal(out.tokens[:, :4], full.tokens[:, :4])
+    assert (np.asarray(out.tokens[:, 4:]) == 0).all()
+    np.testing.assert_array_equal(out.num_tokens, np.minimum(full.num_tokens, 4))
+    for truthy in (1, "yes", [True], np.array([True])):  # only True itself stops (not file.write's int)
+        out = stream_run(tiny_config, tiny_params, lambda s, t, v=truthy: v)
+        np.testing.assert_array_equal(out.tokens, full.tokens)
+    out = stream_run(tiny_config, tiny_params, lambda step, tokens: np.True_)
+    assert (np.asarray(out.tokens[:, 1:]) == 0).all()
+
+
+def test_one_program_serves_every_callback(tiny_config, tiny_params):
+    program = _generation_program(tiny_config)
+    stream_run(tiny_config, tiny_params, lambda s, t: None)
+    stream_run(tiny_config, tiny_params, None)
+    before = program._cache_size()
+    callbacks = [lambda s, t: None, print, lambda s, t: s == 99, functools.partial(lambda *a: None, 1)]
+    for callback in callbacks:
+        stream_run(tiny_config, tiny_params, lambda s, t, f=callback: f() if f is print else f(s, t))
+    stream_run(tiny_config, tiny_params, None, interruptible=True)  # its own program, once
+    stream_run(tiny_config, tiny_params, None, interruptible=True)
+    assert program._cache_size() == before + 1
+
+
+LONG = GPTConfig(
+    vocab_size=97, context_length=4096, d_model=32, n_layers=1, n_heads=2, positional="sinusoidal"
+)
+
+
+@pytest.fixture(scope="module")
+def long_params():
+    return init_params(jax.random.key(0), LONG)
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["on_token", "interruptible"])
+def test_ctrl_c_while_waiting_stops_the_loop_promptly(long_params, streaming):
+    import signal
+    import threading
+    import time
+
+    seen = []
+    kwargs = {"on_token": lambda step, tokens: seen.append(step)} if streaming else {"interruptible": True}
+    prompt, lengths, key = jnp.ones((1, 1), jnp.int32), jnp.asarray([1]), jax.random.key(0)
+    run = lambda: generate_tokens(
+        long_params, LONG, prompt, lengths, rng=key, max_new_tokens=4000, temperature=0, **kwargs
+    )
+    start = time.perf_counter()
+    run()  # compiles, then all 4,000 steps
+    full = time.perf_counter() - start
+    start = time.perf_counter()
+    run()
+    full = min(full, time.perf_counter() - start)
+    del seen[:]
+    timer = threading.Timer(full / 4, signal.raise_signal, (signal.SIGINT,))
+    with pytest.raises(KeyboardInterrupt):
+        start = time.perf_counter()
+        timer.start()
+        run()
+    stopped = time.perf_counter() - start
+    timer.join()
+    assert stopped < full * 0.75, (stopped, full)
+    if streaming:
+        assert 0 < len(seen) < 4000 and seen == list(range(len(seen)))
+
+
 @pytest.mark.parametrize(
     ("prompt", "lengths", "n", "message"),
     [
@@ -210,6 +432,10 @@ def test_streaming_callback_sees_every_token_in_order(tiny_config, tiny_params):
         ([[1, 2, 3]], [0], 5, r"lengths must be in \[1, 3\]"),
         ([[1, 2, 3]], [3], 30, r"plus max_new_tokens \(30\) exceeds context_length 32"),
         ([[1, 2, 3]], [3], 0, "max_new_tokens must be an integer >= 1"),
+        ([[1, 2, 3]], [3], -1, "max_new_tokens must be an integer >= 1"),
+        ([[1, 2, 3]], [3], True, "max_new_tokens must be an integer >= 1, got True"),
+        ([[1, 2, 3]], [3], 2.0, "max_new_tokens must be an integer >= 1, got 2.0"),
+        ([[1, 2, 3]], [3], None, "max_new_tokens must be an integer >= 1, got None"),
         ([1, 2, 3], [3], 5, r"prompt must be a \(batch, length\) integer array"),
         ([[1, 2, 3]], [3, 3], 5, r"lengths must be \(1,\) integers"),
     ],
@@ -233,7 +459,7 @@ def test_decode_loop_updates_the_cache_in_place(tiny_config, tiny_params):
     prompt, lengths = jnp.zeros((2, 4), jnp.int32), jnp.asarray([4, 2])
     compiled = _generation_program(tiny_config).lower(
         tiny_params, prompt, lengths, jax.random.key(0), config=tiny_config, max_new_tokens=8,
-        temperature=0.0, top_k=None, top_p=None, eot_id=None, on_token=None,
+        temperature=0.0, top_k=None, top_p=None, eot_id=None,
     ).compile()  # fmt: skip
     hlo = compiled.as_text()
     cache_shape = "f32[2,4,11,8]"  # (B, H, P + N - 1, Dh) of one layer

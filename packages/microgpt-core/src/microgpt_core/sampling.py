@@ -1,17 +1,26 @@
 """Sampling: choosing the next token from logits, and the decode loop compiled once per generation.
 
-    p(x) = softmax(z / τ)   restricted to the k highest logits (top-k, Fan et al. 2018) and then to
-                            the smallest set of tokens whose probability sums to at least p
-                            (nucleus / top-p, Holtzman et al. 2019); τ = 0 means argmax (greedy).
+    p(x) = softmax((z' - max z') / τ)   z' = z outside the k highest logits set to -∞ (top-k, Fan et
+                                        al. 2018), then restricted to the smallest set of tokens
+                                        whose probability sums to at least p (nucleus / top-p,
+                                        Holtzman et al. 2019); τ = 0 means argmax (greedy).
+
+Top-k picks from the raw logits, before the temperature (so it holds for any τ). Subtracting the
+maximum does not change the softmax, and it keeps z/τ finite for tiny τ: the maximum becomes 0 and
+every other logit a large negative number, so a tiny temperature samples the argmax.
 
 `generate_tokens` runs one prefill over the (right-padded) prompts, then a `lax.while_loop` of
 one-token decode steps over a preallocated `KVCache`. The whole generation is one XLA program:
 nothing is retraced per token and no shape grows, so generating 50 or 500 tokens compiles once.
+With `on_token`, each step's tokens go to the callback in the calling thread while the loop runs
+(`streaming.py` holds that plumbing); the callback can stop the loop.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,13 +28,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from microgpt_core import streaming
 from microgpt_core.cache import decode_weights, forward_cached, init_cache, split_cache
 from microgpt_core.config import GPTConfig
 from microgpt_core.model import compiler_options
 
-__all__ = ["Generation", "SamplingError", "filter_logits", "generate_tokens", "greedy", "sample_logits"]
+__all__ = [
+    "Generation",
+    "SamplingError",
+    "check_rng",
+    "check_sampling",
+    "filter_logits",
+    "generate_tokens",
+    "greedy",
+    "sample_logits",
+]
 
 Params = dict[str, Any]
+# The smallest normal float32: a smaller τ would round to 0 (or be flushed to 0) in float32. Any τ this
+# small already puts all the probability on the maximum, so τ is taken as at least this.
+MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
+# An interruptible generation without a callback asks the caller whether to go on every this many
+# steps: Ctrl-C stops it within that many steps, for a fraction of a per-step round trip's cost.
+INTERRUPT_EVERY = 8
 
 
 class SamplingError(ValueError):
@@ -36,7 +61,8 @@ class Generation(NamedTuple):
     """What `generate_tokens` returns.
 
     Attributes:
-      tokens: (B, N) int32 new tokens; after a row's end-of-text token the row holds `eot_id`.
+      tokens: (B, N) int32 new tokens; after a row's end-of-text token the row holds `eot_id` (and
+        after the step at which `on_token` returned True, every row holds it, or 0 without `eot_id`).
       num_tokens: (B,) int32 tokens generated per row before its end-of-text token (or N).
     """
 
@@ -44,16 +70,59 @@ class Generation(NamedTuple):
     num_tokens: jax.Array
 
 
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """Raises `SamplingError` for a temperature < 0, a top_k < 1 or a top_p outside (0, 1]."""
-    if not isinstance(temperature, int | float) or isinstance(temperature, bool) or not temperature >= 0:
-        raise SamplingError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+# ------------------------------------------------------------------------------------------------
+# Arguments: checked once, on the host, before anything is traced.
+def _is_integer(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def check_sampling(
+    temperature: float, top_k: int | None, top_p: float | None
+) -> tuple[float, int | None, float | None]:
+    """The settings as Python numbers (numpy scalars accepted), or `SamplingError` naming the bad one.
+
+    Valid: a finite temperature >= 0; top_k an integer >= 1 (larger than V keeps every token) or
+    None; top_p a number in (0, 1] or None. Bools are not numbers here.
+    """
+    if not _is_real(temperature) or not (math.isfinite(temperature) and temperature >= 0):
+        raise SamplingError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (not _is_integer(top_k) or top_k < 1):
         raise SamplingError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
         raise SamplingError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+    return (
+        float(temperature),
+        None if top_k is None else int(top_k),
+        None if top_p is None else float(top_p),
+    )
 
 
+def check_rng(rng: Any) -> jax.Array:
+    """`rng` as a typed key: a `jax.random.key(seed)` (shape ()) or a legacy `jax.random.PRNGKey(seed)`
+    (uint32 (2,), wrapped with the default implementation, so both give the same samples).
+
+    Raises:
+      SamplingError: anything else (another shape or dtype, a batch of keys, an int, None).
+    """
+    valid = "rng must be one key: jax.random.key(seed) (shape ()) or jax.random.PRNGKey(seed) (uint32 (2,))"
+    dtype, shape = getattr(rng, "dtype", None), getattr(rng, "shape", None)
+    if dtype is None or shape is None:
+        raise SamplingError(f"{valid}, got {type(rng).__name__}")
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise SamplingError(f"{valid}, got a key array of shape {shape}")
+        return rng
+    if dtype == np.uint32 and shape == (2,):
+        return jax.random.wrap_key_data(rng)
+    raise SamplingError(f"{valid}, got {dtype}{list(shape)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The math.
 def greedy(logits: jax.Array) -> jax.Array:
     """argmax_v z_v, the smallest index on ties (cheaper on CPU than `jnp.argmax`).
 
@@ -71,24 +140,25 @@ def greedy(logits: jax.Array) -> jax.Array:
 def filter_logits(
     logits: jax.Array, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> jax.Array:
-    """The logits of the distribution to sample from: z / τ, set to -∞ outside top-k and top-p.
+    """The logits of the distribution to sample from: (z - max z) / τ, -∞ outside top-k and top-p.
 
-    Top-p keeps the smallest set of highest-probability tokens whose total probability (after
-    top-k) reaches p: in descending order of probability, token i is kept when the mass before it
-    is < p (so the token that crosses p is kept).
+    Top-k keeps the k highest raw logits. Top-p keeps the smallest set of highest-probability tokens
+    whose total probability (after top-k and τ) reaches p: in descending order of probability, token
+    i is kept when the mass before it is < p (so the token that crosses p is kept).
 
     Args:
       logits: (B, V) scores z.
-      temperature: τ > 0.
+      temperature: τ > 0 (taken as at least `MIN_TEMPERATURE`).
       top_k: keep only the k highest logits (None: all).
       top_p: keep the smallest nucleus of mass >= p (None or 1: all).
     Returns:
-      (B, V) float32.
+      (B, V) float32, 0 at each row's maximum.
     """
-    z = logits.astype(jnp.float32) / temperature  # (B, V)
+    z = logits.astype(jnp.float32)  # (B, V)
     if top_k is not None and top_k < z.shape[-1]:
         kth = jax.lax.top_k(z, top_k)[0][:, -1:]  # (B, 1) the k-th largest logit
         z = jnp.where(z < kth, -jnp.inf, z)  # (B, V)
+    z = (z - jnp.max(z, axis=-1, keepdims=True)) / max(temperature, MIN_TEMPERATURE)  # (B, V) <= 0
     if top_p is None or top_p >= 1:
         return z
     order = jnp.argsort(-z, axis=-1)  # (B, V) token ids by descending logit
@@ -110,19 +180,20 @@ def sample_logits(
 
     Args:
       logits: (B, V) scores z.
-      rng: PRNG key (unused when greedy).
-      temperature: τ >= 0; 0 (or top_k = 1) is greedy.
+      rng: a key (see `check_rng`; unused, and may be None, when greedy).
+      temperature: τ >= 0, finite; 0 (or top_k = 1) is greedy.
       top_k, top_p: see `filter_logits`.
     Returns:
       (B,) int32 token ids.
     """
-    check_sampling(temperature, top_k, top_p)
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
     if temperature == 0 or top_k == 1:
         return greedy(logits)
     z = filter_logits(logits, temperature, top_k, top_p)  # (B, V)
-    return jax.random.categorical(rng, z, axis=-1).astype(jnp.int32)  # (B,)
+    return jax.random.categorical(check_rng(rng), z, axis=-1).astype(jnp.int32)  # (B,)
 
 
+# ------------------------------------------------------------------------------------------------
 def generate_tokens(
     params: Params,
     config: GPTConfig,
@@ -135,7 +206,8 @@ def generate_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     eot_id: int | None = None,
-    on_token: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    on_token: Callable[[int, np.ndarray], bool | None] | None = None,
+    interruptible: bool = False,
 ) -> Generation:
     """Continues each prompt by up to `max_new_tokens` tokens, stopping a row at `eot_id`.
 
@@ -144,16 +216,23 @@ def generate_tokens(
       config: the model's configuration.
       prompt: (B, P) int prompts, right-padded (the padding's value does not matter).
       lengths: (B,) int true prompt lengths, 1 <= lengths[b] <= P.
-      rng: PRNG key (unused when temperature is 0).
+      rng: a key (see `check_rng`; unused when temperature is 0).
       max_new_tokens: N >= 1; needs max(lengths) + N <= context_length.
       temperature, top_k, top_p: see `sample_logits`.
       eot_id: end-of-text id; a row stops after producing it (None: never stop early).
-      on_token: optional host callback `on_token(step, tokens)` with step () and tokens (B,),
-        called in order for each generated position (rows that have stopped repeat `eot_id`).
+      on_token: optional `on_token(step, tokens)` with step an int and tokens (B,) int32 numpy,
+        called in the calling thread, in order, while the loop runs (rows that have stopped repeat
+        `eot_id`). Returning True stops every row after that step. An exception it raises stops
+        the loop and reaches the caller as itself; it may itself call `generate_tokens`.
+      interruptible: without `on_token`, still run the loop in a worker thread and have it ask
+        the caller every `INTERRUPT_EVERY` steps whether to go on, so that Ctrl-C (or any exception
+        in the calling thread) stops it within a few steps; returns once the tokens are ready.
+        Default False: JAX's asynchronous dispatch, no host round trip (training's samples).
     Returns:
       `Generation(tokens (B, N), num_tokens (B,))`.
     """
-    check_sampling(temperature, top_k, top_p)
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    rng = check_rng(rng)
     prompt = jnp.asarray(prompt)
     lengths = jnp.asarray(lengths)
     if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
@@ -163,8 +242,9 @@ def generate_tokens(
     B, P = prompt.shape
     if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise SamplingError(f"lengths must be ({B},) integers, got {lengths.dtype}{lengths.shape}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if not _is_integer(max_new_tokens) or max_new_tokens < 1:
         raise SamplingError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    max_new_tokens = int(max_new_tokens)
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > P:
         raise SamplingError(f"lengths must be in [1, {P}] (the prompt width), got min {lo} max {hi}")
@@ -173,13 +253,29 @@ def generate_tokens(
             f"the longest prompt ({hi} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
             f"context_length {config.context_length}"
         )
-    if eot_id is not None and not 0 <= eot_id < config.vocab_size:
-        raise SamplingError(f"eot_id must be in [0, {config.vocab_size}), got {eot_id}")
-    return _generation_program(config)(
-        params, prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng,
-        config=config, max_new_tokens=max_new_tokens, temperature=float(temperature),
-        top_k=top_k, top_p=top_p, eot_id=eot_id, on_token=on_token,
+    if eot_id is not None and (not _is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
+        raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
+    eot_id = None if eot_id is None else int(eot_id)
+    if on_token is not None and not callable(on_token):
+        raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
+    program = functools.partial(
+        _generation_program(config), params, prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng,
+        config=config, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_k=top_k, top_p=top_p, eot_id=eot_id,
     )  # fmt: skip
+    if on_token is None and not interruptible:
+        return program()
+    every, on_step = (1, on_token) if on_token is not None else (INTERRUPT_EVERY, lambda step, tokens: None)
+    out, stopped = streaming.stream(lambda stream_id: program(stream_id, emit_every=every), on_step)
+    return out if stopped is None else _cut(out, stopped, 0 if eot_id is None else eot_id)
+
+
+def _cut(out: Generation, step: int, pad: int) -> Generation:
+    """`out` as if the loop had stopped after `step` (the device may have run a step or two more)."""
+    tokens = np.array(out.tokens)  # (B, N)
+    tokens[:, step + 1 :] = pad
+    num = np.minimum(np.asarray(out.num_tokens), step + 1)  # (B,)
+    return Generation(tokens=jnp.asarray(tokens), num_tokens=jnp.asarray(num))
 
 
 def _generation_program(config: GPTConfig) -> Callable:
@@ -189,19 +285,25 @@ def _generation_program(config: GPTConfig) -> Callable:
 
 @functools.cache
 def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
-    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "on_token")
+    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "emit_every")
     return jax.jit(_generate, static_argnames=static, compiler_options=dict(options))
 
 
 def _generate(
-    params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, eot_id, on_token
-):
-    """The compiled generation: prefill, first sample, then a while-loop of decode steps."""
+    params, prompt, lengths, rng, stream=None, *,
+    config, max_new_tokens, temperature, top_k, top_p, eot_id, emit_every=1,
+):  # fmt: skip
+    """The compiled generation: prefill, first sample, then a while-loop of decode steps.
+
+    `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
+    the tokens of every `emit_every`-th step then go to `streaming.emit`, whose answer `halt` ends
+    the loop.
+    """
     B, P = prompt.shape
     N = max_new_tokens
     pad = 0 if eot_id is None else eot_id
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    emit = (lambda step, tok: jax.debug.callback(on_token, step, tok, ordered=True)) if on_token else None
+    emit = (lambda step, tok: streaming.emit(stream, step, tok, emit_every)) if stream is not None else None
 
     cache = init_cache(config, B, min(P + N - 1, config.context_length))
     logits, cache = forward_cached(params, cache, prompt, jnp.zeros((B,), jnp.int32), config)  # (B, P, V)
@@ -210,27 +312,25 @@ def _generate(
     done = token == eot_id if eot_id is not None else jnp.zeros((B,), bool)  # (B,)
     num = jnp.where(done, 0, 1).astype(jnp.int32)  # (B,)
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
-    if emit:
-        emit(jnp.int32(0), token)
+    halt = emit(jnp.int32(0), token) if emit else jnp.bool_(False)  # () the caller asked to stop
     weights = decode_weights(params, config, B)  # sliced (and laid out) once, outside the loop
     cache = split_cache(cache)  # per layer: each step updates every layer's cache in place
 
     def keep_going(state):
-        step, _, _, _, done, _ = state
-        return (step < N) & ~jnp.all(done)
+        step, _, _, _, done, _, halt = state
+        return (step < N) & ~jnp.all(done) & ~halt
 
     def decode_step(state):
-        step, out, cache, token, done, num = state
+        step, out, cache, token, done, num, _ = state
         positions = lengths + step - 1  # (B,) position of `token`
         logits, cache = forward_cached(params, cache, token[:, None], positions, config, weights=weights)
         new = jnp.where(done, pad, sample(logits[:, 0], jax.random.fold_in(rng, step)))  # (B,)
         out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))  # (B, N)
         stopped = done | (new == eot_id) if eot_id is not None else done
         num = num + (~stopped).astype(jnp.int32)
-        if emit:
-            emit(step, new)
-        return step + 1, out, cache, new, stopped, num
+        halt = emit(step, new) if emit else jnp.bool_(False)
+        return step + 1, out, cache, new, stopped, num, halt
 
-    state = (jnp.int32(1), out, cache, token, done, num)
-    _, out, _, _, _, num = jax.lax.while_loop(keep_going, decode_step, state)
+    state = (jnp.int32(1), out, cache, token, done, num, halt)
+    _, out, _, _, _, num, _ = jax.lax.while_loop(keep_going, decode_step, state)
     return Generation(tokens=out, num_tokens=num)
