@@ -23,8 +23,8 @@ _EXPORTS = {
     "Model": "microgpt_infer.model",
     "load_model": "microgpt_infer.model",
     "find_default_model": "microgpt_infer.model",
-    "generate": "microgpt_infer.generate",
-    "generate_text": "microgpt_infer.generate",
+    "generate": "microgpt_infer.generation",
+    "generate_text": "microgpt_infer.generation",
     "push_to_hub": "microgpt_infer.hub",
     "InferError": "microgpt_infer.errors",
     "ModelNotFoundError": "microgpt_infer.errors",
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
         PromptTooLongError,
         UnsupportedModelError,
     )
-    from microgpt_infer.generate import generate, generate_text
+    from microgpt_infer.generation import generate, generate_text
     from microgpt_infer.hub import push_to_hub
     from microgpt_infer.model import Model, find_default_model, load_model
 

@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         from microgpt_infer.errors import InferError
-        from microgpt_infer.generate import generate
+        from microgpt_infer.generation import generate
         from microgpt_infer.model import find_default_model, load_model
 
         model = load_model(args.model or find_default_model(), args.revision)

@@ -7,7 +7,7 @@ import pytest
 
 from microgpt_core import SamplingError
 from microgpt_infer import InferError, ModelNotFoundError, PromptTooLongError, generate, generate_text
-from microgpt_infer.generate import _RowText, bucket_width
+from microgpt_infer.generation import _RowText, bucket_width
 
 PROMPTS = ["a", "hello world", "The quick brown fox jumps over", ""]
 N = 12  # one max_new_tokens for (nearly) every test: each new shape or setting is a new compilation
