@@ -202,34 +202,11 @@ def test_hub_id_offline_flag_fails_at_once(monkeypatch, variable):
     assert time.perf_counter() - start < 2
 
 
-def test_hub_id_unreachable_fails_fast(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port on loopback that nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    start = time.perf_counter()
-    with pytest.raises(HubUnavailableError, match=rf"cannot be reached \(127.0.0.1:{port}"):
-        load_text_dataset("stas/openwebtext-10k:plain_text", hub_timeout=1.0)
-    assert time.perf_counter() - start < 5
-
-
 @pytest.fixture()
-def reachable_hub(monkeypatch):
-    """A loopback TCP listener standing in for the Hub endpoint (only reachability is probed)."""
-    import socket
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
-    yield
-    server.close()
+def reachable_hub(fake_hub):
+    """A stand-in Hub that answers the probe (`GET /api/datasets/...`) with 200; tests replace
+    `datasets.load_dataset` (failures of the Hub itself: tests/data/test_hub.py)."""
+    fake_hub(200)
 
 
 def test_hub_id_streams_train_with_config_and_text_column(reachable_hub, monkeypatch, make_dataset):
@@ -259,15 +236,17 @@ def test_hub_errors_are_translated(reachable_hub, monkeypatch):
         raise datasets.exceptions.DatasetNotFoundError("Dataset 'org/name' doesn't exist on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    with pytest.raises(HubUnavailableError, match="cannot stream Hub dataset 'org/name'.*--data pydocs"):
+    with pytest.raises(
+        HubUnavailableError, match=r"cannot stream Hub dataset 'org/name' \(http.*--data pydocs"
+    ):
         load_text_dataset("org/name")
     monkeypatch.setattr(datasets, "load_dataset", not_found)
-    with pytest.raises(DataSourceError, match="Hub dataset 'org/name' was not found .*HF_TOKEN"):
+    with pytest.raises(DataSourceError, match=r"Hub dataset 'org/name' \(http.*\) was not found .*HF_TOKEN"):
         load_text_dataset("org/name")
 
     def bad_config(*args, **kwargs):
         raise ValueError("BuilderConfig 'nope' not found. Available: ['plain_text']")
 
     monkeypatch.setattr(datasets, "load_dataset", bad_config)
-    with pytest.raises(DataSourceError, match="'org/name:nope': ValueError.*plain_text"):
+    with pytest.raises(DataSourceError, match=r"'org/name:nope' \(http.*\): ValueError.*plain_text"):
         load_text_dataset("org/name:nope")

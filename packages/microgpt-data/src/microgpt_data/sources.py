@@ -9,8 +9,10 @@ A `spec` is one of:
   needed) is a document, and a paragraph longer than 65,536 characters (a file on one line) is cut into
   documents of at most that size; a file that is not UTF-8 is named with the byte offset.
 - a Hugging Face Hub dataset id ``org/name`` or ``org/name:config`` (e.g. ``stas/openwebtext-10k``),
-  streamed. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set, or the Hub unreachable within a
-  few seconds) this fails at once with `HubUnavailableError` instead of retrying for ~20 s.
+  streamed (`microgpt_data.hub`). Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` set), or with
+  the Hub unreachable, silent or answering errors, this fails within bounded time with one
+  `HubUnavailableError` or `DataSourceError` naming the dataset and the endpoint, instead of
+  retrying for ~25 s or waiting forever.
 
 The result always has exactly one column, ``text`` (renamed from `text_column`). Splits: pydocs has
 its own. Local files and Hub datasets are split from their ``train`` data by content: a document is
@@ -26,22 +28,19 @@ from __future__ import annotations
 import functools
 import os
 import re
-import socket
-import threading
 import zlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from microgpt_data.corpora.pydocs import VALIDATION_EVERY, pydocs_documents
 from microgpt_data.errors import (
     DataSourceError,
     EmptyDatasetError,
-    HubUnavailableError,
     MissingPathError,
     MissingTextColumnError,
     UnsupportedFileError,
 )
+from microgpt_data.hub import hub_timeout_seconds, open_hub_dataset
 from microgpt_data.text_files import text_documents
 
 __all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id"]
@@ -49,7 +48,6 @@ __all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id"]
 SPLITS = ("train", "validation")
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(:[\w.-]+)?$")
-_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _SPEC_HELP = (
     "a spec is 'pydocs', a Hub dataset id 'org/name[:config]', or a path to a .txt, .jsonl, .json or "
     ".parquet file or a folder of them"
@@ -160,59 +158,18 @@ def _text_column(ds: Any, text_column: str, where: str) -> Any:
     return ds
 
 
-def _hub_reachable(timeout: float) -> str | None:
-    """None when the Hub endpoint accepts a TCP connection within `timeout` s, else the reason."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    outcome: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as exc:
-            outcome.append(f"{host}:{port}: {exc}")
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)  # bounds a hanging DNS lookup too
-    return outcome[0] if outcome else f"{host}:{port}: no answer within {timeout:g} s"
-
-
-def _hub(spec: str, *, timeout: float) -> Any:
+def _hub(spec: str, text_column: str, *, timeout: float) -> Any:
+    """A Hub dataset's train split with its text column, opened within bounded time (`microgpt_data.hub`)."""
     datasets = _import_datasets()
     name, _, config = spec.partition(":")
-    advice = (
-        "To train offline, download it elsewhere and pass a local path (.jsonl/.parquet/.txt or a folder), "
-        "or use the built-in corpus: --data pydocs"
+
+    def open_dataset() -> Any:
+        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+        return _text_column(ds, text_column, f"Hub dataset {spec!r}")
+
+    return open_hub_dataset(
+        spec, timeout=timeout, open_dataset=open_dataset, not_found=datasets.exceptions.DatasetNotFoundError
     )
-    offline = [
-        var for var in _OFFLINE_VARS if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-    ]
-    if offline:  # streaming reads remote files: offline there is nothing to try
-        raise HubUnavailableError(
-            f"{spec!r} looks like a Hugging Face Hub dataset id (no local path of that name exists), but "
-            f"{' and '.join(offline)} {'is' if len(offline) == 1 else 'are'} set and streaming needs the "
-            f"Hub. {advice}"
-        )
-    reason = _hub_reachable(timeout)
-    if reason is not None:
-        raise HubUnavailableError(
-            f"{spec!r} looks like a Hugging Face Hub dataset id (no local path of that name exists), "
-            f"but the Hub cannot be reached ({reason}). {advice}"
-        )
-    try:
-        return datasets.load_dataset(name, config or None, split="train", streaming=True)
-    except datasets.exceptions.DatasetNotFoundError as exc:
-        raise DataSourceError(
-            f"Hub dataset {spec!r} was not found ({exc}); check the id, or log in (HF_TOKEN) if it is "
-            "private or gated"
-        ) from None
-    except Exception as exc:  # connection failures (several libraries' classes), bad config names...
-        kind = type(exc).__name__
-        if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in kind or "Timeout" in kind:
-            raise HubUnavailableError(f"cannot stream Hub dataset {spec!r}: {exc}. {advice}") from None
-        raise DataSourceError(f"cannot load Hub dataset {spec!r}: {kind}: {exc}") from None
 
 
 def load_text_dataset(
@@ -220,7 +177,7 @@ def load_text_dataset(
     split: str = "train",
     *,
     text_column: str = "text",
-    hub_timeout: float = 5.0,
+    hub_timeout: float | None = None,
 ) -> Any:
     """A streaming ``datasets.IterableDataset`` with one column, ``text``, for `spec` (see module doc).
 
@@ -228,7 +185,9 @@ def load_text_dataset(
       spec: ``pydocs``, a local path, or a Hub id ``org/name[:config]``.
       split: ``train`` or ``validation``.
       text_column: the column holding the text (JSON/Parquet files, Hub datasets).
-      hub_timeout: seconds to wait for the Hub before reporting it unreachable.
+      hub_timeout: seconds the Hub has to answer the probe before it is reported unreachable;
+        ``datasets``' opening and first read get `HUB_OPEN_FACTOR` (12) times as long. None: the
+        ``MICROGPT_HUB_TIMEOUT`` environment variable, else 5.
 
     Raises:
       MissingPathError, UnsupportedFileError, MissingTextColumnError, EmptyDatasetError,
@@ -258,8 +217,9 @@ def load_text_dataset(
                 _text_column(ds, "text" if builder == "text" else text_column, f"{path} ({builder})")
             )
         ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    elif is_hub_id(spec_str):
-        ds = _text_column(_hub(spec_str, timeout=hub_timeout), text_column, f"Hub dataset {spec_str!r}")
+    elif is_hub_id(spec_str):  # its first example is read (within bounded time) by _hub
+        ds = _hub(spec_str, text_column, timeout=hub_timeout_seconds(hub_timeout))
+        return ds.filter(functools.partial(_in_split, validation=split == "validation"))
     else:
         raise MissingPathError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
     if _first(ds, spec_str) is None:
