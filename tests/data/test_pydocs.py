@@ -48,3 +48,25 @@ def test_module_text_reads_docstrings_without_importing():
     )
     text = _module_text(ast.parse(source), "pkg.mod")
     assert text == "pkg.mod\n\nModule doc.\n\npkg.mod.A\n\nClass doc.\n\npkg.mod.A.f\n\nMethod doc."
+
+
+def test_the_corpus_is_cached_on_disk_and_rebuilt_when_damaged(tmp_path, monkeypatch):
+    from microgpt_data.corpora import pydocs
+
+    built = pydocs_documents()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        pydocs_documents.cache_clear()
+        assert pydocs_documents() == built  # built (or read) and written under the new cache home
+        (cache,) = (tmp_path / "microgpt" / "pydocs").glob("*.json")
+        monkeypatch.setattr(pydocs, "_stdlib_documents", lambda sources: pytest.fail("parsed again"))
+        pydocs_documents.cache_clear()
+        assert pydocs_documents() == built  # read back, not parsed
+        monkeypatch.undo()
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+        cache.write_text('[["topic:x", ')  # cut short
+        pydocs_documents.cache_clear()
+        assert pydocs_documents() == built and cache.read_bytes().startswith(b'[["topic:')
+        assert len(cache.read_bytes()) > 1_000_000
+    finally:
+        pydocs_documents.cache_clear()
