@@ -1,4 +1,5 @@
-"""PackedLoader: (B, T+1) int32 windows that are the token stream, split across processes, resumable."""
+"""PackedLoader: (B, T+1) int32 windows that are the token stream; every process builds the same global
+batch and returns its own rows; resumable exactly, on any number of processes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from microgpt_data import EmptyDatasetError, LoaderConfigError, LoaderStateError, PackedLoader, pack_windows
+from microgpt_data.packing import pack_tokens
 
 texts_strategy = st.lists(st.text(max_size=40), min_size=1, max_size=16)
 
@@ -20,12 +22,6 @@ def stream_of(tokenizer, texts) -> np.ndarray:
     for text in texts:
         ids += tokenizer.encode(text) + [tokenizer.eot_id]
     return np.asarray(ids, np.int32)
-
-
-def rank_texts(dataset, rank: int, count: int) -> list[str]:
-    from datasets.distributed import split_dataset_by_node
-
-    return [row["text"] for row in split_dataset_by_node(dataset, rank=rank, world_size=count)]
 
 
 def drain(loader) -> list[np.ndarray]:
@@ -52,67 +48,103 @@ def test_batches_are_int32_windows_of_the_stream(make_dataset, small_tokenizer, 
     assert len(stream) - len(flat) < 4 * 17  # the documented remainder: less than one batch
 
 
-@given(texts_strategy, st.integers(1, 4), st.integers(1, 3), st.integers(1, 6))
-def test_processes_split_the_stream_without_loss_or_repeat(
-    make_dataset, small_tokenizer, texts, count, batch, seq
-):
-    dataset, need = make_dataset(texts), batch * (seq + 1)
-    per_rank = [rank_texts(dataset, rank, count) for rank in range(count)]
-    assert sorted(t for rank in per_rank for t in rank) == sorted(texts)  # each document on one process
-    for rank, mine in enumerate(per_rank):
-        stream = stream_of(small_tokenizer, mine)
-        loader = PackedLoader(
-            dataset,
-            small_tokenizer,
-            batch_size=batch,
-            seq_len=seq,
-            process_index=rank,
-            process_count=count,
-            epochs=1,
-        )
-        if len(stream) < need:
-            with pytest.raises(EmptyDatasetError):
-                drain(loader)
-            continue
-        flat = np.concatenate([b.reshape(-1) for b in drain(loader)])
-        # This process's windows are exactly its own documents' stream, minus a remainder < one batch.
-        assert len(flat) == len(stream) // need * need
-        assert np.array_equal(flat, stream[: len(flat)])
+@given(
+    st.lists(st.lists(st.integers(0, 99), max_size=12), max_size=10),
+    st.lists(st.integers(0, 10), max_size=4),
+    st.integers(1, 9),
+)
+def test_pack_tokens_chained_over_any_split_is_one_call(documents, cuts, window):
+    """The loader packs chunk by chunk with `pack_tokens`; chaining it is the pure `pack_windows`."""
+    bounds = sorted({min(c, len(documents)) for c in cuts} | {0, len(documents)})
+    carry, windows = np.zeros(0, np.int32), []
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        got, carry = pack_tokens(carry, documents[lo:hi], 100, window)
+        assert got.dtype == carry.dtype == np.int32 and got.shape[1:] == (window,) and len(carry) < window
+        windows += list(got)
+    expected = list(pack_windows(documents, 100, window))
+    assert len(windows) == len(expected) and all(
+        np.array_equal(a, b) for a, b in zip(windows, expected, strict=True)
+    )
 
 
-@given(texts_strategy, st.integers(1, 3), st.integers(1, 6), st.integers(0, 5), st.integers(0, 99))
-def test_shuffled_processes_keep_their_documents(
-    make_dataset, small_tokenizer, texts, count, seq, shuffle, seed
-):
-    dataset, need = make_dataset(texts), seq + 1
+def global_batches(dataset, tokenizer, count: int, **options) -> list[np.ndarray]:
+    """Each process's batches, drained, then joined row-wise step by step (asserting every process
+    returned the same number of steps, each with batch_size / count rows, and the same state)."""
+    per_rank, states = [], []
     for rank in range(count):
-        mine = rank_texts(dataset, rank, count)
-        stream = stream_of(small_tokenizer, mine)
-        if len(stream) < need:
-            continue
-        loader = PackedLoader(
-            dataset,
-            small_tokenizer,
-            batch_size=1,
-            seq_len=seq,
-            process_index=rank,
-            process_count=count,
-            epochs=1,
-            shuffle_buffer=shuffle,
-            seed=seed,
-        )
-        flat = np.concatenate([b.reshape(-1) for b in drain(loader)]).tolist()
-        assert len(flat) == len(stream) // need * need
-        pieces, current = [], []
-        for token in flat:
-            if token == small_tokenizer.eot_id:
-                pieces.append(small_tokenizer.decode(current))
-                current = []
-            else:
-                current.append(token)
-        remaining = list(mine)
-        for piece in pieces:  # every complete document is one of this process's, used once
-            remaining.remove(piece)
+        with PackedLoader(dataset, tokenizer, process_index=rank, process_count=count, **options) as loader:
+            per_rank.append(list(loader))
+            states.append(loader.state_dict())
+    assert len({len(batches) for batches in per_rank}) == 1  # finite epochs end at the same step
+    assert all(state == states[0] for state in states)
+    rows = options["batch_size"] // count
+    assert all(b.shape == (rows, options["seq_len"] + 1) for batches in per_rank for b in batches)
+    return [np.concatenate(step) for step in zip(*per_rank, strict=True)]
+
+
+@given(
+    texts_strategy,
+    st.sampled_from([2, 3, 4]),
+    st.integers(1, 2),
+    st.integers(1, 6),
+    st.sampled_from([0, 3]),
+    st.integers(0, 99),
+)
+def test_the_processes_rows_at_each_step_are_the_single_process_batch(
+    make_dataset, small_tokenizer, texts, count, rows, seq, shuffle, seed
+):
+    """The global batch depends on data, seed, step and global batch size only: P processes' rows,
+    joined, are one process's batch at every step (it used to read a different share per process)."""
+    dataset = make_dataset([t + " some padding words" for t in texts])
+    options = dict(batch_size=count * rows, seq_len=seq, epochs=2, shuffle_buffer=shuffle, seed=seed)
+    single = global_batches(dataset, small_tokenizer, 1, **options)
+    joined = global_batches(dataset, small_tokenizer, count, **options)
+    assert single and len(joined) == len(single)
+    assert all(np.array_equal(a, b) for a, b in zip(joined, single, strict=True))
+
+
+@pytest.mark.parametrize("shuffle", [0, 4])
+@pytest.mark.parametrize(("before", "after"), [(1, 2), (1, 4), (2, 1), (4, 2)])
+def test_a_state_resumes_on_another_process_count(
+    make_dataset, small_tokenizer, small_texts, shuffle, before, after
+):
+    """The state is the global stream's (no process index or count in it): saved by P processes, it
+    continues the same global batches on Q."""
+    dataset = make_dataset(small_texts[:6])
+    options = dict(batch_size=4, seq_len=15, shuffle_buffer=shuffle, seed=5)
+    with PackedLoader(dataset, small_tokenizer, **options) as unbroken:
+        expected = take(unbroken, 12)
+    states = []
+    for rank in range(before):
+        with PackedLoader(
+            dataset, small_tokenizer, process_index=rank, process_count=before, **options
+        ) as first:
+            head = take(first, 5)
+            states.append(json.loads(json.dumps(first.state_dict())))
+            assert all(
+                np.array_equal(h, e[rank * 4 // before : (rank + 1) * 4 // before])
+                for h, e in zip(head, expected, strict=False)
+            )
+    assert all(state == states[0] for state in states)
+    assert "process_index" not in states[0]["loader"] and "process_count" not in states[0]["loader"]
+    tails = []
+    for rank in range(after):
+        with PackedLoader(
+            dataset, small_tokenizer, process_index=rank, process_count=after, **options
+        ) as resumed:
+            resumed.load_state_dict(states[0])
+            tails.append(take(resumed, 7))
+            assert resumed.batches_returned == 12
+    joined = [np.concatenate(step) for step in zip(*tails, strict=True)]
+    assert all(np.array_equal(a, b) for a, b in zip(joined, expected[5:], strict=True))
+
+
+def test_the_global_batch_must_split_over_the_processes(make_dataset, small_tokenizer, small_texts):
+    with pytest.raises(
+        LoaderConfigError,
+        match="batch_size is the global batch and must be a multiple of process_count: 6 rows do not split",
+    ):
+        PackedLoader(make_dataset(small_texts[:1]), small_tokenizer, batch_size=6, seq_len=8, process_count=4)
 
 
 def take(loader, n: int) -> list[np.ndarray]:
@@ -128,8 +160,6 @@ def test_resume_is_exact_at_every_k(make_dataset, small_tokenizer, texts, shuffl
     )
     horizon = 14  # batches compared (an endless loader is cut here)
     for rank in range(count):
-        if len(stream_of(small_tokenizer, rank_texts(dataset, rank, count))) < 12:
-            continue
         with PackedLoader(dataset, small_tokenizer, process_index=rank, **options) as unbroken:
             expected = take(unbroken, horizon)
         for k in range(len(expected) + 1):
@@ -212,7 +242,7 @@ def test_not_a_dataset(make_dataset, small_tokenizer):
 
 
 def test_empty_data_and_too_little_data(make_dataset, small_tokenizer):
-    with pytest.raises(EmptyDatasetError, match="got no documents in epoch 0"):
+    with pytest.raises(EmptyDatasetError, match="the dataset got no documents in epoch 0: it is empty"):
         next(PackedLoader(make_dataset([]), small_tokenizer, batch_size=1, seq_len=4))
     with pytest.raises(EmptyDatasetError, match="fewer than one batch of 8 x 65 = 520"):
         next(PackedLoader(make_dataset(["tiny"]), small_tokenizer, batch_size=8, seq_len=64, epochs=1))

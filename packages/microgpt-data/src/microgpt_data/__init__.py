@@ -4,7 +4,8 @@
 - `train_bpe`: byte-level BPE trained by Hugging Face ``tokenizers``, exported to tiktoken ranks.
 - `pydocs_texts`: the built-in offline corpus (the interpreter's own documentation).
 - `load_text_dataset`: ``pydocs``, local files or a Hub id as a streaming ``datasets.IterableDataset``.
-- `PackedLoader`: tokenizes, packs, shards per process, prefetches and resumes exactly.
+- `PackedLoader`: tokenizes, packs the global batch (each process returns its rows), prefetches and
+  resumes exactly, on any number of processes.
 
 Importing this package never imports ``datasets`` or ``tokenizers``: they load inside the functions
 that need them (extras ``streaming`` and ``bpe``).

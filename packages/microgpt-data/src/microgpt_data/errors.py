@@ -68,8 +68,9 @@ class HubUnavailableError(DataSourceError):
 
 
 class LoaderConfigError(DataError):
-    """Bad arguments to the packing loader (batch size, sequence length, process index...)."""
+    """Bad arguments to the packing loader (a global batch size that does not split over the
+    processes, a sequence length, a process index...)."""
 
 
 class LoaderStateError(DataError):
-    """A loader state that does not fit this loader (other shapes, seed or process layout)."""
+    """A loader state that does not fit this loader (other shapes, seed, shuffle or tokenizer)."""

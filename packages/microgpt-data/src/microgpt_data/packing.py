@@ -1,25 +1,31 @@
 """`PackedLoader`: documents -> token ids + EOT -> fixed ``(B, T+1)`` int32 windows, resumable exactly.
 
-The pipeline, per process::
+The pipeline, the same on every process::
 
-    dataset --split_dataset_by_node--> this process's documents (in the dataset's order)
+    dataset (the whole of it, in the dataset's order)
             --shuffle buffer (own, seeded by seed, epoch)--> documents in shuffled order
-            --tokenizer.encode_batch, + EOT after each--> one token stream
-            --cut into consecutive windows of T+1 tokens, B per batch--> (B, T+1) int32 arrays
+            --tokenizer.encode_batch--> ids per document
+            --pack_tokens: + EOT after each, cut into B*(T+1)-token windows--> the global (B, T+1) batch
+            --rows [i*B/P, (i+1)*B/P) of it--> what process i of P returns
 
 Windows do not overlap: every token of the stream lands in exactly one window, in order (row b of a
 batch continues where row b-1 ended); train on ``x = w[:, :-1]``, ``y = w[:, 1:]``. Documents run
 across window and batch boundaries, and the stream runs on across epochs; when the last epoch ends,
 the tokens that do not fill a whole batch (fewer than B*(T+1)) are dropped: the documented remainder.
 
-Each process reads a disjoint part of the data (``datasets.distributed.split_dataset_by_node``), so
-windows never mix processes' data; the global batch is ``process_count * B`` rows.
+The global batch at every step is a function of the data, the seed, the step and the global batch
+size B alone: every process reads the whole stream (same shuffle, same packing) and builds the same
+global batch, then keeps its own B/P rows. So 1 process x 4 devices and 2 processes x 2 devices
+train on the same batches, finite epochs end at the same step everywhere, and the state is the same
+on every process. (Each process tokenizes the whole stream: P times the work, which the loader's
+margin over training, hundreds of times, easily pays.)
 
 `state_dict()` describes the loader *after the last batch it returned* (the prefetch thread may be
-ahead; each batch carries its own state). A loader given that state by `load_state_dict` returns
-exactly the batches an unbroken one would. The state is JSON-serialisable: the dataset's position
-(``IterableDataset.state_dict``), the shuffle buffer's documents (``datasets``' own shuffle buffer
-does not survive a resume, hence ours: `microgpt_data.shuffle`), and the leftover tokens.
+ahead; each batch carries its own state). A loader given that state by `load_state_dict`, on any
+number of processes, returns exactly the global batches an unbroken one would. The state is
+JSON-serialisable: the dataset's position (``IterableDataset.state_dict``), the shuffle buffer's
+documents (``datasets``' own shuffle buffer does not survive a resume, hence ours:
+`microgpt_data.shuffle`), and the leftover tokens.
 """
 
 from __future__ import annotations
@@ -38,20 +44,38 @@ from microgpt_data.errors import EmptyDatasetError, LoaderConfigError, LoaderSta
 from microgpt_data.shuffle import shuffled
 from microgpt_data.tokenizer import Tokenizer
 
-__all__ = ["PackedLoader", "pack_windows", "STATE_VERSION"]
+__all__ = ["PackedLoader", "pack_tokens", "pack_windows", "STATE_VERSION"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the state of the global stream, the same on every process
+
+
+def pack_tokens(
+    carry: np.ndarray, documents: Iterable[Sequence[int]], eot_id: int, window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pure packing step: the tokens `carry` (not yet in a window), then each document's ids +
+    `eot_id`, cut into as many consecutive `window`-token windows as fit.
+
+    Returns:
+      (windows (n, window) int32, the new carry (< window tokens) int32). Chaining calls over any
+      split of the documents gives the windows of one call over all of them.
+    """
+    flat: list[int] = []
+    for ids in documents:
+        flat.extend(ids)
+        flat.append(eot_id)
+    stream = np.concatenate([np.asarray(carry, np.int32), np.asarray(flat, np.int32)])  # (len,)
+    full = len(stream) // window
+    return stream[: full * window].reshape(full, window), stream[full * window :]  # (n, window), (<window,)
 
 
 def pack_windows(documents: Iterable[Sequence[int]], eot_id: int, window: int) -> Iterator[np.ndarray]:
     """The pure packing function: each document's ids + `eot_id`, concatenated, cut into consecutive
-    non-overlapping int32 windows of `window` tokens. A final partial window is dropped."""
+    non-overlapping int32 windows of `window` tokens (`pack_tokens`, one document at a time). A final
+    partial window is dropped. `PackedLoader` packs the same way, with ``window = B * (T + 1)``."""
     carry = np.zeros(0, np.int32)
     for ids in documents:
-        carry = np.concatenate([carry, np.asarray(ids, np.int32), np.array([eot_id], np.int32)])
-        full = len(carry) // window
-        yield from carry[: full * window].reshape(full, window)
-        carry = carry[full * window :]
+        windows, carry = pack_tokens(carry, [ids], eot_id, window)
+        yield from windows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +93,22 @@ class _State:
 
 
 class PackedLoader:
-    """An iterator of ``(batch_size, seq_len + 1)`` int32 numpy arrays over a text dataset.
+    """An iterator of ``(batch_size / process_count, seq_len + 1)`` int32 numpy arrays over a text
+    dataset: this process's rows of each global ``(batch_size, seq_len + 1)`` batch.
 
     Args:
       dataset: a ``datasets.IterableDataset`` (or ``Dataset``) with a ``text`` column, e.g. from
         `microgpt_data.load_text_dataset`. Resuming needs the same data again (same spec and split).
       tokenizer: the `Tokenizer`; its `eot_id` ends every document.
-      batch_size: B, rows per batch on this process.
+      batch_size: B, rows of the *global* batch (all processes together); a multiple of
+        `process_count`.
       seq_len: T; each row holds T+1 tokens (inputs and shifted targets).
-      process_index, process_count: this process's rank and the number of processes (e.g.
-        ``jax.process_index()``, ``jax.process_count()``); each reads its own share of the data.
-      epochs: passes over the data; ``None`` repeats forever (use it for multi-process training and
-        stop by step count: processes' shares differ in size, so finite epochs end at different steps).
+      process_index, process_count: this process's rank i and the number of processes P (e.g.
+        ``jax.process_index()``, ``jax.process_count()``). Every process reads the whole data and
+        builds the same global batch; process i returns its rows ``[i*B/P, (i+1)*B/P)``, shape
+        ``(B/P, T+1)``.
+      epochs: passes over the data; ``None`` repeats forever. Finite epochs end at the same step on
+        every process (they all read the same stream).
       shuffle_buffer: documents held for shuffling (0: dataset order).
       seed: the shuffle seed.
       tokenize_batch: the most documents encoded per `Tokenizer.encode_batch` call (fewer are
@@ -116,10 +144,15 @@ class PackedLoader:
                 raise LoaderConfigError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(process_index, int) or not 0 <= process_index < process_count:
             raise LoaderConfigError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+        if batch_size % process_count:
+            raise LoaderConfigError(
+                f"batch_size is the global batch and must be a multiple of process_count: "
+                f"{batch_size} rows do not split over {process_count} processes (each returns "
+                f"batch_size / process_count rows)"
+            )
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise LoaderConfigError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
         from datasets import Dataset
-        from datasets.distributed import split_dataset_by_node
 
         if isinstance(dataset, Dataset):
             dataset = dataset.to_iterable_dataset(num_shards=min(64, max(1, len(dataset))))
@@ -132,11 +165,18 @@ class PackedLoader:
                 f"dataset has no 'text' column (it has {dataset.column_names}); rename it, or load it "
                 "with load_text_dataset(spec, split, text_column=...)"
             )
-        self._dataset = split_dataset_by_node(dataset, rank=process_index, world_size=process_count)
+        # The whole dataset, on every process, through a private copy of its example iterable
+        # (`shard(1, 0)`): iterations of one IterableDataset object share their position, so two
+        # loaders over the same dataset (train and eval, or a resumed one beside its original)
+        # would otherwise move each other's place.
+        self._dataset = dataset.shard(num_shards=1, index=0)
         self._start = self._dataset.state_dict()
         self._tokenizer = tokenizer
         self.batch_size, self.seq_len = batch_size, seq_len
         self.process_index, self.process_count = process_index, process_count
+        self._rows = slice(
+            process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count
+        )
         self.epochs, self.shuffle_buffer, self.seed = epochs, shuffle_buffer, seed
         self._tokenize_batch, self._prefetch = tokenize_batch, prefetch
         self._state = _State()
@@ -210,24 +250,24 @@ class PackedLoader:
             return False
 
         try:
-            need = self.batch_size * (self.seq_len + 1)
+            shape, need = (self.batch_size, self.seq_len + 1), self.batch_size * (self.seq_len + 1)
             eot = self._tokenizer.eot_id
             st = dataclasses.asdict(start)
-            st["buffer"], carry = list(start.buffer), start.carry
+            st["buffer"] = list(start.buffer)
+            windows, carry = pack_tokens(start.carry, [], eot, need)  # full batches left by a resume
             docs_read, tokens_read = 0, 0
             while not stop.is_set() and (self.epochs is None or st["epoch"] < self.epochs):
                 docs = self._documents(st)
                 seen = st["draws"] > 0 or st["dataset"] is not None
                 pulled = False  # until the first pull, the dataset's live state is not this epoch's
                 while not stop.is_set():
-                    while len(carry) >= need:
-                        batch = carry[:need].reshape(self.batch_size, self.seq_len + 1)  # (B, T+1)
-                        carry = carry[need:]  # (< need + one chunk,)
+                    for j, window in enumerate(windows):  # each window is one global batch
                         st["batches"] += 1
                         if pulled:
                             st["dataset"] = self._dataset.state_dict()
-                        snapshot = _State(**{**st, "buffer": tuple(st["buffer"]), "carry": carry.copy()})
-                        if not put(("batch", batch, snapshot)):
+                        rest = np.concatenate([windows[j + 1 :].reshape(-1), carry])  # not yet returned
+                        snapshot = _State(**{**st, "buffer": tuple(st["buffer"]), "carry": rest})
+                        if not put(("batch", window.reshape(shape)[self._rows], snapshot)):  # (B/P, T+1)
                             return
                     # Encode about as many documents as the next batch needs (at least 1, at most
                     # tokenize_batch), so the leftover tokens kept in the state stay small.
@@ -236,20 +276,19 @@ class PackedLoader:
                     chunk = [text for _, text in zip(range(want), docs, strict=False)]
                     pulled = True
                     if not chunk:
+                        windows = windows[:0]
                         break
                     seen = True
-                    flat: list[int] = []
-                    for ids in self._tokenizer.encode_batch(chunk):
-                        flat.extend(ids)
-                        flat.append(eot)
-                    docs_read, tokens_read = docs_read + len(chunk), tokens_read + len(flat)
-                    carry = np.concatenate([carry, np.asarray(flat, np.int32)])  # the stream not yet emitted
+                    encoded = self._tokenizer.encode_batch(chunk)
+                    docs_read += len(chunk)
+                    tokens_read += sum(map(len, encoded)) + len(chunk)
+                    windows, carry = pack_tokens(carry, encoded, eot, need)  # (n, B*(T+1)), (< need,)
                 if stop.is_set():
                     return
                 if not seen:
                     raise EmptyDatasetError(
-                        f"process {self.process_index} of {self.process_count} got no documents in epoch "
-                        f"{st['epoch']}: the dataset (or this process's share of it) is empty"
+                        f"the dataset got no documents in epoch {st['epoch']}: it is empty (or its "
+                        "split holds none)"
                     )
                 st.update(epoch=st["epoch"] + 1, dataset=None, buffer=[], draws=0, source_done=False)
             if st["batches"] == 0:
@@ -264,10 +303,8 @@ class PackedLoader:
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict:
         return {
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size,  # global: the state is the same on every process
             "seq_len": self.seq_len,
-            "process_index": self.process_index,
-            "process_count": self.process_count,
             "shuffle_buffer": self.shuffle_buffer,
             "seed": self.seed,
             "epochs": self.epochs,
@@ -281,7 +318,8 @@ class PackedLoader:
         return self._state.batches
 
     def state_dict(self) -> dict:
-        """A JSON-serialisable description of the position after the last returned batch."""
+        """A JSON-serialisable description of the position after the last returned batch; the same on
+        every process, whatever their number."""
         s = self._state
         return {
             "version": STATE_VERSION,
@@ -297,9 +335,14 @@ class PackedLoader:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continues from `state` (from `state_dict` of a loader built with the same arguments)."""
+        """Continues from `state` (from `state_dict` of a loader built with the same arguments; the
+        process index and count may differ: the state is that of the global stream)."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise LoaderStateError(f"not a PackedLoader state of version {STATE_VERSION}")
+            got = state.get("version") if isinstance(state, dict) else type(state).__name__
+            raise LoaderStateError(
+                f"not a PackedLoader state of version {STATE_VERSION} (got version {got!r}; version 1 "
+                "states described one process's share of the data and cannot continue the global stream)"
+            )
         saved, mine = state.get("loader", {}), self._fingerprint()
         wrong = [
             f"{k}: saved {saved.get(k)!r}, this loader {v!r}" for k, v in mine.items() if saved.get(k) != v

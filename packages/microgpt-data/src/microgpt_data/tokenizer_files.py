@@ -74,7 +74,7 @@ def write_tokenizer_files(
     eot_token: str,
 ) -> Path:
     """Writes both files into `directory` (created if needed); returns the folder."""
-    # Imported here: microgpt_core's package imports JAX, which `import microgpt_data` must not load.
+    # Imported here, so that `import microgpt_data` loads nothing of microgpt_core (which imports JAX).
     from microgpt_core.files import write_atomic
 
     directory = Path(directory)

@@ -81,13 +81,17 @@ def _read_source(path: Path) -> dict | None:
 
 
 def make_loader(run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True) -> PackedLoader:
-    """This process's share of the global batch, as (batch_size / process_count, T+1) int32 windows."""
-    rows = run.batch_size // jax.process_count()
+    """This process's rows of the global batch, as (batch_size / process_count, T+1) int32 windows.
+
+    Every process reads the whole data and builds the same global batch of `run.batch_size` rows
+    (so the batches, and the loader's state, do not depend on the number of processes); process i
+    returns rows [i * batch_size / process_count, (i + 1) * batch_size / process_count).
+    """
     dataset = load_text_dataset(run.data, split, text_column=run.text_column)
     return PackedLoader(
         dataset,
         tokenizer,
-        batch_size=rows,
+        batch_size=run.batch_size,
         seq_len=run.model.context_length,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
