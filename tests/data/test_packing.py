@@ -10,8 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microgpt_data import EmptyDatasetError, LoaderConfigError, LoaderStateError, PackedLoader, pack_windows
-from microgpt_data.packing import pack_tokens
+from microgpt_data import (
+    EmptyDatasetError,
+    LoaderConfigError,
+    LoaderStateError,
+    PackedLoader,
+    pack_tokens,
+    pack_windows,
+)
 
 texts_strategy = st.lists(st.text(max_size=40), min_size=1, max_size=16)
 

@@ -28,7 +28,7 @@ from microgpt_data.errors import (
     TokenizerFileError,
     UnsupportedFileError,
 )
-from microgpt_data.packing import PackedLoader, pack_windows
+from microgpt_data.packing import PackedLoader, pack_tokens, pack_windows
 from microgpt_data.sources import load_text_dataset
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
 
@@ -55,6 +55,7 @@ __all__ = [
     "TokenizerFileError",
     "UnsupportedFileError",
     "load_text_dataset",
+    "pack_tokens",
     "pack_windows",
     "pydocs_documents",
     "pydocs_texts",
