@@ -25,6 +25,7 @@ import os
 import re
 from pathlib import Path
 
+from microgpt_core.files import write_atomic
 from microgpt_data.errors import TokenizerFileError
 
 __all__ = [
@@ -74,9 +75,6 @@ def write_tokenizer_files(
     eot_token: str,
 ) -> Path:
     """Writes both files into `directory` (created if needed); returns the folder."""
-    # Imported here, so that `import microgpt_data` loads nothing of microgpt_core (which imports JAX).
-    from microgpt_core.files import write_atomic
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [
