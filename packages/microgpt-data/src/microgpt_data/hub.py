@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import os
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +97,9 @@ def _watch(fn: Callable[[], Any], seconds: float) -> tuple[bool, Any, BaseExcept
 
 def probe_hub_dataset(spec: str, *, timeout: float) -> None:
     """Raises unless the Hub answers ``GET /api/datasets/<name>`` with success within `timeout` s."""
+    import urllib.error  # here: `import microgpt_data` stays light
+    import urllib.request
+
     name = spec.partition(":")[0]
     endpoint = hub_endpoint()
     url = f"{endpoint}/api/datasets/{name}"
