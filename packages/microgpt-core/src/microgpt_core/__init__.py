@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "layers": None,  # the module itself
+    "streaming": None,  # the module itself
     "DecodeWeights": "cache",
     "KVCache": "cache",
     "decode_weights": "cache",
@@ -69,11 +70,12 @@ __all__ = [
     "save_pretrained",
     "split_cache",
     "stack_cache",
+    "streaming",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
-    from microgpt_core import layers
+    from microgpt_core import layers, streaming
     from microgpt_core.cache import (
         DecodeWeights,
         KVCache,

@@ -48,9 +48,6 @@ Params = dict[str, Any]
 # The smallest normal float32: a smaller τ would round to 0 (or be flushed to 0) in float32. Any τ this
 # small already puts all the probability on the maximum, so τ is taken as at least this.
 MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
-# An interruptible generation without a callback asks the caller whether to go on every this many
-# steps: Ctrl-C stops it within that many steps, for a fraction of a per-step round trip's cost.
-INTERRUPT_EVERY = 8
 
 
 class SamplingError(ValueError):
@@ -207,7 +204,6 @@ def generate_tokens(
     top_p: float | None = None,
     eot_id: int | None = None,
     on_token: Callable[[int, np.ndarray], bool | None] | None = None,
-    interruptible: bool = False,
 ) -> Generation:
     """Continues each prompt by up to `max_new_tokens` tokens, stopping a row at `eot_id`.
 
@@ -224,12 +220,9 @@ def generate_tokens(
         called in the calling thread, in order, while the loop runs (rows that have stopped repeat
         `eot_id`). Returning True stops every row after that step. An exception it raises stops
         the loop and reaches the caller as itself; it may itself call `generate_tokens`.
-      interruptible: without `on_token`, still run the loop in a worker thread and have it ask
-        the caller every `INTERRUPT_EVERY` steps whether to go on, so that Ctrl-C (or any exception
-        in the calling thread) stops it within a few steps; returns once the tokens are ready.
-        Default False: JAX's asynchronous dispatch, no host round trip (training's samples).
     Returns:
-      `Generation(tokens (B, N), num_tokens (B,))`.
+      `Generation(tokens (B, N), num_tokens (B,))`: without `on_token`, dispatched asynchronously
+      (wait with `streaming.wait` for a wait that Ctrl-C can interrupt); with it, once done.
     """
     temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
     rng = check_rng(rng)
@@ -263,10 +256,9 @@ def generate_tokens(
         config=config, max_new_tokens=max_new_tokens, temperature=temperature,
         top_k=top_k, top_p=top_p, eot_id=eot_id,
     )  # fmt: skip
-    if on_token is None and not interruptible:
+    if on_token is None:
         return program()
-    every, on_step = (1, on_token) if on_token is not None else (INTERRUPT_EVERY, lambda step, tokens: None)
-    out, stopped = streaming.stream(lambda stream_id: program(stream_id, emit_every=every), on_step)
+    out, stopped = streaming.stream(program, on_token)
     return out if stopped is None else _cut(out, stopped, 0 if eot_id is None else eot_id)
 
 
@@ -285,25 +277,23 @@ def _generation_program(config: GPTConfig) -> Callable:
 
 @functools.cache
 def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
-    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "emit_every")
+    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
     return jax.jit(_generate, static_argnames=static, compiler_options=dict(options))
 
 
 def _generate(
-    params, prompt, lengths, rng, stream=None, *,
-    config, max_new_tokens, temperature, top_k, top_p, eot_id, emit_every=1,
-):  # fmt: skip
+    params, prompt, lengths, rng, stream=None, *, config, max_new_tokens, temperature, top_k, top_p, eot_id
+):
     """The compiled generation: prefill, first sample, then a while-loop of decode steps.
 
     `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
-    the tokens of every `emit_every`-th step then go to `streaming.emit`, whose answer `halt` ends
-    the loop.
+    each step's tokens then go to `streaming.emit`, whose answer `halt` ends the loop.
     """
     B, P = prompt.shape
     N = max_new_tokens
     pad = 0 if eot_id is None else eot_id
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    emit = (lambda step, tok: streaming.emit(stream, step, tok, emit_every)) if stream is not None else None
+    emit = (lambda step, tok: streaming.emit(stream, step, tok)) if stream is not None else None
 
     cache = init_cache(config, B, min(P + N - 1, config.context_length))
     logits, cache = forward_cached(params, cache, prompt, jnp.zeros((B,), jnp.int32), config)  # (B, P, V)

@@ -25,12 +25,13 @@ the program. Instead:
   that step are not delivered. An exception from `on_step` (KeyboardInterrupt included, and one
   arriving while the caller waits) halts the program, waits for the worker to finish, and is
   re-raised as itself. Calling `stream` from inside `on_step` works: each call has its own stream.
-- `emit(..., every=k)` sends only every k-th step: a program that needs no values, only to be
-  stoppable by Ctrl-C, asks the caller every k steps for a k-th of the cost.
+- `wait(tree)` waits for the arrays of a program dispatched without streaming (asynchronously, as
+  JAX does), polling `is_ready()`, so that Ctrl-C interrupts the wait at once. Nothing can halt such
+  a program: it finishes in the background, in XLA's threads. (Waiting in a Python thread instead,
+  with `block_until_ready`, aborts the process if the interpreter exits while that thread waits.)
 
-A computation that nothing halts cannot be left running in the background either: a daemon thread
-still inside XLA when the interpreter exits aborts the process. So `stream` always waits for its
-worker, and every program it runs reads the halt flag.
+`stream` always waits for its worker before it returns or raises, for the same reason: a daemon
+thread still inside XLA when the interpreter exits aborts the process.
 
 On CPU a program with host callbacks runs to its end in the thread that dispatched it, which is why
 the program runs in a worker thread and the caller drains a queue.
@@ -41,6 +42,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -49,14 +51,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
 
-__all__ = ["emit", "stream"]
+__all__ = ["emit", "stream", "wait"]
 
 T = TypeVar("T")
 
-# How often the caller wakes to hand the steps that arrived to the callback. Waking once per step
-# (a blocking queue.get) cost the decode loop about 15% more than batching the steps this way,
-# because every wake-up takes the GIL from the thread that runs the device's callbacks.
+# How often the caller wakes to hand the steps that arrived to the callback (and at once when the
+# program ends): the device loop never waits for the callback.
 POLL_SECONDS = 0.01
+# `wait` sleeps between polls from WAIT_FIRST_S up to WAIT_MAX_S (x1.5 each time): it returns at most
+# about 1 ms (or half the time waited so far) after the arrays are ready.
+WAIT_FIRST_S, WAIT_MAX_S = 5e-5, 1e-3
 
 
 class _Stream:
@@ -82,21 +86,17 @@ def _host_step(stream_id: np.ndarray, step: np.ndarray, values: np.ndarray) -> n
     return np.bool_(live.halt)
 
 
-def emit(stream_id: jax.Array, step: jax.Array, values: jax.Array, every: int = 1) -> jax.Array:
+def emit(stream_id: jax.Array, step: jax.Array, values: jax.Array) -> jax.Array:
     """Inside a compiled program: sends (step, values) to the stream's caller; returns halt ().
 
     Args:
       stream_id: () int32, the traced id `stream` passes to the program.
       step: () int, the loop's step.
       values: any array (e.g. (B,) tokens).
-      every: send only at steps divisible by it (the others return False without a host round trip).
     Returns:
       () bool: True once the caller asked the program to stop.
     """
-    send = lambda: io_callback(_host_step, jax.ShapeDtypeStruct((), jnp.bool_), stream_id, step, values)
-    if every == 1:
-        return send()
-    return jax.lax.cond(step % every == 0, send, lambda: jnp.bool_(False))
+    return io_callback(_host_step, jax.ShapeDtypeStruct((), jnp.bool_), stream_id, step, values)
 
 
 def _start(work: Callable[[], Any], live: _Stream) -> threading.Thread:
@@ -169,3 +169,21 @@ def _drain(q: queue.SimpleQueue) -> list:
 def _is_true(result: object) -> bool:
     """Only True itself halts: not the int `file.write` returns, nor any other truthy value."""
     return result is True or result is np.True_
+
+
+def wait(tree: T) -> T:
+    """`tree` once every array in it is ready; the wait can be interrupted by Ctrl-C.
+
+    Args:
+      tree: a pytree of `jax.Array`s, e.g. what a jitted program returned (dispatched asynchronously).
+    Returns:
+      `tree`.
+    Raises:
+      KeyboardInterrupt: at once on Ctrl-C; the computation finishes in the background.
+    """
+    pause = WAIT_FIRST_S
+    for leaf in jax.tree_util.tree_leaves(tree):
+        while hasattr(leaf, "is_ready") and not leaf.is_ready():
+            time.sleep(pause)
+            pause = min(pause * 1.5, WAIT_MAX_S)
+    return tree
