@@ -8,28 +8,35 @@ least 16, at most the context), so prompts of nearby lengths share a compiled pr
 Text is decoded per row, token by token, through an incremental UTF-8 decoder: a character split
 across tokens is emitted once complete, and the text streamed to `on_token` is exactly the text
 returned. A row ends at the end-of-text token (not included), at the first stop string (not
-included), or after `max_new_tokens`. Stop strings are found on the host: the compiled loop itself
-runs until every row has produced end-of-text or `max_new_tokens`.
+included), or after `max_new_tokens`. Stop strings are found on the host, step by step while the
+compiled loop runs (`generate_tokens(on_token=...)`, streaming.py in core): once every row has ended,
+the loop is told to stop; Ctrl-C (KeyboardInterrupt) or an exception raised by `on_token` stops it
+within a step or two and reaches the caller as itself. Without `on_token` and stop strings the loop
+runs without host round trips (the fastest program, and one JAX's persistent compilation cache can
+keep); its wait is interruptible (`streaming.wait`): Ctrl-C raises KeyboardInterrupt at once while
+the abandoned loop finishes in the background.
 """
 
 from __future__ import annotations
 
 import codecs
+import numbers
 import os
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from microgpt_core import SamplingError, generate_tokens
+from microgpt_core import SamplingError, generate_tokens, streaming
+from microgpt_core.sampling import check_rng, check_sampling
+from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import InferError, PromptTooLongError
 from microgpt_infer.model import Model, find_default_model, load_model
 
-__all__ = ["generate", "generate_text", "bucket_width"]
+__all__ = ["generate", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
 
 MIN_WIDTH = 16
 
@@ -101,37 +108,80 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-# One module-level host callback, so every streaming generation hits the same compiled program
-# (`generate_tokens` compiles per callback function); it forwards to the active generation's sink.
-_STREAM_LOCK = threading.Lock()
-_SINK: list[Callable[[int, np.ndarray], None] | None] = [None]
-
-
-def _stream_callback(step, tokens) -> None:
-    sink = _SINK[0]
-    if sink is not None:
-        sink(int(step), np.asarray(tokens))
-
-
 # ------------------------------------------------------------------------------------------------
-def _as_key(rng: jax.Array | int | None) -> jax.Array:
+# Arguments, all checked before anything is encoded or compiled.
+SEED_RANGE = (0, 2**32 - 1)  # distinct keys: without x64, jax.random.key keeps a seed's low 32 bits
+
+
+def check_seed(seed: object, name: str = "rng") -> int:
+    """`seed` as an int in `SEED_RANGE` (numpy integers too), or `InferError` naming `name`."""
+    lo, hi = SEED_RANGE
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool | np.bool_) or not lo <= seed <= hi:
+        raise InferError(
+            f"{name} must be an integer seed in [{lo}, {hi}] (2**32 - 1; JAX keeps 32 bits of a seed, so "
+            f"larger or negative seeds would repeat smaller ones), got {seed!r}"
+        )
+    return int(seed)
+
+
+def _as_key(rng: object) -> jax.Array:
+    """A typed key from a key (typed or legacy `PRNGKey`), an int seed, or None (a fresh seed)."""
     if rng is None:
-        return jax.random.key(secrets.randbits(31))
-    if isinstance(rng, int) and not isinstance(rng, bool):
-        return jax.random.key(rng)
-    if isinstance(rng, jax.Array):
-        return rng
-    raise InferError(f"rng must be a jax.random key, an int seed or None, got {type(rng).__name__}")
+        return jax.random.key(secrets.randbits(32))
+    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool | np.bool_):
+        return jax.random.key(check_seed(rng))
+    try:
+        return check_rng(rng)
+    except SamplingError as e:
+        raise InferError(f"{e}; or an integer seed in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], or None") from None
 
 
-def _stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+def _prompt_list(prompts: object) -> list[str]:
+    if isinstance(prompts, str):
+        return [prompts]
+    if not isinstance(prompts, list | tuple):
+        raise InferError(f"prompts must be a str or a list of str, got {type(prompts).__name__}")
+    if not prompts:
+        raise InferError("prompts is an empty list; pass a str or a list of at least one str")
+    for i, text in enumerate(prompts):
+        if not isinstance(text, str):
+            raise InferError(f"prompts[{i}] must be a str, got {type(text).__name__}")
+    return list(prompts)
+
+
+def _stop_strings(stop: object) -> tuple[str, ...]:
     if stop is None:
         return ()
-    stops = (stop,) if isinstance(stop, str) else tuple(stop)
-    for s in stops:
+    if isinstance(stop, str):
+        stops: tuple = (stop,)
+    elif isinstance(stop, list | tuple):
+        stops = tuple(stop)
+    else:
+        raise InferError(f"stop must be a str, a list of str or None, got {type(stop).__name__}")
+    for i, s in enumerate(stops):
+        which = "stop" if isinstance(stop, str) else f"stop[{i}]"
         if not isinstance(s, str) or not s:
-            raise InferError(f"stop strings must be non-empty str, got {s!r}")
+            raise InferError(f"{which} must be a non-empty str, got {s!r}")
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InferError(f"{which} holds a lone surrogate at index {e.start}: not Unicode") from None
     return stops
+
+
+def _encode(model: Model, texts: list[str], single: bool) -> list[list[int]]:
+    """Token ids of each prompt; `InvalidTextError` (lone surrogates) names the prompt."""
+    tokenizer = model.tokenizer
+    try:
+        return tokenizer.encode_batch(texts) if len(texts) > 1 else [tokenizer.encode(texts[0])]
+    except InvalidTextError:
+        for i, text in enumerate(texts):
+            try:
+                tokenizer.encode(text)
+            except InvalidTextError as e:
+                which = "the prompt" if single else f"prompts[{i}]"
+                raise InvalidTextError(f"{which}: {e}") from None
+        raise
 
 
 def generate(
@@ -155,14 +205,17 @@ def generate(
       model: from `load_model`.
       prompts: one text, or a list of texts of any lengths (generated together as one batch).
         An empty prompt starts from the end-of-text token.
-      rng: a `jax.random.key`, an int seed, or None for a fresh random seed.
-      max_new_tokens: N >= 1 new tokens at most per prompt.
-      temperature: τ >= 0; 0 is greedy (deterministic).
+      rng: a `jax.random.key(seed)`, a legacy `jax.random.PRNGKey(seed)`, an int seed in
+        [0, 2**32 - 1], or None for a fresh random seed.
+      max_new_tokens: N >= 1 new tokens at most per prompt (prompt + N within the context).
+      temperature: τ >= 0, finite; 0 is greedy (deterministic).
       top_k: sample among the k most likely tokens only (None: all).
       top_p: sample from the smallest set of tokens whose probability reaches p (None: all).
-      stop: a string or strings; a row ends before the first occurrence of any of them.
+      stop: a string or a list of strings; a row ends before the first occurrence of any of them.
       on_token: called as `on_token(row, text)` with each new piece of a row's text as it is
-        generated (streaming); the pieces of a row concatenate to its returned text.
+        generated (streaming), in the calling thread; the pieces of a row concatenate to its
+        returned text. An exception it raises stops the generation and reaches the caller as
+        itself; it may call `generate` itself.
       crop_prompt: keep only the last `context_length - max_new_tokens` tokens of a longer prompt,
         instead of raising `PromptTooLongError`.
     Returns:
@@ -170,27 +223,34 @@ def generate(
     Raises:
       PromptTooLongError: a prompt plus `max_new_tokens` exceeds the context (names the prompt).
       SamplingError, InferError: an argument out of range (names it and what is valid).
+      InvalidTextError: a prompt that is not valid Unicode (a lone surrogate; names the prompt).
+      KeyboardInterrupt: Ctrl-C; the generation stops within a few steps.
     """
     if not isinstance(model, Model):
         raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
     single = isinstance(prompts, str)
-    texts = [prompts] if single else list(prompts)
-    if not texts:
-        raise InferError("prompts is an empty list; pass a str or a list of at least one str")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InferError(f"prompts[{i}] must be a str, got {type(text).__name__}")
+    texts = _prompt_list(prompts)
     T = model.config.context_length
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < T:
+    if (
+        not isinstance(max_new_tokens, numbers.Integral)
+        or isinstance(max_new_tokens, bool | np.bool_)
+        or not 1 <= max_new_tokens < T
+    ):
         raise SamplingError(
             f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt token), "
             f"got {max_new_tokens!r}"
         )
+    max_new_tokens = int(max_new_tokens)
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
     stops = _stop_strings(stop)
     key = _as_key(rng)
+    if on_token is not None and not callable(on_token):
+        raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
+    if not isinstance(crop_prompt, bool):
+        raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
     enable_compilation_cache()
     tokenizer = model.tokenizer
-    ids = tokenizer.encode_batch(texts) if len(texts) > 1 else [tokenizer.encode(texts[0])]
+    ids = _encode(model, texts, single)
     room = T - max_new_tokens
     for i, row in enumerate(ids):
         if not row:
@@ -212,31 +272,25 @@ def generate(
 
     rows = [_RowText(model, stops) for _ in ids]
 
-    def consume(step: int, tokens: np.ndarray) -> None:
+    def consume(step: int, tokens: np.ndarray) -> bool:
+        """Decodes one step of every row; True (stop the loop) once every row has ended."""
         for r, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
             piece = row.push(token)
             if piece and on_token is not None:
                 on_token(r, piece)
+        return all(row.done for row in rows)
 
     kwargs = dict(
         rng=key, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
         eot_id=tokenizer.eot_id if tokenizer.eot_id < model.config.vocab_size else None,
     )  # fmt: skip
-    if on_token is None:
-        out = generate_tokens(model.params, model.config, prompt, lengths, **kwargs)
+    if on_token is None and not stops:  # nothing to do per step: one program, waited for (Ctrl-C works)
+        out = streaming.wait(generate_tokens(model.params, model.config, prompt, lengths, **kwargs))
         for step, tokens in enumerate(np.asarray(out.tokens).T):  # (N, B)
-            consume(step, tokens)
-    else:
-        with _STREAM_LOCK:
-            _SINK[0] = consume
-            try:
-                out = generate_tokens(
-                    model.params, model.config, prompt, lengths, on_token=_stream_callback, **kwargs
-                )
-                jax.block_until_ready(out.tokens)
-                jax.effects_barrier()  # every callback has run
-            finally:
-                _SINK[0] = None
+            if consume(step, tokens):
+                break
+    else:  # streamed: each step's text as it comes, and the loop ends once every row has stopped
+        generate_tokens(model.params, model.config, prompt, lengths, on_token=consume, **kwargs)
     for r, row in enumerate(rows):
         piece = row.finish()
         if piece and on_token is not None:
@@ -253,6 +307,11 @@ def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:
     """A `Model`, loading (once per source and file version) a folder or repo id given by name."""
     if isinstance(model, Model):
         return model
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise InferError(
+            f"model must be a Model, a model folder or a Hub repo id (str or path), or None, got "
+            f"{type(model).__name__}"
+        )
     source = os.fspath(model) if model is not None else find_default_model()
     path = Path(source).expanduser()
     stamp = tuple(
@@ -281,7 +340,8 @@ def generate_text(
     """The original microGPT call: `text` followed by up to `max_new_tokens` sampled tokens.
 
     Args:
-      rng: a `jax.random.key` (or an int seed).
+      rng: a `jax.random.key(seed)`, a legacy `jax.random.PRNGKey(seed)` (as the original took), or
+        an int seed.
       text: the prompt.
       max_new_tokens, temperature: as in the original (temperature 0: greedy).
       model: a `Model`, a model folder or a Hub repo id; default `$MICROGPT_MODEL`, else the newest
