@@ -19,6 +19,12 @@ GPT2_TINY = FIXTURES / "gpt2_tiny"
 TINY_INFER = GPTConfig(vocab_size=257, context_length=64, d_model=32, n_layers=2, n_heads=4)
 
 
+# Long enough to take many seconds for 4,000 tokens on 2 CPU cores (about 1.5 ms a step): for Ctrl-C.
+LONG_INFER = GPTConfig(
+    vocab_size=257, context_length=4096, d_model=256, n_layers=4, n_heads=4, positional="sinusoidal"
+)
+
+
 def byte_tokenizer() -> Tokenizer:
     return Tokenizer({bytes([b]): b for b in range(256)}, {"<|endoftext|>": 256}, name="bytes")
 
@@ -64,6 +70,12 @@ def compilation_cache_in_tmp(tmp_path_factory):
 def model_dir(tmp_path_factory) -> Path:
     """A microGPT model folder: config.json, model.safetensors, tokenizer files (do not modify)."""
     return save_model(tmp_path_factory.mktemp("model") / "model")
+
+
+@pytest.fixture(scope="session")
+def long_model_dir(tmp_path_factory) -> Path:
+    """A model folder of `LONG_INFER` (13 MB): a generation that runs for seconds."""
+    return save_model(tmp_path_factory.mktemp("long") / "model", LONG_INFER)
 
 
 @pytest.fixture

@@ -41,24 +41,94 @@ def test_reads_stdin_and_options(model_dir, model, capsys, monkeypatch):
     assert capsys.readouterr().out == expected + "\n"
 
 
+def one_error_line(err: str) -> str:
+    """The one `error: ...` line of a command's stderr (checked: exactly one, no traceback)."""
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["x", "--temperature", "-1"], "--temperature: must be a finite number >= 0"),
+        (["x", "--temperature", "nan"], "--temperature: must be a finite number >= 0"),
+        (["x", "--temperature", "inf"], "--temperature: must be a finite number >= 0"),
         (["x", "--top-k", "0"], "--top-k: must be >= 1"),
+        (["x", "--top-k", "1.5"], "--top-k: expected an integer, got '1.5'"),
         (["x", "--top-p", "2"], r"--top-p: must be in \(0, 1\]"),
+        (["x", "--top-p", "nan"], r"--top-p: must be in \(0, 1\]"),
         (["x", "--max-new-tokens", "many"], "expected an integer"),
+        (["x", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
+        (["x", "--seed", "1e29"], "--seed: expected an integer, got '1e29'"),
+        (["x", "--seed", str(10**29)], r"--seed: must be an integer in \[0, 4294967295\]"),
+        (["x", "--seed", "-1"], r"--seed: must be an integer in \[0, 4294967295\]"),
+        (["x", "--seed", str(2**32)], r"--seed: must be an integer in \[0, 4294967295\]"),
         (["x", "--bogus"], "unrecognized arguments"),
         (["x", "--model", "/no/such/folder"], "no such folder"),
         (["x", "--max-new-tokens", "64"], r"max_new_tokens must be an integer in \[1, 63\]"),
+        (["x", "--stop", ""], "stop\\[0\\] must be a non-empty str"),
+        (["a\udc80b"], r"the prompt: .*lone surrogate '\\udc80' at index 1"),
+        (["x" * 60, "--max-new-tokens", "12"], "the prompt has 60 tokens.*--crop-prompt"),
     ],
+    ids=repr,
 )
-def test_bad_input_exits_2_with_an_error_line(model_dir, capsys, argv, message):
+def test_bad_input_exits_2_with_one_error_line_and_nothing_on_stdout(model_dir, capsys, argv, message):
     argv = argv if "--model" in argv else [*argv, "--model", str(model_dir)]
     assert run(main, argv) == 2
-    err = capsys.readouterr().err
-    assert "error: " in err and "Traceback" not in err
-    assert re.search(message, err), err
+    out, err = capsys.readouterr()
+    assert out == ""  # the prompt is echoed only once the generation has started
+    assert re.search(message, one_error_line(err)), err
+
+
+def test_prompts_at_the_boundaries_generate(model_dir, model, capsys):
+    greedy = ["--model", str(model_dir), "--temperature", "0", "--max-new-tokens", N]
+    assert main(["", *greedy]) == 0  # empty: starts from end-of-text
+    assert capsys.readouterr().out == generate(model, "", rng=0, max_new_tokens=12, temperature=0) + "\n"
+    long = "".join(chr(97 + i % 26) for i in range(60))
+    assert main([long, *greedy, "--crop-prompt", "--seed", "4294967295"]) == 0
+    expected = generate(model, long, rng=0, max_new_tokens=12, temperature=0, crop_prompt=True)
+    assert capsys.readouterr().out == long + expected + "\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "offset", "byte"),
+    [(b"ok \xff\xfe", 3, "0xff"), (b"\xc3", 0, "0xc3"), (b"caf\xc3\xa9 \xe9t\xe9", 6, "0xe9")],
+)
+def test_stdin_that_is_not_utf8_is_one_error_line(model_dir, capsys, monkeypatch, data, offset, byte):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    assert main(["--model", str(model_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    line = one_error_line(err)
+    assert line.startswith("error: stdin is not UTF-8 text") and f"{byte} at offset {offset}" in line
+
+
+def test_ctrl_c_stops_a_generation_promptly_with_status_130(long_model_dir):
+    """A real process and a real SIGINT once output has started: it would otherwise run for seconds."""
+    import select
+    import signal
+    import time
+
+    exe = Path(sys.executable).parent / "generate"
+    argv = [str(exe), "x", "--model", str(long_model_dir), "--max-new-tokens", "4000", "--temperature", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no output within 120 s"
+        first = os.read(proc.stdout.fileno(), 4096)
+        assert first.startswith(b"x")
+        time.sleep(0.2)  # tokens are streaming
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+        stopped = time.perf_counter() - start
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert stopped < 3.0, stopped  # 4,000 tokens take about 6 s here: it stopped, it did not finish
+    assert b"Traceback" not in err and err == b"", err.decode()
+    assert len((first + rest).decode()) < 4000
 
 
 def test_no_model_anywhere_says_how_to_get_one(tmp_path, monkeypatch, capsys):
@@ -84,7 +154,7 @@ def test_installed_command_streams_from_stdin(model_dir, tmp_path):
     expected = generate(load_model(model_dir), "Hello", rng=0, max_new_tokens=12, temperature=0)
     assert ok.stdout == "Hello" + expected + "\n"
     bad = subprocess.run([str(exe), "x", "--top-p", "0"], capture_output=True, text=True, env=env, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.splitlines()[-1].startswith("error: ")
+    assert bad.returncode == 2 and one_error_line(bad.stderr) and bad.stdout == ""
 
 
 def run(entry, argv) -> int:
@@ -99,6 +169,7 @@ def test_debug_shows_the_traceback(capsys):
     assert main(["x", "--model", "/no/such/folder", "--debug"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: ")
+    assert len([line for line in err.splitlines() if line.startswith("error: ")]) == 1
 
 
 def test_push_to_hub_cli_uploads(hub, model_dir, monkeypatch, capsys):

@@ -4,7 +4,11 @@
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
 
-Bad input prints `error: ...` on stderr and exits 2 (a traceback only with --debug).
+Bad input prints one `error: ...` line on stderr and exits 2 (a traceback only with --debug), and
+nothing reaches stdout before the generation has started: every argument is checked first, and the
+prompt is echoed with the first piece of the continuation. Ctrl-C stops a generation within a few
+steps and exits 130. The parser and the error line are `microgpt_data.commands`', shared by every
+microGPT command.
 """
 
 from __future__ import annotations
@@ -13,15 +17,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from microgpt_data.commands import Parser, fail
+
 __all__ = ["main", "push_main"]
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors read `error: ...` like every other error of these commands."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(2, f"error: {message}\n")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 def _parse(text: str, cast: type) -> int | float:
@@ -54,26 +54,36 @@ def _probability(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    from microgpt_infer.generation import SEED_RANGE  # imports JAX, which generating needs anyway
+
+    value = _parse(text, int)
+    lo, hi = SEED_RANGE
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {text}")
+    return value
+
+
 def _generate_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog="generate",
         description="Sample a continuation of a prompt from a microGPT model (or a GPT-2 checkpoint), "
         "streaming it to stdout as it is generated.",
         epilog="The model defaults to $MICROGPT_MODEL, else the newest runs/*/model under the current "
-        "folder.",
+        "folder. Ctrl-C stops the generation (exit status 130).",
     )
-    p.add_argument("prompt", nargs="?", help="the prompt text (default: read stdin)")
+    p.add_argument("prompt", nargs="?", help="the prompt text (default: read stdin, UTF-8)")
     p.add_argument("--model", help="a model folder or a Hugging Face Hub repo id (org/name)")
     p.add_argument("--revision", help="Hub branch, tag or commit (Hub repo ids only)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=50, help="tokens to generate at most (50)")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=50, help="tokens to generate at most")
     p.add_argument(
-        "--temperature", type=_nonnegative_float, default=1.0, help="sampling temperature; 0 is greedy (1.0)"
+        "--temperature", type=_nonnegative_float, default=1.0, help="sampling temperature; 0 is greedy"
     )
     p.add_argument("--top-k", type=_positive_int, default=None, help="sample among the k most likely tokens")
     p.add_argument(
         "--top-p", type=_probability, default=None, help="nucleus sampling: smallest set of mass >= p"
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, an integer in [0, 2**32 - 1]")
     p.add_argument(
         "--stop", action="append", default=None, metavar="TEXT", help="stop before TEXT (repeatable)"
     )
@@ -87,59 +97,70 @@ def _generate_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(err: BaseException, debug: bool) -> int:
-    if debug:
-        import traceback
+class _StdinError(ValueError):
+    pass
 
-        traceback.print_exception(err)
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+
+def _read_stdin() -> str:
+    """The whole of stdin as UTF-8 text; `_StdinError` naming the offset of the first bad byte."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # a text stream without bytes underneath (io.StringIO): already text
+        return sys.stdin.read()
+    data = stream.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _StdinError(
+            f"stdin is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} ({e.reason}); "
+            "convert it first (e.g. iconv -t UTF-8)"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`generate`: prompt argument or stdin; streams tokens as they are generated."""
     args = _generate_parser().parse_args(argv)
-    prompt = args.prompt
-    if prompt is None:
-        if sys.stdin is None or sys.stdin.isatty():
-            print(
-                "error: give a prompt argument or pipe text to stdin (see generate --help)", file=sys.stderr
-            )
-            return 2
-        prompt = sys.stdin.read()
+    started: list[bool] = []  # anything written to stdout yet?
     try:
+        if args.prompt is not None:
+            prompt = args.prompt
+        elif sys.stdin is None or sys.stdin.isatty():
+            raise _StdinError("give a prompt argument or pipe text to stdin (see generate --help)")
+        else:
+            prompt = _read_stdin()
         import jax
 
-        from microgpt_infer.errors import InferError
         from microgpt_infer.generation import generate
         from microgpt_infer.model import find_default_model, load_model
 
         model = load_model(args.model or find_default_model(), args.revision)
-        if not args.no_prompt_echo:
-            sys.stdout.write(prompt)
-            sys.stdout.flush()
+        echo = [] if args.no_prompt_echo else [prompt]  # written with the first piece, not before
 
-        def on_token(row: int, text: str) -> None:
+        def write(text: str) -> None:
+            if echo:
+                sys.stdout.write(echo.pop())
             sys.stdout.write(text)
             sys.stdout.flush()
+            started.append(True)
 
         generate(
             model, prompt, rng=jax.random.key(args.seed), max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
-            on_token=on_token, crop_prompt=args.crop_prompt,
+            on_token=lambda row, text: write(text), crop_prompt=args.crop_prompt,
         )  # fmt: skip
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    except (InferError, ValueError, OSError) as err:  # ours, core's and data's errors are ValueErrors
-        return _fail(err, args.debug)
+        write("\n")
     except KeyboardInterrupt:
-        return 130
+        if started:  # end the line the continuation was on
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as err:  # ours, core's and data's errors are ValueErrors
+        return fail(err, args.debug)
     return 0
 
 
 def push_main(argv: Sequence[str] | None = None) -> int:
     """`push-to-hub MODEL_DIR REPO_ID`: uploads a model folder to the Hugging Face Hub."""
-    p = _Parser(
+    p = Parser(
         prog="push-to-hub",
         description="Upload a model folder (weights, config, tokenizer files, model card) to the Hugging "
         "Face Hub as one commit. The token comes from $HF_TOKEN or `hf auth login`.",
@@ -158,8 +179,10 @@ def push_main(argv: Sequence[str] | None = None) -> int:
             args.model_dir, args.repo_id, private=args.private, revision=args.revision,
             commit_message=args.commit_message,
         )  # fmt: skip
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except (ValueError, OSError) as err:
-        return _fail(err, args.debug)
+        return fail(err, args.debug)
     print(url)
     return 0
 
