@@ -18,7 +18,9 @@ on another host (`localhost` instead of `127.0.0.1`, standing in for the CDN), w
 Private repos answer 401 with `X-Error-Code: RepoNotFound` (as the Hub does) unless the request
 carries `Authorization: Bearer <token>`. `truncate` names files whose GET body is cut to half of
 the size that HEAD announced; `drop_once` names files whose next GET announces every byte, sends
-half and hangs up. Every request is logged in `requests`.
+half and hangs up. `silent` makes the server accept every connection and never answer (until it
+shuts down); `fail_with` answers every request with that HTTP status. Every request is logged in
+`requests`.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class FakeHub:
     cdn_suffixes: tuple[str, ...] = (".safetensors",)
     requests: list[Request] = field(default_factory=list)
     url: str = ""
+    silent: bool = False
+    fail_with: int | None = None
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def add_folder(self, repo_id: str, folder: Path, *, private: bool = False) -> Repo:
         files = {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
@@ -127,19 +132,29 @@ def _handler(hub: FakeHub):
                 return None
             return repo
 
-        def _record(self, body: bytes = b"") -> str:
+        def _record(self, body: bytes = b"") -> str | None:
+            """The request's path, or None once it was answered by `silent` or `fail_with`."""
             path = unquote(urlsplit(self.path).path)
             keep = ("authorization", "content-type", "range", "user-agent")
             headers = {k.title(): v for k, v in self.headers.items() if k.lower() in keep}
             hub.requests.append(Request(self.command, self.path, headers, body))
+            if hub.silent:
+                hub.closing.wait()  # never answer; the connection drops when the server stops
+                self.close_connection = True
+                return None
+            if hub.fail_with is not None:
+                self._json(hub.fail_with, {"error": f"fake Hub failure {hub.fail_with}"})
+                return None
             return path
 
         # -------------------------------------------------------------- download
         def do_HEAD(self) -> None:
-            self._get(self._record())
+            if (path := self._record()) is not None:
+                self._get(path)
 
         def do_GET(self) -> None:
-            self._get(self._record())
+            if (path := self._record()) is not None:
+                self._get(path)
 
         def _get(self, path: str) -> None:
             if m := _REVISION.match(path):
@@ -202,6 +217,8 @@ def _handler(hub: FakeHub):
         def do_POST(self) -> None:
             body = self._body()
             path = self._record(body)
+            if path is None:
+                return
             if path == "/api/repos/create":
                 if self.headers.get("Authorization") != f"Bearer {hub.token}":
                     self._json(401, {"error": "Invalid credentials in Authorization header"})
@@ -249,12 +266,23 @@ class HubServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.hub))
         self._server.daemon_threads = True
         self.hub.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> FakeHub:
         self._thread.start()
         return self.hub
 
     def __exit__(self, *exc) -> None:
+        self.hub.closing.set()  # silent handlers return
         self._server.shutdown()
         self._server.server_close()
+
+
+def closed_port_url() -> str:
+    """An http URL on 127.0.0.1 where nothing listens: connections are refused at once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

@@ -47,19 +47,20 @@ def test_offline_reads_the_cache_and_requests_nothing(hub, model_dir, monkeypatc
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert load_model("org/tiny").source == first.source
     assert hub.calls() == []
-    with pytest.raises(HubError, match=r"'org/other' is not in the Hugging Face cache .*HF_HUB_OFFLINE"):
+    with pytest.raises(HubError, match=r"'org/other' on \S+ is not in the Hugging Face cache .*OFFLINE"):
         load_model("org/other")
     assert hub.calls() == []
 
 
 def test_missing_repo_is_a_clear_error(hub):
-    with pytest.raises(HubError, match=r"'org/missing' not found: check the spelling.*no local folder"):
+    message = r"'org/missing' on http://127\.0\.0\.1:\d+ not found: check the spelling.*no local folder"
+    with pytest.raises(HubError, match=message):
         load_model("org/missing")
 
 
 def test_private_repo_needs_the_token_from_hf_token(hub, model_dir, monkeypatch):
     hub.add_folder("org/secret", model_dir, private=True)
-    with pytest.raises(HubError, match=r"'org/secret' not found: it is private .*401.*HF_TOKEN"):
+    with pytest.raises(HubError, match=r"'org/secret' on \S+ not found: it is private .*401.*HF_TOKEN"):
         load_model("org/secret")
     monkeypatch.setenv("HF_TOKEN", "hf_wrong")
     with pytest.raises(HubError, match=r"'org/secret'.*HF_TOKEN"):
@@ -82,7 +83,7 @@ def test_unknown_revision(hub, model_dir):
 def test_truncated_download_raises_and_keeps_nothing_broken(hub, model_dir, model):
     hub.add_folder("org/tiny", model_dir)
     hub.truncate.add("model.safetensors")
-    with pytest.raises(HubError, match=r"'org/tiny': download failed .*(size|Consistency)"):
+    with pytest.raises(HubError, match=r"'org/tiny' on \S+: download failed .*(size|Consistency)"):
         load_model("org/tiny")
     hub.truncate.clear()
     assert_same_params(load_model("org/tiny"), model)  # the next try downloads it whole
@@ -133,3 +134,115 @@ def test_push_to_hub_errors(hub, model_dir, model_copy, tmp_path):
     with pytest.raises(ModelFileError, match="not a folder"):
         push_to_hub(tmp_path / "nope", "me/x")
     assert not [c for c in hub.calls("POST") if "commit" in c]
+
+
+# ------------------------------------------------------------------------------------------------
+# A Hub that is down, silent or failing: one HubError naming the endpoint, in bounded time.
+FAILURES = ["refused", "silent", "500", "503", "404", "401"]
+BOUND_S = 20  # with MICROGPT_HUB_TIMEOUT=1: one timeout, no retries of the first requests
+
+
+@pytest.fixture(params=FAILURES)
+def broken_hub(request, tmp_path, monkeypatch, model_dir):
+    """(kind, endpoint): the environment points at a Hub that fails in the way `kind` says."""
+    from tests.infer.hub_server import HubServer, closed_port_url
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "1")
+    monkeypatch.setenv("HF_TOKEN", "hf_good_token")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    if request.param == "refused":
+        url = closed_port_url()
+        monkeypatch.setenv("HF_ENDPOINT", url)
+        yield request.param, url
+        return
+    with HubServer() as fake:
+        fake.add_folder("org/tiny", model_dir)
+        if request.param == "silent":
+            fake.silent = True
+        else:
+            fake.fail_with = int(request.param)
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        yield request.param, fake.url
+
+
+def _expected(kind: str) -> str:
+    return {
+        "refused": r"cannot reach the Hugging Face Hub at {url} \(ConnectError",
+        "silent": r"cannot reach the Hugging Face Hub at {url} \(ReadTimeout.*MICROGPT_HUB_TIMEOUT=1 s",
+        "500": r"the Hub (at {url} )?answered .*500.*try again later",
+        "503": r"the Hub (at {url} )?answered .*503.*try again later",
+        "404": r"(not found|404)",
+        "401": r"(401|HF_TOKEN)",
+    }[kind]
+
+
+def test_download_from_a_broken_hub_is_one_clear_error(broken_hub):
+    import re
+    import time
+
+    kind, url = broken_hub
+    start = time.perf_counter()
+    with pytest.raises(HubError) as info:
+        load_model("org/tiny")
+    assert time.perf_counter() - start < BOUND_S
+    message = str(info.value)
+    assert "'org/tiny'" in message and url in message and "\n" not in message
+    assert re.search(_expected(kind).format(url=re.escape(url)), message), message
+
+
+def test_push_to_a_broken_hub_is_one_clear_error(broken_hub, model_dir):
+    import re
+    import time
+
+    kind, url = broken_hub
+    start = time.perf_counter()
+    with pytest.raises(HubError) as info:
+        push_to_hub(model_dir, "me/pushed")
+    assert time.perf_counter() - start < BOUND_S
+    message = str(info.value)
+    assert "'me/pushed'" in message and url in message and "\n" not in message
+    expected = {"404": "answered .*404", "401": "answered .*401.*HF_TOKEN"}.get(kind, _expected(kind))
+    assert re.search(expected.format(url=re.escape(url)), message), message
+
+
+def test_the_commands_print_one_error_line_for_a_broken_hub(broken_hub, model_dir, capsys):
+    import time
+
+    from microgpt_infer.cli import main, push_main
+    from tests.infer.test_cli import one_error_line
+
+    kind, url = broken_hub
+    for command, argv in ((main, ["hi", "--model", "org/tiny"]), (push_main, [str(model_dir), "me/pushed"])):
+        start = time.perf_counter()
+        assert command(argv) == 2
+        assert time.perf_counter() - start < BOUND_S
+        out, err = capsys.readouterr()
+        assert out == "" and url in one_error_line(err)
+
+
+def test_a_bad_timeout_setting_is_refused(hub, monkeypatch):
+    monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "soon")
+    with pytest.raises(HubError, match=r"MICROGPT_HUB_TIMEOUT must be a number of seconds > 0, got 'soon'"):
+        load_model("org/tiny")
+    assert hub.calls() == []
+
+
+def test_a_client_factory_of_the_user_is_kept(hub, model_dir, monkeypatch):
+    from huggingface_hub.utils import _http
+
+    made = []
+
+    def factory():
+        made.append(_http.default_client_factory())
+        return made[-1]
+
+    monkeypatch.setattr(_http, "_GLOBAL_CLIENT_FACTORY", _http._GLOBAL_CLIENT_FACTORY)  # restored after
+    _http.set_client_factory(factory)
+    hub.add_folder("org/tiny", model_dir)
+    load_model("org/tiny")
+    assert made and _http._GLOBAL_CLIENT_FACTORY is factory
+    _http.close_session()

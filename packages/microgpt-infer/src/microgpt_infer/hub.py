@@ -8,16 +8,48 @@ repository and says what to do.
 
 `push_to_hub` creates the repository if needed and uploads one commit holding the weights, the
 config, the tokenizer files and a model card (`README.md`, written if the folder has none).
+
+Time bound. huggingface_hub 2.4's shared HTTP client has no timeout, and some of its calls pass
+``timeout=None`` explicitly (the repository lookup that starts a download, every upload call), so a
+Hub that accepts the connection and never answers would hang them forever. Unless you installed a
+client factory of your own (`huggingface_hub.set_client_factory`, whose client is then left as it
+is), this module installs one: the library's default client plus a request hook that caps every
+request's connect, read, write and pool timeouts at `MICROGPT_HUB_TIMEOUT` seconds (default 10; read
+at each request). So:
+
+- an unreachable Hub (connection refused, no route) fails at once, a silent one after one timeout
+  (the first request, which the library does not retry), both with a `HubError` naming the endpoint;
+- a Hub that answers the first requests and then stops mid-download: huggingface_hub retries each
+  file request that times out or fails 5 times, sleeping 1, 2, 4, 8 and 8 s between tries, so it
+  fails after at most 6 timeouts + 23 s per file (83 s with the default; files download 4 at a time);
+- uploads are not retried: each of their requests fails after one timeout.
+
+Network errors and the Hub's HTTP errors never leave this module as a library traceback: every one
+becomes a `HubError` naming the repository and the endpoint (`HF_ENDPOINT`, else
+https://huggingface.co).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from microgpt_infer.errors import HubError, ModelFileError
 
-__all__ = ["MODEL_FILES", "download", "push_to_hub", "model_card"]
+__all__ = [
+    "MODEL_FILES",
+    "TIMEOUT_ENV",
+    "DEFAULT_TIMEOUT",
+    "download",
+    "endpoint",
+    "push_to_hub",
+    "model_card",
+]
+
+TIMEOUT_ENV = "MICROGPT_HUB_TIMEOUT"
+DEFAULT_TIMEOUT = 10.0  # seconds a request may wait to connect, or for the next bytes
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 # Everything a model folder of either layout may hold (model.py): nothing else is fetched or pushed.
 MODEL_FILES = (
@@ -43,6 +75,71 @@ def _cache_dir() -> str | None:
     return None
 
 
+def endpoint() -> str:
+    """The Hub the requests go to: `$HF_ENDPOINT`, else https://huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
+
+
+def _timeout() -> float:
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise HubError(f"${TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _cap_timeouts(request) -> None:
+    """httpx request hook: no connect, read, write or pool wait longer than `_timeout()` seconds."""
+    limit = _timeout()
+    timeouts = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        kind: limit if timeouts.get(kind) is None else min(timeouts[kind], limit)
+        for kind in ("connect", "read", "write", "pool")
+    }
+
+
+def _bounded_client_factory():
+    """huggingface_hub's default HTTP client, with `_cap_timeouts` among its request hooks."""
+    from huggingface_hub.utils import _http
+
+    client = _http.default_client_factory()
+    hooks = client.event_hooks
+    client.event_hooks = {**hooks, "request": [*hooks.get("request", []), _cap_timeouts]}
+    return client
+
+
+def _bound_requests() -> None:
+    """Installs `_bounded_client_factory` unless the user installed a client factory of their own."""
+    from huggingface_hub.utils import _http
+
+    _timeout()  # a bad $MICROGPT_HUB_TIMEOUT is refused before any request
+    current = getattr(_http, "_GLOBAL_CLIENT_FACTORY", None)
+    if current is _http.default_client_factory:  # not ours yet, and not the user's
+        _http.set_client_factory(_bounded_client_factory)
+
+
+def _network_error(e: BaseException | None) -> bool:
+    """Whether `e` is a transport failure (refused, reset, timed out, DNS, proxy, TLS) of any client."""
+    names = {"TransportError", "TimeoutException", "NetworkError", "ConnectionError", "Timeout"}
+    return e is not None and (
+        isinstance(e, ConnectionError | TimeoutError)
+        or any(c.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "requests", "urllib3")
+               and c.__name__ in names for c in type(e).__mro__)
+    )  # fmt: skip
+
+
+def _unreachable(e: BaseException) -> str:
+    return (
+        f"cannot reach the Hugging Face Hub at {endpoint()} ({type(e).__name__}: {_first_line(e)}); check "
+        f"the network and HF_ENDPOINT (each request waits at most ${TIMEOUT_ENV}={_timeout():g} s)"
+    )
+
+
 def _token(token: str | bool | None) -> str | bool | None:
     if token is None:
         return os.environ.get("HF_TOKEN") or None  # None: huggingface_hub's saved login, if any
@@ -64,16 +161,19 @@ def download(repo_id: str, *, revision: str | None = None, token: str | bool | N
 
     offline = _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE")
     where = f"Hugging Face Hub repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    where += f" on {endpoint()}"
+    _bound_requests()
     try:
         folder = huggingface_hub.snapshot_download(
             repo_id,
             revision=revision,
             token=_token(token),
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
+            endpoint=endpoint(),
             cache_dir=_cache_dir(),
             allow_patterns=list(MODEL_FILES),
             local_files_only=offline,
             max_workers=4,
+            etag_timeout=_timeout(),
         )
     except errors.GatedRepoError:
         raise HubError(
@@ -91,26 +191,42 @@ def download(repo_id: str, *, revision: str | None = None, token: str | bool | N
         raise HubError(f"{where} not found: {hint}") from None
     except errors.RevisionNotFoundError:
         raise HubError(f"{where}: no such branch, tag or commit; leave revision unset for 'main'") from None
-    except errors.LocalEntryNotFoundError:
-        reason = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
-        raise HubError(
-            f"{where} is not in the Hugging Face cache ({_cache_dir() or 'default location'}) and "
-            f"{reason}; connect and unset HF_HUB_OFFLINE to download it once"
-        ) from None
+    except errors.LocalEntryNotFoundError as e:
+        cached = f"{where} is not in the Hugging Face cache ({_cache_dir() or 'default location'})"
+        cause = e.__cause__
+        if offline:
+            reason = "HF_HUB_OFFLINE is set; connect and unset HF_HUB_OFFLINE to download it once"
+        elif _network_error(cause):
+            reason = _unreachable(cause)
+        elif isinstance(cause, errors.HfHubHTTPError):
+            reason = f"the Hub answered {_first_line(cause)}{_status_hint(cause, 'read')}"
+        else:
+            reason = "the Hub could not be reached; try again"
+        raise HubError(f"{cached} and {reason}") from None
     except errors.HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else None
-        hint = "; set HF_TOKEN to a valid token with read access" if status in (401, 403) else ""
-        raise HubError(f"{where}: the Hub answered {_first_line(e)}{hint}") from None
-    except (OSError, ConnectionError) as e:  # network errors, cut-off downloads, size mismatches
-        raise HubError(
-            f"{where}: download failed ({type(e).__name__}: {e}); nothing partial was kept in the cache, "
-            "try again"
-        ) from None
-    except Exception as e:  # httpx's transport errors are not OSErrors
-        if type(e).__module__.startswith(("httpx", "httpcore")):
-            raise HubError(f"{where}: download failed ({type(e).__name__}: {e}); try again") from None
+        raise HubError(f"{where}: the Hub answered {_first_line(e)}{_status_hint(e, 'read')}") from None
+    except Exception as e:
+        if _network_error(e):  # after huggingface_hub's own retries
+            raise HubError(f"{where}: download failed: {_unreachable(e)}") from None
+        if isinstance(e, OSError):  # cut-off downloads, size mismatches, a full disk
+            raise HubError(
+                f"{where}: download failed ({type(e).__name__}: {_first_line(e)}); nothing partial was kept "
+                "in the cache, try again"
+            ) from None
         raise
     return Path(folder)
+
+
+def _status_hint(e, access: str) -> str:
+    """What to do about an HTTP error status from the Hub."""
+    status = e.response.status_code if getattr(e, "response", None) is not None else None
+    if status in (401, 403):
+        return f"; set HF_TOKEN to a valid token with {access} access"
+    if status == 404:
+        return "; check the repo id (org/name) and HF_ENDPOINT"
+    if status is not None and status >= 500:
+        return "; the Hub failed: try again later"
+    return ""
 
 
 def _first_line(e: BaseException) -> str:
@@ -198,18 +314,19 @@ def push_to_hub(
             path_or_fileobj=str(readme) if readme.is_file() else card.encode("utf-8"),
         )
     )
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=_token(token))
+    api = HfApi(endpoint=endpoint(), token=_token(token))
+    what = f"upload of {model_dir} to Hub repo {repo_id!r} failed"
+    _bound_requests()
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
     except errors.HfHubHTTPError as e:
-        status = e.response.status_code if e.response is not None else None
-        hint = " (set HF_TOKEN to a token with write access)" if status in (401, 403) else ""
-        raise HubError(
-            f"upload of {model_dir} to Hub repo {repo_id!r} failed: {_first_line(e)}{hint}"
-        ) from None
-    except (OSError, ConnectionError) as e:
-        raise HubError(
-            f"upload of {model_dir} to Hub repo {repo_id!r} failed: {type(e).__name__}: {e}"
-        ) from None
+        hint = _status_hint(e, "write")
+        raise HubError(f"{what}: the Hub at {endpoint()} answered {_first_line(e)}{hint}") from None
+    except Exception as e:
+        if _network_error(e):
+            raise HubError(f"{what}: {_unreachable(e)}") from None
+        if isinstance(e, OSError):
+            raise HubError(f"{what}: {type(e).__name__}: {_first_line(e)}") from None
+        raise
     return str(info.commit_url)
