@@ -34,7 +34,7 @@ from microgpt_core.files import DiskFullError, is_disk_full, replace_folder, wri
 from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
-from microgpt_train.export import export_model, write_model_folder
+from microgpt_train.export import export_model, typed_path, write_model_folder
 from microgpt_train.metrics import MetricsLog, flops_per_token, peak_flops_per_device, unigram_entropy
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
 from microgpt_train.pipeline import make_loader, resolve_tokenizer
@@ -373,7 +373,7 @@ class _Trainer:
 
     def _goodbye(self, summary: dict[str, Any], model: Path) -> None:
         loss = summary.get("eval_loss", float("nan"))
-        where = _as_typed(model)
+        where = typed_path(model)
         prefix = "uv run " if os.environ.get("UV") else ""
         prompt = json.dumps(self.run.sample_prompt)
         self.say(
@@ -382,14 +382,6 @@ class _Trainer:
             f"next:\n  {prefix}generate --model {where} {prompt}\n"
             f"  {prefix}evaluate --model {where} --data {self.run.data}"
         )
-
-
-def _as_typed(path: Path) -> str:
-    """`path` relative to the working folder when it is below it (as the user would type it)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 class _Clock:

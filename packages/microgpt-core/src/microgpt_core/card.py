@@ -1,0 +1,155 @@
+"""The model card: the `README.md` of a model folder, on disk and on the Hugging Face Hub.
+
+One writer for every card (the export of `microgpt-train`, `push-to-hub` of `microgpt-infer`): what
+the model is (its configuration), how it was trained and how good it is (the run's summary, when
+there is one), and how to use it from where the card is read: the `location` in its snippets is
+the folder's path as the user typed it on disk, and the repo id once pushed. `is_generated(text)`
+tells a card written here (which `push-to-hub` writes again for the repo id) from a card a user
+wrote (which is uploaded as it is).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from microgpt_core.config import GPTConfig
+
+__all__ = ["MARKER", "is_generated", "model_card"]
+
+MARKER = "<!-- microgpt model card: push-to-hub rewrites it for the repo; edit it and it is kept as is -->"
+_FRONT_MATTER = """---
+library_name: microgpt
+pipeline_tag: text-generation
+tags:
+- microgpt
+- jax
+- text-generation
+---
+"""
+
+
+def is_generated(text: str) -> bool:
+    """Whether `text` is a card this module wrote and nobody edited since (its marker is intact)."""
+    return text.startswith(_FRONT_MATTER) and MARKER in text
+
+
+def model_card(
+    config: GPTConfig,
+    location: str,
+    *,
+    name: str,
+    n_params: int,
+    summary: dict[str, Any] | None = None,
+    on_hub: bool = False,
+) -> str:
+    """A Markdown card with Hub metadata.
+
+    Args:
+      config: the model's configuration.
+      location: what `load_model` takes to read this model where the card is read (a folder path as
+        typed from the folder the user works in, or a Hub repo id).
+      name: the title (the run's or the repo's name).
+      n_params: the parameter count.
+      summary: a training run's summary (`training_summary.json`: step, tokens, eval_loss,
+        unigram_entropy, train_seconds, sample, and `run`, the run config); None for a model that
+        was not trained by microgpt-train.
+      on_hub: `location` is a Hub repo id (the card then shows no local-folder snippet).
+    """
+    summary = summary or {}
+    run = summary.get("run") or {}
+    rows = [
+        ("parameters", f"{n_params:,}"),
+        ("layers x width x heads", f"{config.n_layers} x {config.d_model} x {config.n_heads}"),
+        ("context / vocabulary", f"{config.context_length} / {config.vocab_size}"),
+        ("positions", config.positional),
+    ]
+    if run:
+        eval_loss = summary.get("eval_loss")
+        ppl = math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None
+        rows += [
+            ("training data", f"`{run.get('data')}`"),
+            (
+                "steps x batch x context",
+                f"{summary.get('step')} of {run.get('max_steps')} x "
+                f"{run.get('batch_size')} x {config.context_length}",
+            ),  # fmt: skip
+            ("tokens seen", f"{summary.get('tokens', 0):,}"),
+            ("validation loss (nats/token)", _fmt(eval_loss)),
+            ("validation perplexity", _fmt(ppl)),
+            ("unigram baseline (nats/token)", _fmt(summary.get("unigram_entropy"))),
+            ("training time (s)", _fmt(summary.get("train_seconds"), 0)),
+        ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    prompt = run.get("sample_prompt", "Once upon a time")
+    if not run:
+        status = "A microGPT decoder-only Transformer"
+    elif summary.get("step") == run.get("max_steps"):
+        status = "A microGPT decoder-only Transformer trained with `microgpt-train`: the finished run"
+    else:
+        status = (
+            "A microGPT decoder-only Transformer trained with `microgpt-train`: a checkpoint at step "
+            f"{summary.get('step')} of {run.get('max_steps')} (the run had not finished)"
+        )
+    sections = [
+        _FRONT_MATTER,
+        MARKER,
+        "",
+        f"# {name}",
+        "",
+        f"{status}, stored as `config.json` + `model.safetensors` with its tokenizer files.",
+        "",
+        "| | |\n|---|---|\n" + table,
+        "",
+        "## Use",
+        "",
+        f"`pip install microgpt-infer`, then (`{location}` is this model, as you would name it here):",
+        "",
+        "```python",
+        "import jax",
+        "from microgpt_infer import generate, load_model",
+        "",
+        f"model = load_model({json.dumps(location)})",
+        f"print(generate(model, {json.dumps(prompt)}, rng=jax.random.key(0), max_new_tokens=50))",
+        "```",
+        "",
+        "```bash",
+        f"generate --model {location} {json.dumps(prompt)}",
+        "```",
+    ]
+    if not on_hub:
+        sections += [
+            "",
+            "Or with `microgpt-core` and `microgpt-data` only:",
+            "",
+            "```python",
+            "from microgpt_core import load_pretrained",
+            "from microgpt_data import Tokenizer",
+            "",
+            f"params, config = load_pretrained({json.dumps(location)})",
+            f"tokenizer = Tokenizer.load({json.dumps(location)})",
+            "```",
+        ]
+    if summary.get("sample"):
+        sections += ["", f"## Sample (prompt {json.dumps(prompt)})", "", "```text", summary["sample"], "```"]
+    if run:
+        sections += [
+            "",
+            "## Limitations",
+            "",
+            f"A small model trained briefly on `{run.get('data')}`: it imitates the surface of its training",
+            "text and knows no facts. Do not rely on what it writes.",
+            "",
+            "## Training config",
+            "",
+            "```json",
+            json.dumps(run, indent=2),
+            "```",
+        ]
+    sections += ["", "## Configuration", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
+    return "\n".join(sections)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
