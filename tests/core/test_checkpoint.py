@@ -331,7 +331,7 @@ def test_weights_with_a_garbage_header(saved):
     data, n = path.read_bytes(), header_length(path)
     path.write_bytes(data[:8] + b"\x93" * n + data[8 + n :])
     message = load_error(saved)
-    assert str(path) in message and "header is not valid JSON" in message
+    assert str(path) in message and "header: not UTF-8 text (byte 0x93 at offset 0)" in message
 
 
 def test_weights_with_an_absurd_header_length(saved):
@@ -384,3 +384,34 @@ def test_weights_with_a_corrupted_header_entry(saved, damage):
 
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(CheckpointError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------
+# Damaged files as a class (tests/infer/damage.py): CheckpointError naming the file, or a load.
+@pytest.mark.parametrize("name", [CONFIG_FILE, WEIGHTS_FILE])
+def test_every_damaged_variant_is_a_checkpoint_error(saved, name):
+    from tests.infer.damage import check_class
+
+    assert check_class(saved, load_pretrained, (CheckpointError,), [name], config=CONFIG_FILE) == []
+
+
+@pytest.mark.parametrize(
+    ("contents", "message"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"d_model": ' + b"9" * 5000 + b"}", "4300"),
+        (b'{"format_version": true, "vocab_size": 97}', "format_version must be an integer >= 1, got true"),
+    ],
+    ids=["deep", "huge-int", "bool-version"],
+)
+def test_config_json_beyond_what_json_reads(saved, contents, message):
+    (saved / CONFIG_FILE).write_bytes(contents)
+    assert message in load_error(saved)
+
+
+def test_weights_with_a_deeply_nested_header(saved):
+    path = saved / WEIGHTS_FILE
+    header = b"[" * 100_000 + b"]" * 100_000
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    message = load_error(saved)
+    assert str(path) in message and "nested too deeply" in message

@@ -82,7 +82,7 @@ def test_untied_head_is_transposed(tmp_path, gpt2):
         ("add_cross_attention", True, "cross-attention"),
         ("activation_function", "relu", "activation_function 'relu' is not supported"),
         ("n_head", 3, "n_heads"),
-        ("n_layer", "2", "'n_layer' must be an integer"),
+        ("n_layer", "2", "'n_layer' must be an integer >= 1"),
     ],
 )
 def test_unsupported_variants_are_refused(tmp_path, field, value, message):
@@ -152,3 +152,58 @@ def _edit(folder, **changes):
     body = json.loads((folder / "config.json").read_text())
     body.update(changes)
     (folder / "config.json").write_text(json.dumps(body))
+
+
+# ------------------------------------------------------------------------------------------------
+# Damaged GPT-2 folders, as a class (tests/infer/damage.py), and every field's JSON type.
+GPT2_FILES = ["config.json", "model.safetensors", "vocab.json", "merges.txt"]
+
+
+def test_every_damaged_file_of_a_gpt2_folder_is_a_model_file_error(tmp_path):
+    from tests.infer.damage import check_class
+
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "damaged")
+    assert check_class(folder, load_model, (ModelFileError,), GPT2_FILES) == []
+
+
+# What transformers' GPT2Config fields hold, written out here independently of gpt2.FIELDS.
+JSON_KINDS = {
+    "bool": ["tie_word_embeddings", "scale_attn_weights", "scale_attn_by_inverse_layer_idx",
+             "reorder_and_upcast_attn", "add_cross_attention", "use_cache", "summary_use_proj",
+             "summary_proj_to_labels"],
+    "count": ["vocab_size", "n_positions", "n_embd", "n_layer", "n_head"],
+    "count-or-null": ["n_inner"],
+    "number": ["layer_norm_epsilon", "attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_first_dropout",
+               "initializer_range"],
+    "string": ["activation_function", "summary_type", "transformers_version"],
+    "id-or-null": ["bos_token_id", "eos_token_id", "pad_token_id"],
+}  # fmt: skip
+NOT_A = {
+    "bool": [None, 0, 1, "false", "true", "", [], {}, 1.0],
+    "count": [None, True, False, 0, -1, 1.5, 16.0, "16", [], {}, [16]],
+    "count-or-null": [True, False, 0, -1, 1.5, "64", [], {}],
+    "number": [None, True, False, "1e-5", "", [], {}, [0.1], -1],
+    "string": [None, True, 0, 1.5, [], {}, ["gelu_new"]],
+    "id-or-null": [True, -1, 1.5, "269", [], {}],
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(field, value) for kind, fields in JSON_KINDS.items() for field in fields for value in NOT_A[kind]],
+    ids=repr,
+)
+def test_a_field_of_the_wrong_json_type_is_refused_naming_it(tmp_path, field, value):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "typed")
+    _edit(folder, **{field: value})
+    with pytest.raises(ModelFileError, match=rf"config\.json: field '{field}' must be ") as info:
+        load_model(folder)
+    assert json.dumps(value) in str(info.value)
+
+
+def test_the_string_false_is_not_taken_as_true(tmp_path):
+    # bool("false") is True: "tie_word_embeddings": "false" used to load as a tied model
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "tie")
+    _edit(folder, tie_word_embeddings="false")
+    with pytest.raises(ModelFileError, match=r"'tie_word_embeddings' must be true or false, got \"false\""):
+        load_model(folder)

@@ -106,3 +106,56 @@ def _set_config(folder, **changes):
 def _touch(path):
     path.write_text("x")
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Damaged folders, as a class (tests/infer/damage.py): every variant raises a ModelFileError naming
+# the file (InferError subclasses only), or loads; none raises anything else or hangs.
+OUR_FILES = ["config.json", "model.safetensors", "tokenizer.tiktoken", "tokenizer_config.json"]
+
+
+def test_every_damaged_file_of_our_folder_is_a_model_file_error(model_copy):
+    from tests.infer.damage import check_class
+
+    assert check_class(model_copy, load_model, (ModelFileError,), OUR_FILES) == []
+    load_model(model_copy)  # restored intact
+
+
+@pytest.mark.parametrize(
+    ("contents", "message"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"vocab_size": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+        (b'{"vocab_size": ' + b"9" * 5000 + b"}", "4300"),
+        (b'{"vocab_size": 257, "vocab_size": 258}', "'vocab_size' appears more than once"),
+        (b'{"format_version": true}', "format_version must be an integer >= 1, got true"),
+        (b"\x80\x04\x95", r"not UTF-8 text \(byte 0x80 at offset 0\)"),
+    ],
+    ids=["deep", "deep-field", "huge-int", "duplicate", "bool-version", "pickle"],
+)
+def test_config_json_that_is_not_a_config_names_the_file(model_copy, contents, message):
+    (model_copy / "config.json").write_bytes(contents)
+    with pytest.raises(ModelFileError, match=message) as info:
+        load_model(model_copy)
+    assert str(info.value).startswith(str(model_copy / "config.json"))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "zip"])
+def test_weights_that_are_a_pickle_or_a_zip_are_refused_unread(model_copy, kind):
+    import io
+    import pickle
+    import zipfile
+
+    class Boom:
+        def __reduce__(self):  # runs if anything ever unpickles the file
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    data = pickle.dumps(Boom())
+    if kind == "zip":
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as z:
+            z.writestr("archive/data.pkl", data)
+        data = buffer.getvalue()
+    (model_copy / "model.safetensors").write_bytes(data)
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated or corrupted safetensors file"):
+        load_model(model_copy)

@@ -29,7 +29,15 @@ import safetensors.numpy
 from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig
 from microgpt_core.params import Params, flatten, param_shapes, unflatten
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "CheckpointError", "load_pretrained", "save_pretrained"]
+__all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "load_pretrained",
+    "parse_json",
+    "read_header",
+    "save_pretrained",
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -190,23 +198,45 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
     return unflatten({name: jnp.asarray(value) for name, value in arrays.items()}), config
 
 
-def _read_config(path: Path) -> GPTConfig:
-    """Parses and validates a `config.json` (any known format version)."""
-    data = _read_bytes(path)
+def parse_json(data: bytes, where: str) -> Any:
+    """The JSON value of `data` (UTF-8), or `CheckpointError` starting with `where` for anything that
+    is not valid JSON text: bad UTF-8, a syntax error, a key given twice, nesting deeper than the
+    interpreter's recursion limit, an integer of more than 4,300 digits (Python's conversion limit).
+    """
     try:
-        body = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
+        raise CheckpointError(
+            f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
         raise CheckpointError(
-            f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
+            f"{where}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
         ) from None
     except _DuplicateKey as e:
-        raise CheckpointError(f"{path}: key {e.args[0]!r} appears more than once") from None
+        raise CheckpointError(f"{where}: key {e.args[0]!r} appears more than once") from None
+    except RecursionError:
+        raise CheckpointError(f"{where}: not valid JSON here: nested too deeply to read") from None
+    except ValueError as e:  # an integer too long to convert
+        raise CheckpointError(f"{where}: not valid JSON here: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
+def _read_config(path: Path) -> GPTConfig:
+    """Parses and validates a `config.json` (any known format version)."""
+    body = parse_json(_read_bytes(path), str(path))
     if not isinstance(body, dict):
         raise CheckpointError(
             f"{path}: must hold a JSON object of GPTConfig fields, got a JSON {type(body).__name__}"
         )
+    version = body.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: format_version must be an integer >= 1, got {json.dumps(version)}")
     try:
         return GPTConfig.upgrade(body)
     except (ConfigError, TypeError) as e:
@@ -215,7 +245,7 @@ def _read_config(path: Path) -> GPTConfig:
 
 def _read_weights(path: Path, config: GPTConfig) -> dict[str, np.ndarray]:
     """Validates `model.safetensors` against `config`, then reads it: {dotted name: float32 array}."""
-    header = _read_header(path)
+    header = read_header(path)
     expected = param_shapes(config)
     where = f"{path} (for the config in {CONFIG_FILE})"
     _check_names(where, expected, set(header))
@@ -239,7 +269,7 @@ def _read_weights(path: Path, config: GPTConfig) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _read_header(path: Path) -> dict[str, dict[str, Any]]:
+def read_header(path: Path) -> dict[str, dict[str, Any]]:
     """The safetensors JSON header, checked against the file's size: {name: {dtype, shape, ...}}.
 
     Layout: 8 bytes little-endian header length N, N bytes of JSON, then the tensors' bytes; each
@@ -257,10 +287,7 @@ def _read_header(path: Path) -> dict[str, dict[str, Any]]:
         if n > _MAX_HEADER or 8 + n > size:
             raise CheckpointError(f"{bad}: header length {n} does not fit in the file's {size} bytes")
         raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{bad}: its {n}-byte header is not valid JSON") from None
+    header = parse_json(raw, f"{bad}: its {n}-byte header")
     if not isinstance(header, dict):
         raise CheckpointError(f"{bad}: its header is not a JSON object")
     header.pop("__metadata__", None)

@@ -26,11 +26,12 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core import ConfigError, GPTConfig
+from microgpt_core import CheckpointError, ConfigError, GPTConfig
+from microgpt_core.checkpoint import read_header
 from microgpt_core.params import Params, param_shapes, unflatten
 from microgpt_infer.errors import ModelFileError, UnsupportedModelError
 
-__all__ = ["KEY_TABLE", "is_gpt2_config", "gpt2_config", "load_gpt2_params", "read_safetensors"]
+__all__ = ["FIELDS", "KEY_TABLE", "is_gpt2_config", "gpt2_config", "load_gpt2_params", "read_safetensors"]
 
 # Our dotted name <- (Hugging Face name, with {i} for the layer index; transpose?).
 KEY_TABLE: dict[str, tuple[str, bool]] = {
@@ -69,16 +70,74 @@ def is_gpt2_config(body: dict[str, Any]) -> bool:
     return body.get("model_type") == "gpt2"
 
 
+# What the JSON value of a field must be, and the test of it.
+COUNT, COUNT_OR_NULL, ID_OR_NULL = "an integer >= 1", "an integer >= 1 or null", "an integer >= 0 or null"
+POSITIVE, NONNEGATIVE, PROBABILITY = "a finite number > 0", "a finite number >= 0", "a number in [0, 1]"
+BOOL, STR, STR_OR_NULL, STRS_OR_NULL = (
+    "true or false",
+    "a string",
+    "a string or null",
+    "a list of strings or null",
+)
+
+
+def _int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _number(x: object) -> bool:
+    return (_int(x) or isinstance(x, float)) and math.isfinite(x)
+
+
+_VALID = {
+    COUNT: lambda x: _int(x) and x >= 1,
+    COUNT_OR_NULL: lambda x: x is None or (_int(x) and x >= 1),
+    ID_OR_NULL: lambda x: x is None or (_int(x) and x >= 0),
+    POSITIVE: lambda x: _number(x) and x > 0,
+    NONNEGATIVE: lambda x: _number(x) and x >= 0,
+    PROBABILITY: lambda x: _number(x) and 0 <= x <= 1,
+    BOOL: lambda x: isinstance(x, bool),
+    STR: lambda x: isinstance(x, str),
+    STR_OR_NULL: lambda x: x is None or isinstance(x, str),
+    STRS_OR_NULL: lambda x: x is None or (isinstance(x, list) and all(isinstance(i, str) for i in x)),
+}
+# Every field of a GPT-2 config.json that we read or know (transformers' GPT2Config). Unknown fields
+# are left alone: checkpoints carry many optional ones.
+FIELDS = {
+    "vocab_size": COUNT, "n_positions": COUNT, "n_embd": COUNT, "n_layer": COUNT, "n_head": COUNT,
+    "n_inner": COUNT_OR_NULL, "n_ctx": COUNT,
+    "layer_norm_epsilon": POSITIVE, "initializer_range": NONNEGATIVE,
+    "attn_pdrop": PROBABILITY, "embd_pdrop": PROBABILITY, "resid_pdrop": PROBABILITY,
+    "summary_first_dropout": PROBABILITY,
+    "tie_word_embeddings": BOOL, "scale_attn_weights": BOOL, "scale_attn_by_inverse_layer_idx": BOOL,
+    "reorder_and_upcast_attn": BOOL, "add_cross_attention": BOOL, "use_cache": BOOL,
+    "summary_use_proj": BOOL, "summary_proj_to_labels": BOOL,
+    "activation_function": STR, "model_type": STR, "summary_type": STR, "transformers_version": STR,
+    "summary_activation": STR_OR_NULL, "dtype": STR_OR_NULL, "torch_dtype": STR_OR_NULL,
+    "architectures": STRS_OR_NULL,
+    "bos_token_id": ID_OR_NULL, "eos_token_id": ID_OR_NULL, "pad_token_id": ID_OR_NULL,
+}  # fmt: skip
+
+
 def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTConfig:
     """Our `GPTConfig` for a Hugging Face GPT-2 `config.json`; refuses variants we cannot run.
+
+    Every known field's JSON value is checked first (`FIELDS`: booleans must be JSON true/false,
+    epsilons finite positive numbers, n_inner an integer or null, ...).
 
     Args:
       body: the parsed config.json.
       path: its path, for error messages.
     Raises:
       UnsupportedModelError: a variant with different arithmetic (the message names the field).
-      ModelFileError: a missing or invalid size field.
+      ModelFileError: a missing field, or a field of the wrong JSON type or range (names it).
     """
+    for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        if field not in body:
+            raise ModelFileError(f"{path}: field {field!r} is missing; a GPT-2 config.json has {field}")
+    for field, valid in FIELDS.items():
+        if field in body and not _VALID[valid](body[field]):
+            raise ModelFileError(f"{path}: field {field!r} must be {valid}, got {json.dumps(body[field])}")
     refused = {
         "scale_attn_by_inverse_layer_idx": (True, "attention scores scaled by 1/(layer index + 1)"),
         "reorder_and_upcast_attn": (True, "attention reordered and upcast (a different numerics path)"),
@@ -86,7 +145,7 @@ def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTCo
         "add_cross_attention": (True, "cross-attention layers (an encoder-decoder model)"),
     }
     for field, (bad, what) in refused.items():
-        if body.get(field, not bad) == bad:
+        if body.get(field, not bad) is bad:
             raise UnsupportedModelError(
                 f"{path}: {field}={json.dumps(bad)} ({what}) is not supported; microGPT runs GPT-2 with "
                 f"{field}={json.dumps(not bad)}"
@@ -96,25 +155,19 @@ def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTCo
         raise UnsupportedModelError(
             f"{path}: activation_function {activation!r} is not supported; valid: {sorted(_ACTIVATIONS)}"
         )
-    sizes = {}
-    for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-        value = body.get(field)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ModelFileError(f"{path}: field {field!r} must be an integer, got {value!r}")
-        sizes[field] = value
     n_inner = body.get("n_inner")
     try:
         return GPTConfig(
-            vocab_size=sizes["vocab_size"],
-            context_length=sizes["n_positions"],
-            d_model=sizes["n_embd"],
-            n_layers=sizes["n_layer"],
-            n_heads=sizes["n_head"],
-            d_ff=n_inner if n_inner is not None else 4 * sizes["n_embd"],
+            vocab_size=body["vocab_size"],
+            context_length=body["n_positions"],
+            d_model=body["n_embd"],
+            n_layers=body["n_layer"],
+            n_heads=body["n_head"],
+            d_ff=n_inner if n_inner is not None else 4 * body["n_embd"],
             positional="learned",
             bias=True,
             final_norm=True,
-            tie_embeddings=bool(body.get("tie_word_embeddings", True)),
+            tie_embeddings=body.get("tie_word_embeddings", True),
             embed_scale=False,
             norm_eps=float(body.get("layer_norm_epsilon", 1e-5)),
             dropout=0.0,
@@ -127,40 +180,27 @@ def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTCo
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file as a float32 numpy array (F64/F32/F16/BF16 accepted).
 
-    Raises `ModelFileError` naming the file for a missing, truncated or corrupted file.
+    The header is checked by core's `read_header` (length, JSON, dtypes, shapes, offsets that tile
+    the data exactly) before any byte of a tensor is read. Raises `ModelFileError` naming the file
+    (and the tensor) for a missing, truncated, corrupted or foreign file.
     """
     if not path.is_file():
         raise ModelFileError(f"{path}: file not found (a GPT-2 folder needs model.safetensors)")
-    data = path.read_bytes()
-    bad = f"{path}: truncated or corrupted safetensors file"
-    if len(data) < 8:
-        raise ModelFileError(f"{bad}: {len(data)} bytes, shorter than the 8-byte header length")
-    n = int.from_bytes(data[:8], "little")
-    if 8 + n > len(data):
-        raise ModelFileError(f"{bad}: header length {n} does not fit in the file's {len(data)} bytes")
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ModelFileError(f"{bad}: its {n}-byte header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ModelFileError(f"{bad}: its header is not a JSON object")
-    header.pop("__metadata__", None)
-    body = memoryview(data)[8 + n :]
+        header = read_header(path)
+    except CheckpointError as e:
+        raise ModelFileError(str(e)) from None
+    data = path.read_bytes()
+    body = memoryview(data)[8 + int.from_bytes(data[:8], "little") :]
     tensors = {}
     for name, entry in header.items():
-        try:
-            dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+        if entry["dtype"] not in _SAFETENSORS_DTYPES:
             raise ModelFileError(
-                f"{path}: tensor {name!r} has an unsupported dtype or a malformed header entry {entry!r}; "
-                f"valid dtypes: {sorted(_SAFETENSORS_DTYPES)}"
-            ) from None
-        if not 0 <= begin <= end <= len(body) or end - begin != math.prod(shape) * np.dtype(dtype).itemsize:
-            raise ModelFileError(f"{bad}: tensor {name!r} (bytes {begin}..{end} of {len(body)}) is cut off")
-        array = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
-        tensors[name] = array.astype(np.float32)
+                f"{path}: tensor {name!r} has dtype {entry['dtype']}; valid: {sorted(_SAFETENSORS_DTYPES)}"
+            )
+        begin, end = entry["data_offsets"]
+        array = np.frombuffer(body[begin:end], dtype=_SAFETENSORS_DTYPES[entry["dtype"]])
+        tensors[name] = array.reshape(entry["shape"]).astype(np.float32)
     return tensors
 
 

@@ -13,7 +13,6 @@ into the Hugging Face cache by `hub.download` first. Every error names the file 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from microgpt_core import CheckpointError, GPTConfig, load_pretrained
+from microgpt_core.checkpoint import parse_json
 from microgpt_core.params import Params
 from microgpt_data.errors import TokenizerFileError
 from microgpt_data.tokenizer import Tokenizer
@@ -157,10 +157,12 @@ def _tokenizer(read, path: Path) -> Tokenizer:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; `ModelFileError` naming the file for anything else (core's
+    `parse_json`: bad UTF-8, bad JSON, a key twice, too deep, an integer too long)."""
     try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+        body = parse_json(path.read_bytes(), str(path))
+    except CheckpointError as e:
+        raise ModelFileError(str(e)) from None
     except OSError as e:
         raise ModelFileError(f"{path}: cannot be read: {e.strerror}") from None
     if not isinstance(body, dict):
