@@ -116,6 +116,26 @@ def test_numbers_of_any_kind_are_accepted(kwargs):
     assert out.shape == (3,) and out.dtype == jnp.int32 and bool(((out >= 0) & (out < 7)).all())
 
 
+ANYTHING = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 0.0, 1.0, 1e-50, 1e-38, 5e-324, 1e308, -0.0, np.float32(0.5), np.int64(3)]),
+    st.just(np.bool_(True)),
+    st.text(max_size=3),
+)  # fmt: skip
+
+
+@given(temperature=ANYTHING, top_k=ANYTHING, top_p=ANYTHING)
+def test_any_settings_sample_valid_ids_or_raise_a_sampling_error(temperature, top_k, top_p):
+    logits = jnp.asarray(np.random.default_rng(0).standard_normal((2, 9)), jnp.float32)
+    try:
+        out = sample_logits(logits, jax.random.key(0), temperature, top_k, top_p)
+    except SamplingError:
+        return
+    assert out.shape == (2,) and bool(((out >= 0) & (out < 9)).all())
+    if temperature == 0 or top_k == 1:
+        np.testing.assert_array_equal(out, np.argmax(np.asarray(logits), axis=-1))
+
+
 TINY_TEMPERATURES = [1e-50, 1e-45, 1.1754943e-38, 1e-38, 1e-30, 1e-12]
 
 
