@@ -141,9 +141,9 @@ TINY_TEMPERATURES = [1e-50, 1e-45, 1.1754943e-38, 1e-38, 1e-30, 1e-12]
 
 @pytest.mark.parametrize("temperature", TINY_TEMPERATURES)
 def test_tiny_temperatures_sample_the_argmax(temperature):
-    # 4,000 rows of random logits (no ties), each sampled with its own key stream: every draw is the
+    # 2,000 rows of random logits (no ties), each sampled with its own key stream: every draw is the
     # argmax, where a temperature that underflows to 0 in float32 gave 0/0 = NaN and garbage.
-    logits = np.random.default_rng(7).standard_normal((4000, 50)).astype(np.float32) * 3
+    logits = np.random.default_rng(7).standard_normal((2000, 50)).astype(np.float32) * 3
     for top_k, top_p in [(None, None), (10, None), (None, 0.5)]:
         sampled = sample_logits(logits, jax.random.key(1), temperature, top_k, top_p)
         np.testing.assert_array_equal(sampled, np.argmax(logits, axis=-1))
@@ -403,7 +403,7 @@ def test_one_program_serves_every_callback(tiny_config, tiny_params):
 
 
 LONG = GPTConfig(
-    vocab_size=97, context_length=4096, d_model=32, n_layers=1, n_heads=2, positional="sinusoidal"
+    vocab_size=97, context_length=2048, d_model=32, n_layers=1, n_heads=2, positional="sinusoidal"
 )
 
 
@@ -426,15 +426,13 @@ def test_ctrl_c_while_waiting_is_prompt(long_params, streaming):
     prompt, lengths, key = jnp.ones((1, 1), jnp.int32), jnp.asarray([1]), jax.random.key(0)
     run = lambda: wait(
         generate_tokens(
-            long_params, LONG, prompt, lengths, rng=key, max_new_tokens=4000, temperature=0, **kwargs
+            long_params, LONG, prompt, lengths, rng=key, max_new_tokens=2000, temperature=0, **kwargs
         )
     )
-    start = time.perf_counter()
-    run()  # compiles, then all 4,000 steps
-    full = time.perf_counter() - start
+    run()  # compiles, then all 2,000 steps
     start = time.perf_counter()
     run()
-    full = min(full, time.perf_counter() - start)
+    full = time.perf_counter() - start
     del seen[:]
     timer = threading.Timer(full / 4, signal.raise_signal, (signal.SIGINT,))
     with pytest.raises(KeyboardInterrupt):
@@ -445,7 +443,7 @@ def test_ctrl_c_while_waiting_is_prompt(long_params, streaming):
     timer.join()
     assert stopped < full * 0.75, (stopped, full)
     if streaming:
-        assert 0 < len(seen) < 4000 and seen == list(range(len(seen)))
+        assert 0 < len(seen) < 2000 and seen == list(range(len(seen)))
     else:
         jax.block_until_ready(run())  # the abandoned loop finished in the background; nothing is stuck
 

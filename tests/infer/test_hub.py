@@ -139,7 +139,7 @@ def test_push_to_hub_errors(hub, model_dir, model_copy, tmp_path):
 # ------------------------------------------------------------------------------------------------
 # A Hub that is down, silent or failing: one HubError naming the endpoint, in bounded time.
 FAILURES = ["refused", "silent", "500", "503", "404", "401"]
-BOUND_S = 20  # with MICROGPT_HUB_TIMEOUT=1: one timeout, no retries of the first requests
+BOUND_S = 20  # with MICROGPT_HUB_TIMEOUT=0.5: one timeout, no retries of the first requests
 
 
 @pytest.fixture(params=FAILURES)
@@ -150,7 +150,7 @@ def broken_hub(request, tmp_path, monkeypatch, model_dir):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "1")
+    monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "0.5")
     monkeypatch.setenv("HF_TOKEN", "hf_good_token")
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
@@ -172,7 +172,7 @@ def broken_hub(request, tmp_path, monkeypatch, model_dir):
 def _expected(kind: str) -> str:
     return {
         "refused": r"cannot reach the Hugging Face Hub at {url} \(ConnectError",
-        "silent": r"cannot reach the Hugging Face Hub at {url} \(ReadTimeout.*MICROGPT_HUB_TIMEOUT=1 s",
+        "silent": r"cannot reach the Hugging Face Hub at {url} \(ReadTimeout.*MICROGPT_HUB_TIMEOUT=0.5 s",
         "500": r"the Hub (at {url} )?answered .*500.*try again later",
         "503": r"the Hub (at {url} )?answered .*503.*try again later",
         "404": r"(not found|404)",
