@@ -37,7 +37,7 @@ from microgpt_core.cache import DecodeWeights, decode_weights, unstack_blocks
 from microgpt_core.layers import Transposed
 
 PROMPT, NEW = 16, 256
-STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id", "on_token")
+STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
 
 
 def copied_transposed(w: jax.Array) -> jax.Array:
@@ -95,7 +95,7 @@ def measure(params, config, batch: int, rounds: int) -> dict:
     calls = {}
     for name, layout in LAYOUTS.items():
         fn = program(layout, config)
-        calls[name] = lambda fn=fn: fn(params, prompt, lengths, jax.random.key(0), on_token=None, **kwargs)
+        calls[name] = lambda fn=fn: fn(params, prompt, lengths, jax.random.key(0), **kwargs)
     tokens = {name: np.asarray(jax.block_until_ready(fn()).tokens) for name, fn in calls.items()}
     if any(not np.array_equal(t, tokens["stored"]) for t in tokens.values()):
         raise SystemExit(f"batch {batch}: the layouts generated different tokens")

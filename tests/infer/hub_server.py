@@ -228,7 +228,9 @@ def _handler(hub: FakeHub):
                     f"{data['organization']}/{data['name']}" if data.get("organization") else data["name"]
                 )
                 if repo_id in hub.repos:
-                    self._json(409, {"error": "You already created this model repo"})
+                    self._json(
+                        409, {"error": "You already created this model repo", "url": f"{hub.url}/{repo_id}"}
+                    )
                     return
                 hub.repos[repo_id] = Repo({}, private=data.get("visibility") == "private")
                 self._json(200, {"url": f"{hub.url}/{repo_id}"})

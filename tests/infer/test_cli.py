@@ -131,6 +131,21 @@ def test_ctrl_c_stops_a_generation_promptly_with_status_130(long_model_dir):
     assert len((first + rest).decode()) < 4000
 
 
+def test_a_reader_that_stops_reading_ends_it_quietly(long_model_dir):
+    """`generate ... | head -c 10`: status 141 (as for SIGPIPE) and nothing on stderr."""
+    exe = Path(sys.executable).parent / "generate"
+    argv = [str(exe), "x", "--model", str(long_model_dir), "--max-new-tokens", "4000", "--temperature", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(10).startswith(b"x")
+        proc.stdout.close()  # the reader is gone
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 141 and err == b"", err.decode()
+
+
 def test_no_model_anywhere_says_how_to_get_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MICROGPT_MODEL", raising=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,27 @@ def test_a_client_factory_of_the_user_is_kept(hub, model_dir, monkeypatch):
     load_model("org/tiny")
     assert made and _http._GLOBAL_CLIENT_FACTORY is factory
     _http.close_session()
+
+
+def test_push_writes_the_card_again_for_the_repo_but_keeps_a_card_a_person_wrote(
+    hub, model_copy, monkeypatch
+):
+    from microgpt_core.card import model_card
+
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    summary = {"step": 8, "eval_loss": 4.2, "sample": "Once upon", "run": {"data": "pydocs", "max_steps": 8}}
+    (model_copy / "training_summary.json").write_text(json.dumps(summary))
+    local = model_card(
+        load_model(model_copy).config, "runs/tiny/model", name="tiny", n_params=1, summary=summary
+    )
+    (model_copy / "README.md").write_text(local)  # as microgpt-train writes it: the local path
+    push_to_hub(model_copy, "me/trained")
+    card = hub.repos["me/trained"].files["README.md"].decode()
+    assert (
+        'load_model("me/trained")' in card and "runs/tiny/model" not in card and "load_pretrained" not in card
+    )
+    assert "| validation loss (nats/token) | 4.200 |" in card and "the finished run" in card
+    assert "training_summary.json" in hub.repos["me/trained"].files
+    (model_copy / "README.md").write_text("# My own words\n")
+    push_to_hub(model_copy, "me/trained", commit_message="mine")
+    assert hub.repos["me/trained"].files["README.md"] == b"# My own words\n"

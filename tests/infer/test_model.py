@@ -159,3 +159,32 @@ def test_weights_that_are_a_pickle_or_a_zip_are_refused_unread(model_copy, kind)
     (model_copy / "model.safetensors").write_bytes(data)
     with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated or corrupted safetensors file"):
         load_model(model_copy)
+
+
+def test_a_run_folder_is_a_model_too(model_dir, model, tmp_path, caplog, capsys):
+    import shutil
+
+    from microgpt_infer.cli import main
+
+    run = tmp_path / "runs" / "tiny"
+    for step in (200, 400):
+        shutil.copytree(model_dir, run / "checkpoints" / str(step) / "model")
+    (run / "checkpoints" / "600.orbax-checkpoint-tmp-1").mkdir()  # a checkpoint being written
+    with caplog.at_level("WARNING", logger="microgpt_infer"):
+        stopped = load_model(run)  # interrupted: no model/ yet
+    assert stopped.source == run / "checkpoints" / "400" / "model"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{run} has no model/ yet: using its newest checkpoint, step 400"
+    ]
+    assert main(["--model", str(run), "--max-new-tokens", "3", "--temperature", "0", "Hi"]) == 0
+    assert "using its newest checkpoint, step 400" in capsys.readouterr().err
+    shutil.copytree(model_dir, run / "model")
+    caplog.clear()
+    finished = load_model(run)
+    assert finished.source == run / "model" and caplog.records == []
+    np.testing.assert_array_equal(finished.params["embed"]["tokens"], model.params["embed"]["tokens"])
+    empty = tmp_path / "runs" / "new"
+    empty.mkdir()
+    (empty / "train_config.json").write_text("{}")
+    with pytest.raises(ModelFileError, match="training run folder without a model yet"):
+        load_model(empty)

@@ -16,7 +16,10 @@ from typing import Any
 
 from microgpt_core.config import GPTConfig
 
-__all__ = ["MARKER", "is_generated", "model_card"]
+__all__ = ["CARD_FILE", "MARKER", "SUMMARY_FILE", "is_generated", "model_card"]
+
+CARD_FILE = "README.md"
+SUMMARY_FILE = "training_summary.json"  # a trained model's summary, beside its card
 
 MARKER = "<!-- microgpt model card: push-to-hub rewrites it for the repo; edit it and it is kept as is -->"
 _FRONT_MATTER = """---

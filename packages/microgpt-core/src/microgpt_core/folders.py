@@ -26,6 +26,7 @@ __all__ = [
     "ModelFolderError",
     "checkpoint_steps",
     "find_model_folder",
+    "is_run_folder",
 ]
 
 MODEL_DIR = "model"
@@ -46,6 +47,12 @@ def checkpoint_steps(run_dir: str | os.PathLike[str]) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def is_run_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether `path` looks like a training run folder (a model, checkpoints or a run config in it)."""
+    path = Path(path)
+    return any((path / name).exists() for name in (MODEL_DIR, CHECKPOINTS_DIR, TRAIN_CONFIG_FILE))
+
+
 def find_model_folder(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
     """The model folder `path` names, and a note when it is not `path` itself.
 
@@ -64,7 +71,7 @@ def find_model_folder(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
         folder = path / CHECKPOINTS_DIR / str(step) / MODEL_DIR
         if (folder / _CONFIG).is_file():
             return folder, f"{path} has no {MODEL_DIR}/ yet: using its newest checkpoint, step {step}"
-    if (path / CHECKPOINTS_DIR).is_dir() or (path / TRAIN_CONFIG_FILE).is_file():
+    if is_run_folder(path):
         raise ModelFolderError(
             f"{path} is a training run folder without a model yet: no {MODEL_DIR}/ and no checkpoint "
             f"holding one (a run saves one at every checkpoint; resume it with `train --resume`)"

@@ -14,6 +14,8 @@ microGPT command.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +24,7 @@ from microgpt_data.commands import Parser, fail
 __all__ = ["main", "push_main"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
 
 
 def _parse(text: str, cast: type) -> int | float:
@@ -119,6 +122,7 @@ def _read_stdin() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """`generate`: prompt argument or stdin; streams tokens as they are generated."""
     args = _generate_parser().parse_args(argv)
+    _notes_to_stderr()
     started: list[bool] = []  # anything written to stdout yet?
     try:
         if args.prompt is not None:
@@ -153,9 +157,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write("\n")
             sys.stdout.flush()
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `generate ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return EXIT_BROKEN_PIPE
     except (ValueError, OSError) as err:  # ours, core's and data's errors are ValueErrors
         return fail(err, args.debug)
     return 0
+
+
+class _Stderr(logging.Handler):
+    """Log records as plain lines on whatever `sys.stderr` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr, flush=True)
+
+
+def _notes_to_stderr() -> None:
+    """The library's notes (which checkpoint of a run folder is used) as plain lines on stderr."""
+    logger = logging.getLogger("microgpt_infer")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr(logging.WARNING))
 
 
 def push_main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,8 @@ import math
 import os
 from pathlib import Path
 
+from microgpt_core import card
+from microgpt_core.checkpoint import CheckpointError, parse_json
 from microgpt_infer.errors import HubError, ModelFileError
 
 __all__ = [
@@ -59,7 +61,8 @@ MODEL_FILES = (
     "tokenizer_config.json",
     "vocab.json",
     "merges.txt",
-    "README.md",
+    card.CARD_FILE,
+    card.SUMMARY_FILE,
 )
 
 
@@ -234,41 +237,28 @@ def _first_line(e: BaseException) -> str:
 
 
 def model_card(model_dir: Path, repo_id: str) -> str:
-    """A `README.md` for the Hub: metadata, the configuration and how to load the model."""
+    """The `README.md` to upload: the folder's own card if a person wrote or edited it, else the card
+    of `microgpt_core.card` for the repo (with the training summary the folder holds, if any)."""
+    from microgpt_core import count_params
     from microgpt_infer.model import load_folder  # local import: model imports nothing of hub
 
-    model = load_folder(model_dir)
-    c = model.config
-    rows = "\n".join(f"| `{k}` | `{v}` |" for k, v in c.to_dict().items())
-    return f"""---
-library_name: microgpt
-pipeline_tag: text-generation
-tags:
-- microgpt
-- jax
-- text-generation
----
-
-# {repo_id}
-
-A microGPT language model ({c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads,
-context {c.context_length}, vocabulary {c.vocab_size}), stored as `config.json` + `model.safetensors`
-with its tokenizer files.
-
-```python
-import jax
-from microgpt_infer import generate, load_model
-
-model = load_model("{repo_id}")
-print(generate(model, "Once upon a time", rng=jax.random.key(0), max_new_tokens=50))
-```
-
-Or from a shell: `pip install microgpt-infer` then `generate --model {repo_id} "Once upon a time"`.
-
-| field | value |
-| --- | --- |
-{rows}
-"""
+    model = load_folder(model_dir)  # also checks that the folder loads
+    readme = model_dir / card.CARD_FILE
+    if readme.is_file():
+        text = readme.read_text(encoding="utf-8", errors="replace")
+        if not card.is_generated(text):
+            return text
+    summary, path = None, model_dir / card.SUMMARY_FILE
+    if path.is_file():
+        try:
+            summary = parse_json(path.read_bytes(), str(path))
+        except (CheckpointError, OSError) as e:
+            raise ModelFileError(str(e)) from None
+        if not isinstance(summary, dict):
+            raise ModelFileError(f"{path}: must hold a JSON object (a training summary)")
+    return card.model_card(
+        model.config, repo_id, name=repo_id, n_params=count_params(model.params), summary=summary, on_hub=True
+    )
 
 
 def push_to_hub(
@@ -301,19 +291,13 @@ def push_to_hub(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelFileError(f"{model_dir}: not a folder; push-to-hub uploads a model folder")
-    card = model_card(model_dir, repo_id)  # also checks that the folder loads
+    readme = model_card(model_dir, repo_id)  # also checks that the folder loads
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name))
         for name in MODEL_FILES
-        if name != "README.md" and (model_dir / name).is_file()
+        if name != card.CARD_FILE and (model_dir / name).is_file()
     ]
-    readme = model_dir / "README.md"
-    operations.append(
-        CommitOperationAdd(
-            path_in_repo="README.md",
-            path_or_fileobj=str(readme) if readme.is_file() else card.encode("utf-8"),
-        )
-    )
+    operations.append(CommitOperationAdd(path_in_repo=card.CARD_FILE, path_or_fileobj=readme.encode("utf-8")))
     api = HfApi(endpoint=endpoint(), token=_token(token))
     what = f"upload of {model_dir} to Hub repo {repo_id!r} failed"
     _bound_requests()

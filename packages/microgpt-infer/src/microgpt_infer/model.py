@@ -7,12 +7,15 @@ A model folder is one of:
     GPT-2    config.json with "model_type": "gpt2", model.safetensors, vocab.json + merges.txt
              (Hugging Face's layout, converted by `gpt2.py`)
 
-`load_model(source)` takes such a folder, or a Hub repository id (`org/name`), which is fetched
-into the Hugging Face cache by `hub.download` first. Every error names the file at fault.
+`load_model(source)` takes such a folder, a training run folder (``runs/<name>``: its ``model/``, or
+for a run that has not finished its newest checkpoint's model, with a warning naming the step; see
+`microgpt_core.folders`), or a Hub repository id (`org/name`), which is fetched into the Hugging
+Face cache by `hub.download` first. Every error names the file at fault.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Any
 
 from microgpt_core import CheckpointError, GPTConfig, load_pretrained
 from microgpt_core.checkpoint import parse_json
+from microgpt_core.folders import ModelFolderError, find_model_folder, is_run_folder
 from microgpt_core.params import Params
 from microgpt_data.errors import TokenizerFileError
 from microgpt_data.tokenizer import Tokenizer
@@ -38,6 +42,7 @@ HOW_TO_GET_A_MODEL = (
 )
 # A Hub repository id: "name" or "org/name" (letters, digits, "-", "_", "."), as huggingface_hub checks.
 _REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
+_log = logging.getLogger("microgpt_infer")
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,10 @@ def load_model(
     """Loads a model from a local folder or a Hugging Face Hub repository.
 
     Args:
-      source: a folder (ours or GPT-2 in Hugging Face's layout), or a Hub repo id `org/name` (a str).
-        An existing path always wins over a repo id of the same spelling; a `Path` is never a repo id.
+      source: a folder (ours or GPT-2 in Hugging Face's layout), a training run folder (its `model/`,
+        else its newest checkpoint, with a logged warning naming the step), or a Hub repo id
+        `org/name` (a str). An existing path always wins over a repo id of the same spelling; a
+        `Path` is never a repo id.
       revision: Hub branch, tag or commit (Hub ids only; default "main").
       token: Hub token (default: `$HF_TOKEN` or the saved login); False sends none.
     Returns:
@@ -93,7 +100,7 @@ def load_model(
             raise ModelNotFoundError(
                 f"revision={revision!r} applies to Hub repo ids, not to the folder {path}"
             )
-        return load_folder(path)
+        return load_folder(model_folder(path))
     text = os.fspath(source)
     looks_like_path = not isinstance(source, str) or text.startswith((".", "/", "~")) or text.count("/") > 1
     if looks_like_path or not _REPO_ID.match(text):
@@ -108,6 +115,19 @@ def load_model(
     except HubError as e:
         raise HubError(f"{e} (and there is no local folder {path.absolute()})") from None
     return load_folder(folder)
+
+
+def model_folder(path: Path) -> Path:
+    """The model folder that `path` names: itself, or a run folder's model (see the module docstring)."""
+    try:
+        folder, note = find_model_folder(path)
+    except ModelFolderError as e:
+        if path.is_dir() and not is_run_folder(path):
+            return path  # load_folder names the missing file
+        raise ModelFileError(str(e)) from None
+    if note:
+        _log.warning(note)
+    return folder
 
 
 def load_folder(path: Path) -> Model:

@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 
 from microgpt_core import count_params, save_pretrained
-from microgpt_core.card import model_card
+from microgpt_core.card import CARD_FILE, SUMMARY_FILE, model_card
 from microgpt_core.files import replace_folder, write_atomic
 from microgpt_data import Tokenizer
 from microgpt_train.config import RunConfig
 
-__all__ = ["SUMMARY_FILE", "export_model", "typed_path", "write_model_folder"]
-
-SUMMARY_FILE = "training_summary.json"
+__all__ = ["export_model", "typed_path", "write_model_folder"]
 
 
 def write_model_folder(
@@ -50,7 +48,7 @@ def write_model_folder(
     card = model_card(
         run.model, typed_path(final or directory), name=run.name, n_params=count_params(host), summary=summary
     )
-    write_atomic(directory / "README.md", card.encode())
+    write_atomic(directory / CARD_FILE, card.encode())
     write_atomic(directory / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return directory
 
