@@ -75,6 +75,8 @@ def test_upgrade_reads_current_and_refuses_newer_format_versions():
         GPTConfig.upgrade({**config.to_dict(), "format_version": FORMAT_VERSION + 1})
     with pytest.raises(ConfigError, match="format_version must be an integer"):
         GPTConfig.upgrade({**config.to_dict(), "format_version": "1"})
+    with pytest.raises(ConfigError, match="format_version must be an integer"):
+        GPTConfig.upgrade({**config.to_dict(), "format_version": True})
 
 
 def test_config_is_frozen_and_hashable():

@@ -304,3 +304,17 @@ def test_damaged_tokenizer_files_raise_only_tokenizer_file_error(small_tokenizer
     }
     assert not wrong, wrong
     assert list(outcomes.values()).count("TokenizerFileError") > 100  # most damage is detected
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.1, 0.0])
+def test_a_truncated_merges_file_is_refused_not_read_as_another_tokenizer(tmp_path, keep):
+    fixture = FIXTURES
+    lines = (fixture / "merges.txt").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "merges.txt").write_text("\n".join(lines[: int(len(lines) * keep)]) + "\n", encoding="utf-8")
+    with pytest.raises(
+        TokenizerFileError, match=r"vocab.json holds \d+ token\(s\) that no merge of .* makes"
+    ):
+        Tokenizer.from_gpt2_files(fixture / "vocab.json", tmp_path / "merges.txt")
+    assert Tokenizer.from_gpt2_files(fixture / "vocab.json", fixture / "merges.txt").special_tokens == {
+        "<|endoftext|>": 269
+    }

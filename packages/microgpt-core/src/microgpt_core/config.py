@@ -147,7 +147,7 @@ class GPTConfig:
             raise ConfigError(f"a GPTConfig must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         version = data.pop("format_version", FORMAT_VERSION)
-        if not isinstance(version, int) or version < 1:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise ConfigError(f"format_version must be an integer >= 1, got {version!r}")
         if version > FORMAT_VERSION:
             raise ConfigError(

@@ -201,9 +201,21 @@ def read_gpt2_files(
         mergeable.add(merged)
         ranks[to_bytes(merged, f"{merges_path}:{number}")] = token_id
     special = {token: i for token, i in vocab.items() if token not in mergeable}
+    unmerged = sorted((i, t) for t, i in special.items() if not _SPECIAL_SPELLING.fullmatch(t))
+    if unmerged:  # ordinary tokens that no merge makes: merges.txt is cut short or another vocab's
+        examples = ", ".join(repr(t) for _, t in unmerged[:3])
+        raise TokenizerFileError(
+            f"{vocab_path} holds {len(unmerged)} token(s) that no merge of {merges_path} makes (such as "
+            f"{examples}): merges.txt is truncated or belongs to another vocabulary (only special "
+            "tokens spelled like <...> or [...] may stand outside the merges)"
+        )
     if eot_token not in special:
         special[eot_token] = max([*ranks.values(), *special.values()]) + 1
     return ranks, special
+
+
+# How special tokens are spelled in GPT-2 style vocabularies: <|endoftext|>, <s>, </s>, <pad>, [CLS].
+_SPECIAL_SPELLING = re.compile(r"<[^<>\s]+>|\[[^\[\]\s]+\]")
 
 
 def _check_id(value: object, where: str) -> None:
