@@ -163,3 +163,18 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_trains_further(tmp_path
     summary = json.loads((copy / "model" / "training_summary.json").read_text())
     assert summary["step"] == 9 and json.loads((copy / "train_config.json").read_text())["max_steps"] == 9
     assert (copy / "checkpoints" / "6.unreadable").is_dir()
+
+
+def test_evaluate_refuses_a_tokenizer_larger_than_the_model(tiny_run_dir, tmp_path, capsys):
+    folder = Path(shutil.copytree(tiny_run_dir / "model", tmp_path / "model"))
+    Tokenizer({bytes([b]): b for b in range(256)}, {"<|endoftext|>": 400}).save(folder)  # 401 ids > 320
+    with pytest.raises(ValueError, match="the tokenizer has 401 tokens but the model's vocab_size is 320"):
+        evaluate_model(folder, "pydocs", batches=1)
+    assert evaluate_main(["--model", str(folder), "--batches", "1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    # A run folder whose run has not finished: its newest checkpoint, saying so.
+    run = Path(shutil.copytree(tiny_run_dir, tmp_path / "run"))
+    shutil.rmtree(run / "model")
+    assert evaluate_main(["--model", str(run), "--batches", "1", "--batch-size", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "using its newest checkpoint, step 6" in err and "perplexity" in json.loads(out)
