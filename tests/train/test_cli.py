@@ -201,3 +201,21 @@ def test_resume_without_a_run_folder_names_what_is_there(tmp_path, monkeypatch, 
     (tmp_path / "runs" / "bare" / "notes.txt").write_text("x")
     assert cli.main(["--resume", "--name", "bare"]) == 2
     assert "runs/bare has no train_config.json (it holds notes.txt)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["refused", "silent", 503, 404])
+def test_train_and_evaluate_on_a_broken_hub_print_one_error_line_in_bounded_time(
+    kind, fake_hub, tmp_path, tiny_run_dir, monkeypatch, capsys
+):
+    import time
+
+    url, _ = fake_hub(kind)
+    monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "0.5")
+    start = time.perf_counter()
+    assert cli.main(["--runs-dir", str(tmp_path), "--name", "hub", "--data", "org/name"]) == 2
+    assert evaluate.main(["--model", str(tiny_run_dir), "--data", "org/name", "--batches", "1"]) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: Hub dataset 'org/name'") for line in lines), err
+    assert all(url in line for line in lines)

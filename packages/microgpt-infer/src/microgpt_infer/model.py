@@ -122,8 +122,8 @@ def model_folder(path: Path) -> Path:
     try:
         folder, note = find_model_folder(path)
     except ModelFolderError as e:
-        if path.is_dir() and not is_run_folder(path):
-            return path  # load_folder names the missing file
+        if not path.is_dir() or not is_run_folder(path):
+            return path  # load_folder says what is wrong with it
         raise ModelFileError(str(e)) from None
     if note:
         _log.warning(note)
