@@ -100,7 +100,7 @@ def test_train_tokenizer_prints_exactly_one_error_line_and_exits_2(
 
 def test_the_timeout_comes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv("MICROGPT_HUB_TIMEOUT", raising=False)
-    assert hub_timeout_seconds(None) == 5.0
+    assert hub_timeout_seconds(None) == 10.0
     assert hub_timeout_seconds(0.25) == 0.25
     monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "1.5")
     assert hub_timeout_seconds(None) == 1.5

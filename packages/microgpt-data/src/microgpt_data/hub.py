@@ -11,11 +11,11 @@ waits without end on a server that accepts the connection and never answers. So 
    429 or a 5xx raise `HubUnavailableError`; 404 (no such dataset) and 401/403 (private or gated)
    raise `DataSourceError`. Each names the dataset and the endpoint.
 3. ``datasets``' own opening and first read run in a watchdog thread bounded by
-   ``HUB_OPEN_FACTOR * timeout`` seconds (60 s for the default 5 s), since a Hub that answers the
+   ``HUB_OPEN_FACTOR * timeout`` seconds (120 s for the default 10 s), since a Hub that answers the
    probe may still stall on the data files; past it, `HubUnavailableError`.
 
 `timeout` is `load_text_dataset`'s ``hub_timeout``, else the ``MICROGPT_HUB_TIMEOUT`` environment
-variable (so every command takes it), else 5 s.
+variable (so every command takes it), else 10 s (models, in microgpt-infer, use the same).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = [
 
 HUB_OPEN_FACTOR = 12
 HUB_TIMEOUT_VAR = "MICROGPT_HUB_TIMEOUT"  # seconds for the probe when no hub_timeout is passed
-DEFAULT_HUB_TIMEOUT = 5.0
+DEFAULT_HUB_TIMEOUT = 10.0  # as huggingface_hub's own request timeouts; for models (infer) too
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 _ADVICE = (
     "To train offline, download it elsewhere and pass a local path (.jsonl/.parquet/.txt or a folder), "
@@ -52,7 +52,7 @@ def hub_endpoint() -> str:
 
 
 def hub_timeout_seconds(timeout: float | None) -> float:
-    """`timeout`, else ``$MICROGPT_HUB_TIMEOUT``, else 5 s; `DataSourceError` unless positive."""
+    """`timeout`, else ``$MICROGPT_HUB_TIMEOUT``, else 10 s; `DataSourceError` unless positive."""
     where, value = "hub_timeout", timeout
     if timeout is None:
         where, value = f"${HUB_TIMEOUT_VAR}", os.environ.get(HUB_TIMEOUT_VAR, "").strip()

@@ -187,7 +187,7 @@ def load_text_dataset(
       text_column: the column holding the text (JSON/Parquet files, Hub datasets).
       hub_timeout: seconds the Hub has to answer the probe before it is reported unreachable;
         ``datasets``' opening and first read get `HUB_OPEN_FACTOR` (12) times as long. None: the
-        ``MICROGPT_HUB_TIMEOUT`` environment variable, else 5.
+        ``MICROGPT_HUB_TIMEOUT`` environment variable, else 10.
 
     Raises:
       MissingPathError, UnsupportedFileError, MissingTextColumnError, EmptyDatasetError,

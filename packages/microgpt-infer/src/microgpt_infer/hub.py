@@ -31,27 +31,24 @@ https://huggingface.co).
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 from microgpt_core import card
 from microgpt_core.checkpoint import CheckpointError, parse_json
+from microgpt_data.errors import DataSourceError
+from microgpt_data.hub import HUB_TIMEOUT_VAR, hub_endpoint, hub_timeout_seconds
 from microgpt_infer.errors import HubError, ModelFileError
 
 __all__ = [
     "MODEL_FILES",
-    "TIMEOUT_ENV",
-    "DEFAULT_TIMEOUT",
     "download",
     "endpoint",
     "push_to_hub",
     "model_card",
 ]
 
-TIMEOUT_ENV = "MICROGPT_HUB_TIMEOUT"
-DEFAULT_TIMEOUT = 10.0  # seconds a request may wait to connect, or for the next bytes
-DEFAULT_ENDPOINT = "https://huggingface.co"
+TIMEOUT_ENV = HUB_TIMEOUT_VAR  # seconds a request may wait to connect, or for the next bytes
 
 # Everything a model folder of either layout may hold (model.py): nothing else is fetched or pushed.
 MODEL_FILES = (
@@ -80,20 +77,15 @@ def _cache_dir() -> str | None:
 
 def endpoint() -> str:
     """The Hub the requests go to: `$HF_ENDPOINT`, else https://huggingface.co."""
-    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or DEFAULT_ENDPOINT
+    return hub_endpoint()
 
 
 def _timeout() -> float:
-    text = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
+    """`$MICROGPT_HUB_TIMEOUT`, else the default that dataset streaming uses too (data's `hub.py`)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and math.isfinite(value)):
-        raise HubError(f"${TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
-    return value
+        return hub_timeout_seconds(None)
+    except DataSourceError as e:
+        raise HubError(str(e)) from None
 
 
 def _cap_timeouts(request) -> None:
