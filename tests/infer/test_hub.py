@@ -228,7 +228,8 @@ def test_the_commands_print_one_error_line_for_a_broken_hub(broken_hub, model_di
 
 def test_a_bad_timeout_setting_is_refused(hub, monkeypatch):
     monkeypatch.setenv("MICROGPT_HUB_TIMEOUT", "soon")
-    with pytest.raises(HubError, match=r"MICROGPT_HUB_TIMEOUT must be a positive number of seconds, got 'soon'"):
+    bad = r"MICROGPT_HUB_TIMEOUT must be a positive number of seconds, got 'soon'"
+    with pytest.raises(HubError, match=bad):
         load_model("org/tiny")
     assert hub.calls() == []
 
