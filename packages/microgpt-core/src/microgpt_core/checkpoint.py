@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import safetensors.numpy
 
 from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig
+from microgpt_core.files import fsync_folder, write_temp
 from microgpt_core.params import Params, flatten, param_shapes, unflatten
 
 __all__ = [
@@ -108,16 +108,16 @@ def save_pretrained(directory: str | os.PathLike[str], params: Params, config: G
     text = json.dumps(body, indent=2) + "\n"
 
     directory.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[str, Path]] = []
+    staged: list[tuple[Path, Path]] = []
     try:
         for data, name in ((weights, WEIGHTS_FILE), (text.encode("utf-8"), CONFIG_FILE)):
-            staged.append((_write_temp(directory, name, data), directory / name))
+            staged.append((write_temp(directory / name, data), directory / name))
         for temp, final in staged:  # both written: now rename, weights first
             os.replace(temp, final)
     finally:
         for temp, _ in staged:
-            Path(temp).unlink(missing_ok=True)
-    _fsync_dir(directory)
+            temp.unlink(missing_ok=True)
+    fsync_folder(directory)
     return directory
 
 
@@ -138,36 +138,6 @@ def _tensors_to_save(params: Params, config: GPTConfig) -> dict[str, np.ndarray]
             )
         tensors[name] = np.ascontiguousarray(np.asarray(jax.device_get(value), dtype=np.float32))
     return tensors
-
-
-def _write_temp(directory: Path, name: str, data: bytes) -> str:
-    """Writes `data` to a new temporary file beside `directory/name`, flushed to disk; its path."""
-    temp = str(directory / f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # O_EXCL: never reuse a name; mode 0o666 less the umask, as a plain open() would give.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return temp
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Makes the renames durable where the platform allows it (best effort)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------

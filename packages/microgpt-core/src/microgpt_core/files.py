@@ -51,8 +51,22 @@ def is_disk_full(err: BaseException) -> bool:
     return False
 
 
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def write_temp(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Writes `data` to a new temporary file beside `path`, flushed to disk; returns its path (rename
+    it over `path` to finish, as `write_atomic` does). Nothing is left behind on failure."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: never reuse a name; mode 0o666 less the umask, as a plain open() would give.
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -62,14 +76,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
     an existing `path` keeps its old content.
     """
     path = Path(path)
-    temp = _temp_name(path)
-    # O_EXCL: never reuse a name; mode 0o666 less the umask, as a plain open() would give.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    temp = write_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
