@@ -178,3 +178,20 @@ def test_evaluate_refuses_a_tokenizer_larger_than_the_model(tiny_run_dir, tmp_pa
     assert evaluate_main(["--model", str(run), "--batches", "1", "--batch-size", "2"]) == 0
     out, err = capsys.readouterr()
     assert "using its newest checkpoint, step 6" in err and "perplexity" in json.loads(out)
+
+
+def test_a_finished_run_without_its_model_gets_it_from_the_last_checkpoint(tiny_run_dir, tmp_path):
+    copy = Path(shutil.copytree(tiny_run_dir, tmp_path / "tiny"))
+    shutil.rmtree(copy / "model")  # e.g. killed between its last checkpoint and the export
+    saved = RunConfig.from_dict(json.loads((copy / "train_config.json").read_text()))
+    lines = []
+    train(dataclasses.replace(saved, runs_dir=str(tmp_path)), resume=True, log=lines.append)
+    assert "had no model/: exported it from that checkpoint" in lines[-1]
+    assert (copy / "model" / "model.safetensors").read_bytes() == (
+        tiny_run_dir / "model" / "model.safetensors"
+    ).read_bytes()
+    card = (copy / "model" / "README.md").read_text()
+    assert f'load_model("{(copy / "model").resolve()}")' in card and "the finished run" in card
+    assert sorted(p.name for p in (copy / "model").iterdir()) == sorted(
+        p.name for p in (tiny_run_dir / "model").iterdir()
+    )

@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import textwrap
@@ -29,9 +28,12 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from microgpt_core import count_params, generate_tokens
-from microgpt_core.files import DiskFullError, is_disk_full, replace_folder, write_atomic
+from microgpt_core import count_params, generate_tokens, load_pretrained
+from microgpt_core.card import SUMMARY_FILE
+from microgpt_core.checkpoint import CONFIG_FILE
+from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
 from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE
+from microgpt_data import Tokenizer
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
 from microgpt_train.export import export_model, typed_path, write_model_folder
@@ -169,18 +171,17 @@ def _finished(run: RunConfig, run_dir: Path, latest: int, say) -> Path:
             f"pass --max-steps above {latest} to train it further"
         )
     model = run_dir / MODEL_DIR
-    if (model / "config.json").is_file():
+    if (model / CONFIG_FILE).is_file():
         say(
             f"{run_dir} finished at step {latest} (its model is {model}); nothing to do. To train it "
             f"further, pass --max-steps N with N > {latest} (the schedule then spans N steps)"
         )
         return run_dir
-    source = run_dir / CHECKPOINTS_DIR / str(latest) / MODEL_DIR
+    source = run_dir / CHECKPOINTS_DIR / str(latest) / MODEL_DIR  # the final step's model, exported
     if jax.process_index() == 0:
-        staged = model.with_name(f".{model.name}.staging-{os.getpid()}")
-        shutil.rmtree(staged, ignore_errors=True)
-        shutil.copytree(source, staged)
-        replace_folder(staged, model)
+        params, _ = load_pretrained(source)
+        summary = json.loads((source / SUMMARY_FILE).read_text(encoding="utf-8"))
+        export_model(model, params, Tokenizer.load(source), run, summary)
     say(f"{run_dir} finished at step {latest} but had no {MODEL_DIR}/: exported it from that checkpoint")
     return run_dir
 
