@@ -211,7 +211,12 @@ class _Trainer:
         if latest is not None:
             start, self.state, meta = self.checkpoints.restore(abstract_like(self.state), warn=self.warn)
             self.loader.load_state_dict(meta["loader"])
-            done.update(meta.get("summary", {}))
+            summary = meta.get("summary", {})  # what the run had done by that checkpoint
+            done = {
+                "train_seconds": summary.get("train_seconds", 0.0),
+                "sample": summary.get("sample", ""),
+                "eval": {k: summary[k] for k in ("eval_loss", "eval_perplexity") if k in summary},
+            }
             say(f"resumed from step {start}")
             if saved is not None and saved.get("max_steps") != run.max_steps:
                 say(self._schedule_change(saved["max_steps"], start))
