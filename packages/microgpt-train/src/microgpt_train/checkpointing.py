@@ -7,6 +7,8 @@
 
 orbax writes each step into a temporary folder and renames it when complete, so a process killed
 mid-save leaves the previous step intact; leftover temporary folders are cleaned up by the next run.
+Saves are synchronous: the step waits for its checkpoint (a fraction of a second for the presets on
+a CPU), so a failure is reported at the step that failed, with nothing left writing in the background.
 `restore` falls back to the newest older step, with a warning naming the bad one, when a checkpoint
 cannot be read. A save that fails because the disk is full raises `DiskFullError`, one line that
 says so; orbax's own error logging is kept out of the terminal.
@@ -78,7 +80,10 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: dict, meta: dict[str, Any], write_model: Callable[[Path], Any]) -> None:
-        """Starts saving `state` (arrays, in the background), `meta` (JSON) and the model folder.
+        """Saves `state` (arrays), `meta` (JSON) and the model folder as `step`, before returning.
+
+        Saves are synchronous (`enable_async_checkpointing=False`): a failed save is reported here, at
+        its own step, rather than at the next one, and leaves no background write behind.
 
         Raises:
           DiskFullError: the disk filled up (this step is not kept; the previous ones are intact).
@@ -89,7 +94,7 @@ class Checkpoints:
             self.manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def wait(self) -> None:
-        """Blocks until the background save is complete (`DiskFullError` if the disk filled up)."""
+        """Blocks until any save in flight is complete (`DiskFullError` if the disk filled up)."""
         with self._disk_errors(None):
             self.manager.wait_until_finished()
 
