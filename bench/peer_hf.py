@@ -3,9 +3,9 @@
 Standalone: it imports only torch, transformers, numpy and the standard library, and runs in the side
 virtual environment described in DEVELOPERS.md (torch never enters the workspace's uv.lock):
 
-    /root/peer-venv/bin/python bench/peer_hf.py                 # everything, float32
-    /root/peer-venv/bin/python bench/peer_hf.py --bf16          # plus eval/train under bf16 autocast
-    /root/peer-venv/bin/python bench/peer_hf.py --what decode --repeats 7
+    ~/peer-venv/bin/python bench/peer_hf.py                 # everything, float32
+    ~/peer-venv/bin/python bench/peer_hf.py --bf16          # plus eval/train under bf16 autocast
+    ~/peer-venv/bin/python bench/peer_hf.py --what decode --repeats 7
 
 It builds a `GPT2LMHeadModel` with random weights (vocab 8192, 256 positions, width 256, 4 layers,
 4 heads by default), float32, and prints ONE JSON line on stdout with every figure. Each measurement

@@ -8,7 +8,8 @@
 
 from microgpt_train.config import PRESETS, RunConfig, RunConfigError, preset
 from microgpt_train.evaluate import evaluate_model
-from microgpt_train.loop import NonFiniteLossError, TrainingInterrupted, train
+from microgpt_train.interrupts import TrainingInterrupted
+from microgpt_train.loop import NonFiniteLossError, train
 from microgpt_train.optim import decay_mask, learning_rate_schedule, make_optimizer
 from microgpt_train.step import init_state, make_eval_step, make_train_step
 

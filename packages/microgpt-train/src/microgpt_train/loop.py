@@ -16,11 +16,8 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
 import textwrap
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,32 +34,21 @@ from microgpt_data import Tokenizer
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
 from microgpt_train.export import export_model, typed_path, write_model_folder
+from microgpt_train.interrupts import StopFlag, TrainingInterrupted
 from microgpt_train.metrics import MetricsLog, flops_per_token, peak_flops_per_device, unigram_entropy
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
 from microgpt_train.pipeline import make_loader, resolve_tokenizer
 from microgpt_train.plots import plot_losses
-from microgpt_train.progress import Progress
+from microgpt_train.progress import Clock, Progress
 from microgpt_train.run_folder import check_run_folder, run_lock
 from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
 from microgpt_train.step import init_state, make_eval_step, make_train_step
 
-__all__ = ["NonFiniteLossError", "TrainingInterrupted", "check_devices", "to_host", "train"]
+__all__ = ["NonFiniteLossError", "check_devices", "to_host", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient became NaN or infinite; the newest checkpoint is the last good one."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: a checkpoint was saved at `step`; continue with ``--resume``."""
-
-    def __init__(self, step: int, run_dir: Path, signum: int = signal.SIGINT):
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"{name} at step {step}: checkpoint saved in {run_dir}; continue it with "
-            f"--resume --name {run_dir.name}"
-        )
-        self.step, self.run_dir, self.signum = step, run_dir, signum
 
 
 def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
@@ -98,36 +84,6 @@ def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:
             "or start a new run with another --name"
         )
     return saved
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM (`signum` says which); a second Ctrl-C interrupts at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def any_process(self) -> int | None:
-        """The signal any process received (all processes agree), or None."""
-        if jax.process_count() == 1:
-            return self.signum
-        got = multihost_utils.process_allgather(np.array([self.signum or 0]))
-        return int(np.max(got)) or None
 
 
 def train(run: RunConfig, *, resume: bool = False, log=print) -> Path:
@@ -308,9 +264,9 @@ class _Trainer:
     # ------------------------------------------------------------------------------------ the loop
     def _loop(self, start: int, done: dict) -> Path:
         run = self.run
-        step, clock = start, _Clock()
+        step, clock = start, Clock()
         try:
-            with Progress(run, start, enabled=self.main, log=self.say) as progress, _StopFlag() as stop:
+            with Progress(run, start, enabled=self.main, log=self.say) as progress, StopFlag() as stop:
                 while step < run.max_steps:
                     step += 1
                     record = self._step(step, clock)
@@ -350,7 +306,7 @@ class _Trainer:
         self._goodbye(summary, model)
         return self.run_dir
 
-    def _step(self, step: int, clock: _Clock) -> dict[str, Any]:
+    def _step(self, step: int, clock: Clock) -> dict[str, Any]:
         """One optimiser step; its metrics record when it is a logged step (else {})."""
         run = self.run
         self.state, out = self.train_step(self.state, global_batch(next(self.loader), self.mesh))
@@ -388,31 +344,3 @@ class _Trainer:
             f"next:\n  {prefix}generate --model {where} {prompt}\n"
             f"  {prefix}evaluate --model {where} --data {self.run.data}"
         )
-
-
-class _Clock:
-    """Training time: wall time less the pauses (evals, samples); `lap()` gives steps per second."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.steps = 0
-        self.paused_total = 0.0
-
-    def lap(self) -> float:
-        now = time.perf_counter()
-        rate = self.steps / max(now - self.last, 1e-9)
-        self.last, self.steps = now, 0
-        return rate
-
-    @contextlib.contextmanager
-    def paused(self):
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = time.perf_counter() - began
-            self.last += spent
-            self.paused_total += spent
-
-    def total(self) -> float:
-        return time.perf_counter() - self.start - self.paused_total

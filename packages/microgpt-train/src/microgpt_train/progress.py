@@ -11,12 +11,14 @@ Only process 0 prints.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
 from typing import Any
 
 from microgpt_train.config import RunConfig
 
-__all__ = ["Progress"]
+__all__ = ["Clock", "Progress"]
 
 LINES_PER_RUN = 20
 
@@ -69,3 +71,31 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Clock:
+    """Training time: wall time less the pauses (evals, samples); `lap()` gives steps per second."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.steps = 0
+        self.paused_total = 0.0
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        rate = self.steps / max(now - self.last, 1e-9)
+        self.last, self.steps = now, 0
+        return rate
+
+    @contextlib.contextmanager
+    def paused(self):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self.last += spent
+            self.paused_total += spent
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start - self.paused_total
