@@ -180,19 +180,16 @@ def _saved_config(run_dir: Path) -> RunConfig:
             raise RunConfigError(
                 f"--resume: there is no run folder {run_dir} ({where}); check --name and --runs-dir"
             )
+        from microgpt_train.run_folder import listing
+
         raise RunConfigError(
-            f"--resume: {run_dir} has no {TRAIN_CONFIG_FILE} (it holds {_listing(run_dir)}); it is not a "
+            f"--resume: {run_dir} has no {TRAIN_CONFIG_FILE} (it holds {listing(run_dir)}); it is not a "
             "run folder that can be resumed: start a new run without --resume"
         )
     try:
         return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError, RecursionError) as err:
         raise RunConfigError(f"--resume: {path} is not a readable run config: {err}") from None
-
-
-def _listing(folder: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    return ", ".join(names) if names else "nothing"
 
 
 def _refuse_changes(saved: RunConfig, asked: RunConfig, source: str, run_dir: Path) -> RunConfig:
