@@ -91,7 +91,6 @@ class Tokenizer:
         self._pattern = pattern
         self._name = name
         self._eot_token = eot_token
-        self._known: frozenset[int] | None = None  # every id, built on the first unknown id decoded
         self._encoding = make_encoding(name, pattern, self._ranks, self._special)
 
     # ------------------------------------------------------------------ properties
@@ -181,22 +180,15 @@ class Tokenizer:
         try:
             return self._encoding.decode(ids, errors="replace")
         except (KeyError, OverflowError, ValueError):  # tiktoken: an id it does not have
-            pass
-        if self._known is None:
-            self._known = frozenset(self._ranks.values()) | frozenset(self._special.values())
-        pieces: list[bytes] = []
-        run: list[int] = []
-        for i in ids:
-            if i in self._known:
-                run.append(i)
-                continue
-            if run:
-                pieces.append(self._encoding.decode_bytes(run))
-                run = []
-            pieces.append(REPLACEMENT)
-        if run:
-            pieces.append(self._encoding.decode_bytes(run))
-        return b"".join(pieces).decode("utf-8", errors="replace")
+            return b"".join(map(self.token_bytes, ids)).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one id (for decoding a stream token by token); an id the tokenizer does not
+        have gives the bytes of U+FFFD, as in `decode`."""
+        try:
+            return self._encoding.decode_single_token_bytes(int(token_id))
+        except (KeyError, OverflowError, ValueError):
+            return REPLACEMENT
 
     def check_fits(self, vocab_size: int, where: str) -> None:
         """Raises `TokenizerFileError` unless every id of this tokenizer is below a model's

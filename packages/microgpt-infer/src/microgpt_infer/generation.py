@@ -59,7 +59,7 @@ class _RowText:
     """
 
     def __init__(self, model: Model, stops: Sequence[str]) -> None:
-        self._encoding = model.tokenizer.encoding
+        self._tokenizer = model.tokenizer
         self._eot = model.tokenizer.eot_id
         self._stops = stops
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -67,18 +67,12 @@ class _RowText:
         self._emitted = 0
         self.done = False
 
-    def _token_bytes(self, token: int) -> bytes:
-        try:
-            return self._encoding.decode_single_token_bytes(token)
-        except KeyError:  # an id the model has but the tokenizer does not (padded vocabularies)
-            return b""
-
     def push(self, token: int) -> str:
         if self.done:
             return ""
         if token == self._eot:
             return self.finish()
-        self.text += self._decoder.decode(self._token_bytes(token))
+        self.text += self._decoder.decode(self._tokenizer.token_bytes(token))
         cut = min((i for i in (self.text.find(s) for s in self._stops) if i >= 0), default=-1)
         if cut >= 0:
             self.text = self.text[:cut]
