@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except KeyboardInterrupt as err:  # TrainingInterrupted (checkpoint saved), or a second Ctrl-C
-        print(f"\n{err or 'interrupted'}", file=sys.stderr)
+        print(f"\n{str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", signal.SIGINT)
     except PeerLostError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
