@@ -129,7 +129,7 @@ def test_truncated_weights_and_missing_tokenizer(tmp_path):
     folder = shutil.copytree(GPT2_TINY, tmp_path / "cut")
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[:-64])
-    with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated or corrupted .*cut off"):
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: truncated or corrupted .*cut short"):
         load_model(folder)
     (folder / "model.safetensors").write_bytes(data)
     (folder / "merges.txt").unlink()
@@ -146,6 +146,32 @@ def test_half_precision_weights_load_as_float32(tmp_path, gpt2):
     half = load_model(folder)
     assert half.params["embed"]["tokens"].dtype == jnp.float32
     np.testing.assert_allclose(half.params["embed"]["tokens"], gpt2.params["embed"]["tokens"], atol=1e-2)
+
+
+def test_names_without_prefix_buffers_and_a_tied_head_copy_load(tmp_path, gpt2):
+    """Read by core's read_safetensors: "transformer." is optional; the causal-mask buffers (of any
+    dtype) and a tied model's lm_head.weight copy are skipped, not refused."""
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "variants")
+    tensors = safetensors.numpy.load_file(folder / "model.safetensors")
+    tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    tensors["h.0.attn.bias"] = np.tril(np.ones((1, 1, 32, 32), bool))  # old transformers' mask buffer
+    tensors["h.1.attn.masked_bias"] = np.array(-1e4, np.float32)
+    tensors["lm_head.weight"] = tensors["wte.weight"]
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors")
+    loaded = load_model(folder)
+    np.testing.assert_array_equal(loaded.params["embed"]["tokens"], gpt2.params["embed"]["tokens"])
+
+
+def test_weights_of_another_dtype_or_far_too_small_name_the_file(tmp_path):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "typed")
+    tensors = dict(safetensors.numpy.load_file(folder / "model.safetensors"))
+    tensors["transformer.wpe.weight"] = tensors["transformer.wpe.weight"].astype(np.int32)
+    safetensors.numpy.save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: tensor 'wpe\.weight' has dtype int32; "):
+        load_model(folder)
+    _edit(folder, n_layer=10**30)  # refused at once, before 12 names per layer are listed
+    with pytest.raises(ModelFileError, match=r"model\.safetensors: \d+ bytes, too small for the model"):
+        load_model(folder)
 
 
 def _edit(folder, **changes):

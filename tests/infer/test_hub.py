@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from microgpt_core.card import SUMMARY_FILE
 from microgpt_infer import HubError, load_model, push_to_hub
 from microgpt_infer.hub import MODEL_FILES
 from tests.infer.conftest import GPT2_TINY
@@ -135,6 +137,10 @@ def test_push_to_hub_errors(hub, model_dir, model_copy, tmp_path):
         push_to_hub(model_copy, "me/x")
     with pytest.raises(ModelFileError, match="not a folder"):
         push_to_hub(tmp_path / "nope", "me/x")
+    folder = shutil.copytree(model_dir, tmp_path / "summary")
+    (folder / SUMMARY_FILE).write_text("[1]")
+    with pytest.raises(ModelFileError, match=rf"{SUMMARY_FILE}: must hold a JSON object \(a training"):
+        push_to_hub(folder, "me/x")  # read by core's read_json_object
     assert not [c for c in hub.calls("POST") if "commit" in c]
 
 

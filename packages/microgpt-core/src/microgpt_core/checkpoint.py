@@ -5,28 +5,30 @@
                         metadata {"format": "np"}
 
 `save_pretrained` writes each file under a temporary name in the same folder and renames it into
-place, so a crash never leaves a half-written file under a final name. `load_pretrained` checks the
-file against its config before reading any tensor: every name, dtype and shape, and the safetensors
-header itself (length, JSON, offsets within the file), so a truncated or corrupted file, or one made
-for another config, raises `CheckpointError` naming the file and the key instead of a library's
-internal message.
+place, so a crash never leaves a half-written file under a final name. `load_pretrained` reads
+config.json through `jsonfile.read_json_object` and the weights through `read_safetensors`, the one
+safetensors reader (infer's GPT-2 import uses it too): the `safetensors` library parses the file
+(header length, JSON, offsets within the file), then every name, dtype and shape is checked against
+the config before any tensor is read. A truncated or corrupted file, or one made for another
+config, raises `CheckpointError` naming the file and the key instead of a library's traceback.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig
 from microgpt_core.files import fsync_folder, write_temp
+from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import Params, flatten, param_shapes, unflatten
 
 __all__ = [
@@ -34,8 +36,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "CheckpointError",
     "load_pretrained",
-    "parse_json",
-    "read_header",
+    "read_safetensors",
     "save_pretrained",
 ]
 
@@ -43,25 +44,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 _DTYPE = "F32"  # safetensors' name for float32, the only dtype parameters are stored in
-_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header's size
-_DTYPE_BYTES = {
-    "BOOL": 1,
-    "U8": 1,
-    "I8": 1,
-    "F8_E4M3": 1,
-    "F8_E5M2": 1,
-    "U16": 2,
-    "I16": 2,
-    "F16": 2,
-    "BF16": 2,
-    "U32": 4,
-    "I32": 4,
-    "F32": 4,
-    "U64": 8,
-    "I64": 8,
-    "F64": 8,
-}
-_DTYPE_NAMES = {
+_DTYPE_NAMES = {  # safetensors' dtype names, as numpy spells them (for messages)
     "F64": "float64",
     "F32": "float32",
     "F16": "float16",
@@ -151,7 +134,7 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
       (params, config): params as a nested dict of float32 `jax.Array`s.
     Raises:
       CheckpointError: a file is missing, unreadable, truncated or corrupted, config.json is not a
-        valid config, or a tensor is missing, unexpected, mis-shaped or not float32.
+        valid config, or a tensor is missing, unexpected, mis-shaped, not float32 or not finite.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -164,46 +147,15 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
             f"{directory}: not a folder; expected a folder with {CONFIG_FILE} and {WEIGHTS_FILE}"
         )
     config = _read_config(directory / CONFIG_FILE)
-    arrays = _read_weights(directory / WEIGHTS_FILE, config)
+    arrays = read_safetensors(
+        directory / WEIGHTS_FILE, param_shapes(config), expected_by=f"the config in {CONFIG_FILE}"
+    )
     return unflatten({name: jnp.asarray(value) for name, value in arrays.items()}), config
-
-
-def parse_json(data: bytes, where: str) -> Any:
-    """The JSON value of `data` (UTF-8), or `CheckpointError` starting with `where` for anything that
-    is not valid JSON text: bad UTF-8, a syntax error, a key given twice, nesting deeper than the
-    interpreter's recursion limit, an integer of more than 4,300 digits (Python's conversion limit).
-    """
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CheckpointError(
-            f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
-        ) from None
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{where}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}"
-        ) from None
-    except _DuplicateKey as e:
-        raise CheckpointError(f"{where}: key {e.args[0]!r} appears more than once") from None
-    except RecursionError:
-        raise CheckpointError(f"{where}: not valid JSON here: nested too deeply to read") from None
-    except ValueError as e:  # an integer too long to convert
-        raise CheckpointError(f"{where}: not valid JSON here: {_first_line(e)}") from None
-
-
-def _first_line(e: BaseException) -> str:
-    return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 def _read_config(path: Path) -> GPTConfig:
     """Parses and validates a `config.json` (any known format version)."""
-    body = parse_json(_read_bytes(path), str(path))
-    if not isinstance(body, dict):
-        raise CheckpointError(
-            f"{path}: must hold a JSON object of GPTConfig fields, got a JSON {type(body).__name__}"
-        )
+    body = read_json_object(path, error=CheckpointError, holds="a JSON object of GPTConfig fields")
     version = body.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{path}: format_version must be an integer >= 1, got {json.dumps(version)}")
@@ -213,124 +165,100 @@ def _read_config(path: Path) -> GPTConfig:
         raise CheckpointError(f"{path}: {e}") from None
 
 
-def _read_weights(path: Path, config: GPTConfig) -> dict[str, np.ndarray]:
-    """Validates `model.safetensors` against `config`, then reads it: {dotted name: float32 array}."""
-    header = read_header(path)
-    expected = param_shapes(config)
-    where = f"{path} (for the config in {CONFIG_FILE})"
-    _check_names(where, expected, set(header))
-    for name, shape in expected.items():
-        dtype, got = header[name]["dtype"], tuple(header[name]["shape"])
-        if dtype != _DTYPE:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} has dtype {_DTYPE_NAMES.get(dtype, dtype)}; expected float32"
-            )
-        if got != shape:
-            raise CheckpointError(f"{path}: tensor {name!r} has shape {got}; expected {shape}")
+def read_safetensors(
+    path: str | os.PathLike[str],
+    shapes: Mapping[str, tuple[int, ...]],
+    *,
+    dtypes: Collection[str] = (_DTYPE,),
+    rename: Callable[[str], str | None] | None = None,
+    expected_by: str | None = None,
+) -> dict[str, np.ndarray]:
+    """The tensors `shapes` names, read from the safetensors file `path` as float32 numpy arrays.
+
+    The `safetensors` library parses the file (the header's length and JSON, every tensor's dtype,
+    shape and byte range, which must tile the data exactly). Then, before any tensor is read, its
+    names must be exactly those of `shapes` (none missing, none unexpected), and each tensor must
+    have its shape there and one of `dtypes`; each tensor read is widened to float32 and must be
+    finite.
+
+    Args:
+      path: the `.safetensors` file.
+      shapes: {name: shape} of every tensor expected, in the order of the result.
+      dtypes: the safetensors dtypes accepted ("F32", "F16", "BF16", "F64", ...).
+      rename: the name each tensor of the file has in `shapes` (e.g. without a prefix), or None for
+        a tensor to skip (a buffer that is not a parameter); default: its own name.
+      expected_by: what expects these tensors, for the message about missing or unexpected ones
+        (e.g. "the config in config.json").
+    Returns:
+      {name: float32 array} in the order of `shapes`.
+    Raises:
+      CheckpointError: one line naming the file (and the tensor) for a missing, unreadable,
+        truncated or corrupted file, a missing or unexpected tensor, a wrong shape or dtype, or a
+        NaN or infinite value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    size = path.stat().st_size
     try:
-        arrays = safetensors.numpy.load_file(path)
-    except Exception as e:  # the header was checked above: this is a damaged file or a library bug
+        with safetensors.safe_open(path, framework="numpy") as f:
+            stored = {}  # our name -> the tensor's name in the file
+            for name in f.keys():  # noqa: SIM118 - a safe_open handle is not a mapping
+                ours = rename(name) if rename is not None else name
+                if ours is None:
+                    continue
+                if ours in stored:
+                    raise CheckpointError(f"{path}: tensors {stored[ours]!r} and {name!r} both hold {ours!r}")
+                stored[ours] = name
+            where = f"{path} (for {expected_by})" if expected_by else str(path)
+            _check_names(where, shapes, set(stored))
+            for ours, shape in shapes.items():
+                entry = f.get_slice(stored[ours])
+                dtype, got = entry.get_dtype(), tuple(entry.get_shape())
+                if dtype not in dtypes:
+                    valid = " or ".join(_DTYPE_NAMES.get(d, d) for d in dtypes)
+                    dtype = _DTYPE_NAMES.get(dtype, dtype)
+                    raise CheckpointError(f"{path}: tensor {ours!r} has dtype {dtype}; expected {valid}")
+                if got != tuple(shape):
+                    raise CheckpointError(f"{path}: tensor {ours!r} has shape {got}; expected {tuple(shape)}")
+            arrays = {}
+            for ours in shapes:
+                with np.errstate(over="ignore"):  # a float64 beyond float32's range: inf, refused below
+                    value = np.asarray(f.get_tensor(stored[ours]), dtype=np.float32)
+                if not np.isfinite(value).all():
+                    raise CheckpointError(f"{path}: tensor {ours!r} contains NaN or infinite values")
+                arrays[ours] = value
+    except safetensors.SafetensorError as e:
+        reason = _first_line(e).removeprefix("Error while deserializing header: ")
+        if "not fully covered" in reason:
+            reason += " (cut short, or bytes after the last tensor)"
         raise CheckpointError(
-            f"{path}: corrupted safetensors file; the reader failed with {type(e).__name__}: {e}"
+            f"{path}: truncated or corrupted safetensors file ({size} bytes): {reason}"
         ) from None
-    for name, value in arrays.items():
-        if not np.all(np.isfinite(value)):
-            raise CheckpointError(f"{path}: tensor {name!r} contains NaN or infinite values")
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read: {e.strerror or e}") from None
     return arrays
 
 
-def read_header(path: Path) -> dict[str, dict[str, Any]]:
-    """The safetensors JSON header, checked against the file's size: {name: {dtype, shape, ...}}.
-
-    Layout: 8 bytes little-endian header length N, N bytes of JSON, then the tensors' bytes; each
-    tensor's `data_offsets` [begin, end) are relative to the data section, which they tile exactly.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found (a checkpoint needs {WEIGHTS_FILE})")
-    size = path.stat().st_size
-    bad = f"{path}: truncated or corrupted safetensors file"
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{bad}: {size} bytes, shorter than the 8-byte header length")
-        n = int.from_bytes(prefix, "little")
-        if n > _MAX_HEADER or 8 + n > size:
-            raise CheckpointError(f"{bad}: header length {n} does not fit in the file's {size} bytes")
-        raw = f.read(n)
-    header = parse_json(raw, f"{bad}: its {n}-byte header")
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{bad}: its header is not a JSON object")
-    header.pop("__metadata__", None)
-    spans = []
-    for name, entry in header.items():
-        what = f"{bad}: header entry for tensor {name!r}"
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
-            raise CheckpointError(f"{what} lacks dtype, shape or data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _DTYPE_BYTES:
-            raise CheckpointError(f"{what} has unknown dtype {dtype!r}")
-        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise CheckpointError(f"{what} has an invalid shape {shape!r}")
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not all(map(_is_count, offsets))
-            or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]
-        ):
-            raise CheckpointError(
-                f"{what} has data_offsets {offsets!r} that do not match its shape {shape} and dtype {dtype}"
-            )
-        spans.append((offsets[0], offsets[1], name))
-    end = 0
-    for begin, stop, name in sorted(spans):
-        if begin != end:
-            raise CheckpointError(
-                f"{bad}: tensor {name!r} starts at byte {begin} of the data, expected {end} (overlap or gap)"
-            )
-        end = stop
-    if 8 + n + end != size:
-        last = f" (tensor {max(spans)[2]!r} is cut off)" if spans and 8 + n + end > size else ""
-        raise CheckpointError(
-            f"{bad}: the header describes {8 + n + end} bytes but the file has {size}{last}"
-        )
-    return header
-
-
-def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found (a checkpoint needs {path.name})")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read: {e.strerror}") from None
+def _first_line(e: BaseException) -> str:
+    return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
 # ------------------------------------------------------------------------------------------------
-def _check_names(where: str, expected: dict[str, tuple[int, ...]], got: set[str]) -> None:
+def _check_names(where: str, expected: Mapping[str, tuple[int, ...]], got: set[str]) -> None:
     """Raises if tensors are missing from `got` or present in it but unknown to the config."""
-    missing = [f"{name!r} {shape}" for name, shape in expected.items() if name not in got]
-    extra = sorted(got - set(expected))
+    missing = [f"{name!r} {tuple(shape)}" for name, shape in expected.items() if name not in got]
+    extra = [repr(name) for name in sorted(got - set(expected))]
     problems = []
     if missing:
-        problems.append(f"missing tensor(s) {', '.join(missing)}")
+        problems.append(f"missing {_some(missing, 'tensor')}")
     if extra:
-        problems.append(f"unexpected tensor(s) {extra} that this config does not use")
+        problems.append(f"unexpected {_some(extra, 'tensor')} that this config does not use")
     if problems:
         raise CheckpointError(f"{where}: {'; '.join(problems)}")
 
 
-def _is_count(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
+def _some(items: list[str], noun: str, shown: int = 5) -> str:
+    """`noun` and `items`: "tensor 'a'", "tensors 'a', 'b'", or the first `shown` and how many more."""
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return f"{noun}{'s' if len(items) > 1 else ''} {', '.join(items[:shown])}{more}"

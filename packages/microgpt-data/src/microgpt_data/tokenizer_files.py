@@ -26,11 +26,14 @@ import re
 from pathlib import Path
 
 from microgpt_core.files import write_atomic
+from microgpt_core.jsonfile import read_json_object
 from microgpt_data.errors import TokenizerFileError
 
 __all__ = [
     "RANKS_FILE",
     "CONFIG_FILE",
+    "GPT2_VOCAB_FILE",
+    "GPT2_MERGES_FILE",
     "TOKENIZER_FORMAT_VERSION",
     "gpt2_byte_decoder",
     "write_tokenizer_files",
@@ -40,6 +43,8 @@ __all__ = [
 
 RANKS_FILE = "tokenizer.tiktoken"
 CONFIG_FILE = "tokenizer_config.json"
+GPT2_VOCAB_FILE = "vocab.json"  # GPT-2's own names, as a Hugging Face GPT-2 folder holds them
+GPT2_MERGES_FILE = "merges.txt"
 TOKENIZER_FORMAT_VERSION = 1
 _ID_LIMIT = 2**32  # tiktoken's ids are 32-bit unsigned
 _DECIMAL = re.compile(rb"[0-9]{1,10}")
@@ -103,7 +108,7 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
                 f"{path} does not exist; a tokenizer folder holds {RANKS_FILE} and {CONFIG_FILE} "
                 "(written by Tokenizer.save or the train-tokenizer command)"
             )
-    config = _read_json_object(config_path, "must hold a JSON object")
+    config = read_json_object(config_path, error=TokenizerFileError)
     version = config.get("format_version")
     if type(version) is not int or version != TOKENIZER_FORMAT_VERSION:  # not True, not 1.0
         raise TokenizerFileError(
@@ -151,7 +156,7 @@ def read_gpt2_files(
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise TokenizerFileError(f"{path} does not exist")
-    vocab = _read_json_object(vocab_path, "must map token strings to ids")
+    vocab = read_json_object(vocab_path, error=TokenizerFileError, holds="a JSON object of tokens and ids")
     for token, token_id in vocab.items():
         if not token:
             raise TokenizerFileError(f"{vocab_path}: holds an empty token; every token is non-empty")
@@ -243,20 +248,6 @@ def _read_text(path: Path) -> str:
             f"{path} is not UTF-8 text: byte {exc.start} is {data[exc.start : exc.start + 1]!r} "
             f"({exc.reason}); is it the right file?"
         ) from None
-
-
-def _read_json_object(path: Path, shape: str) -> dict:
-    """The JSON object in `path`; `TokenizerFileError` (naming the file) when it is not one."""
-    text = _read_text(path)
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise TokenizerFileError(f"{path} is not valid JSON here: it is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and int() limits on huge numbers
-        raise TokenizerFileError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise TokenizerFileError(f"{path} {shape}, not a JSON {type(value).__name__}")
-    return value
 
 
 def _parse_ranks(path: Path) -> dict[bytes, int]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Model": "microgpt_infer.model",
+    "Model": "microgpt_infer.folder",
     "load_model": "microgpt_infer.model",
     "find_default_model": "microgpt_infer.model",
     "generate": "microgpt_infer.generation",
@@ -59,9 +59,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
         PromptTooLongError,
         UnsupportedModelError,
     )
+    from microgpt_infer.folder import Model
     from microgpt_infer.generation import generate, generate_text
     from microgpt_infer.hub import push_to_hub
-    from microgpt_infer.model import Model, find_default_model, load_model
+    from microgpt_infer.model import find_default_model, load_model
 
 
 def __getattr__(name: str):

@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from microgpt_core import CheckpointError, ConfigError, GPTConfig
-from microgpt_core.checkpoint import read_header
+from microgpt_core.checkpoint import CONFIG_FILE, read_safetensors
 from microgpt_core.params import Params, param_shapes, unflatten
 from microgpt_infer.errors import ModelFileError, UnsupportedModelError
 
-__all__ = ["FIELDS", "KEY_TABLE", "is_gpt2_config", "gpt2_config", "load_gpt2_params", "read_safetensors"]
+__all__ = ["FIELDS", "KEY_TABLE", "is_gpt2_config", "gpt2_config", "load_gpt2_params"]
 
 # Our dotted name <- (Hugging Face name, with {i} for the layer index; transpose?).
 KEY_TABLE: dict[str, tuple[str, bool]] = {
@@ -57,12 +57,7 @@ KEY_TABLE: dict[str, tuple[str, bool]] = {
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 _ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "exact"}
-_SAFETENSORS_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": jnp.bfloat16,
-}
+_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # the safetensors dtypes read (widened to float32)
 
 
 def is_gpt2_config(body: dict[str, Any]) -> bool:
@@ -119,7 +114,7 @@ FIELDS = {
 }  # fmt: skip
 
 
-def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTConfig:
+def gpt2_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTConfig:
     """Our `GPTConfig` for a Hugging Face GPT-2 `config.json`; refuses variants we cannot run.
 
     Every known field's JSON value is checked first (`FIELDS`: booleans must be JSON true/false,
@@ -177,73 +172,58 @@ def gpt2_config(body: dict[str, Any], path: Path | str = "config.json") -> GPTCo
         raise ModelFileError(f"{path}: {e}") from None
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file as a float32 numpy array (F64/F32/F16/BF16 accepted).
-
-    The header is checked by core's `read_header` (length, JSON, dtypes, shapes, offsets that tile
-    the data exactly) before any byte of a tensor is read. Raises `ModelFileError` naming the file
-    (and the tensor) for a missing, truncated, corrupted or foreign file.
-    """
-    if not path.is_file():
-        raise ModelFileError(f"{path}: file not found (a GPT-2 folder needs model.safetensors)")
-    try:
-        header = read_header(path)
-    except CheckpointError as e:
-        raise ModelFileError(str(e)) from None
-    data = path.read_bytes()
-    body = memoryview(data)[8 + int.from_bytes(data[:8], "little") :]
-    tensors = {}
-    for name, entry in header.items():
-        if entry["dtype"] not in _SAFETENSORS_DTYPES:
-            raise ModelFileError(
-                f"{path}: tensor {name!r} has dtype {entry['dtype']}; valid: {sorted(_SAFETENSORS_DTYPES)}"
-            )
-        begin, end = entry["data_offsets"]
-        array = np.frombuffer(body[begin:end], dtype=_SAFETENSORS_DTYPES[entry["dtype"]])
-        tensors[name] = array.reshape(entry["shape"]).astype(np.float32)
-    return tensors
-
-
 def load_gpt2_params(path: Path, config: GPTConfig) -> Params:
     """Reads a Hugging Face GPT-2 `model.safetensors` into our nested params for `config`.
 
-    Raises `ModelFileError` naming the file and the key for a missing, unexpected or mis-shaped tensor.
+    Read by core's `read_safetensors` (the one safetensors reader), with the names of `KEY_TABLE`
+    (a leading "transformer." dropped; the causal-mask buffers and a tied model's copy of the
+    embeddings as `lm_head.weight` skipped) and F64/F32/F16/BF16 widened to float32. Raises
+    `ModelFileError` naming the file and the key for a missing, truncated or corrupted file, or a
+    missing, unexpected, mis-shaped, mistyped or non-finite tensor.
     """
-    raw = read_safetensors(path)
-    tensors = {}
-    for name, value in raw.items():
-        key = name.removeprefix("transformer.")
-        if key.endswith(_IGNORED_SUFFIXES):
-            continue
-        tensors[key] = value
-    if config.tie_embeddings:
-        tensors.pop("lm_head.weight", None)  # some savers write the tied copy too
-    used: set[str] = set()
-
-    def take(hf_name: str, transpose: bool) -> np.ndarray:
-        if hf_name not in tensors:
-            raise ModelFileError(f"{path}: missing tensor {hf_name!r} (needed for this config.json)")
-        used.add(hf_name)
-        return tensors[hf_name].T if transpose else tensors[hf_name]
-
+    # Every weight takes 2 bytes at least (16 bits): a file smaller than that cannot hold this config,
+    # and an absurd n_layer (10**30) would otherwise make us list 12 names per layer before finding out.
+    need = 2 * sum(math.prod(shape) for shape in param_shapes(config).values())
+    if path.is_file() and path.stat().st_size < need:
+        raise ModelFileError(
+            f"{path}: {path.stat().st_size} bytes, too small for the model {CONFIG_FILE} describes (n_layer "
+            f"{config.n_layers}, n_embd {config.d_model}, vocab_size {config.vocab_size}: at least {need} "
+            "bytes in 16 bits)"
+        )
+    try:
+        tensors = read_safetensors(
+            path,
+            _hf_shapes(config),
+            dtypes=_FLOAT_DTYPES,
+            rename=lambda name: _our_name(name, config),
+            expected_by=CONFIG_FILE,
+        )
+    except CheckpointError as e:
+        raise ModelFileError(str(e)) from None
     flat = {}
+    for ours in param_shapes(config):
+        hf_name, transpose = KEY_TABLE[ours]
+        names = [hf_name.format(i=i) for i in range(config.n_layers)] if "{i}" in hf_name else [hf_name]
+        values = [tensors[name].T if transpose else tensors[name] for name in names]
+        flat[ours] = jnp.asarray(np.stack(values) if "{i}" in hf_name else values[0])
+    return unflatten(flat)
+
+
+def _hf_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+    """{Hugging Face name: shape} of every tensor `config` needs, as stored (before any transpose)."""
+    shapes = {}
     for ours, shape in param_shapes(config).items():
         hf_name, transpose = KEY_TABLE[ours]
         if "{i}" in hf_name:
-            value = np.stack([take(hf_name.format(i=i), transpose) for i in range(config.n_layers)])
+            for i in range(config.n_layers):
+                shapes[hf_name.format(i=i)] = shape[1:]  # one layer of the stacked tensor
         else:
-            value = take(hf_name, transpose)
-        if value.shape != shape:
-            raise ModelFileError(
-                f"{path}: tensor {hf_name!r} has shape {value.shape}; config.json implies {shape}"
-            )
-        if not np.all(np.isfinite(value)):
-            raise ModelFileError(f"{path}: tensor {hf_name!r} contains NaN or infinite values")
-        flat[ours] = jnp.asarray(value)
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise ModelFileError(
-            f"{path}: unexpected tensor(s) {extra[:5]} that this config.json does not use "
-            f"(n_layer={config.n_layers}?)"
-        )
-    return unflatten(flat)
+            shapes[hf_name] = shape[::-1] if transpose else shape
+    return shapes
+
+
+def _our_name(name: str, config: GPTConfig) -> str | None:
+    """A file's tensor name as `KEY_TABLE` spells it, or None for one that is not a parameter."""
+    if name.endswith(_IGNORED_SUFFIXES) or (config.tie_embeddings and name == "lm_head.weight"):
+        return None  # the causal mask; the tied copy of wte some savers write
+    return name.removeprefix("transformer.")

@@ -35,10 +35,14 @@ import os
 from pathlib import Path
 
 from microgpt_core import card
-from microgpt_core.checkpoint import CheckpointError, parse_json
+from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from microgpt_core.jsonfile import read_json_object
+from microgpt_core.params import count_params
+from microgpt_data import tokenizer_files
 from microgpt_data.errors import DataSourceError
 from microgpt_data.hub import HUB_TIMEOUT_VAR, hub_endpoint, hub_timeout_seconds
 from microgpt_infer.errors import HubError, ModelFileError
+from microgpt_infer.folder import load_folder
 
 __all__ = [
     "MODEL_FILES",
@@ -50,14 +54,14 @@ __all__ = [
 
 TIMEOUT_ENV = HUB_TIMEOUT_VAR  # seconds a request may wait to connect, or for the next bytes
 
-# Everything a model folder of either layout may hold (model.py): nothing else is fetched or pushed.
+# Everything a model folder of either layout may hold (folder.py): nothing else is fetched or pushed.
 MODEL_FILES = (
-    "config.json",
-    "model.safetensors",
-    "tokenizer.tiktoken",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    tokenizer_files.RANKS_FILE,
+    tokenizer_files.CONFIG_FILE,
+    tokenizer_files.GPT2_VOCAB_FILE,
+    tokenizer_files.GPT2_MERGES_FILE,
     card.CARD_FILE,
     card.SUMMARY_FILE,
 )
@@ -231,9 +235,6 @@ def _first_line(e: BaseException) -> str:
 def model_card(model_dir: Path, repo_id: str) -> str:
     """The `README.md` to upload: the folder's own card if a person wrote or edited it, else the card
     of `microgpt_core.card` for the repo (with the training summary the folder holds, if any)."""
-    from microgpt_core import count_params
-    from microgpt_infer.model import load_folder  # local import: model imports nothing of hub
-
     model = load_folder(model_dir)  # also checks that the folder loads
     readme = model_dir / card.CARD_FILE
     if readme.is_file():
@@ -242,12 +243,7 @@ def model_card(model_dir: Path, repo_id: str) -> str:
             return text
     summary, path = None, model_dir / card.SUMMARY_FILE
     if path.is_file():
-        try:
-            summary = parse_json(path.read_bytes(), str(path))
-        except (CheckpointError, OSError) as e:
-            raise ModelFileError(str(e)) from None
-        if not isinstance(summary, dict):
-            raise ModelFileError(f"{path}: must hold a JSON object (a training summary)")
+        summary = read_json_object(path, error=ModelFileError, holds="a JSON object (a training summary)")
     return card.model_card(
         model.config, repo_id, name=repo_id, n_params=count_params(model.params), summary=summary, on_hub=True
     )
