@@ -35,10 +35,16 @@ from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
 from microgpt_train.export import export_model, typed_path, write_model_folder
 from microgpt_train.interrupts import StopFlag, TrainingInterrupted
-from microgpt_train.metrics import MetricsLog, flops_per_token, peak_flops_per_device, unigram_entropy
+from microgpt_train.metrics import (
+    METRICS_FILE,
+    MetricsLog,
+    flops_per_token,
+    peak_flops_per_device,
+    unigram_entropy,
+)
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
 from microgpt_train.pipeline import make_loader, resolve_tokenizer
-from microgpt_train.plots import plot_losses
+from microgpt_train.plots import PLOT_FILE, plot_losses
 from microgpt_train.progress import Clock, Progress
 from microgpt_train.run_folder import check_run_folder, run_lock
 from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
@@ -176,7 +182,7 @@ class _Trainer:
             say(f"resumed from step {start}")
             if saved is not None and saved.get("max_steps") != run.max_steps:
                 say(self._schedule_change(saved["max_steps"], start))
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main, truncate_after=start)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=self.main, truncate_after=start)
         return self._loop(start, done)
 
     def _validation(self) -> None:
@@ -329,9 +335,9 @@ class _Trainer:
         if not (self.main and self.metrics.records):
             return
         try:
-            plot_losses(self.metrics.records, self.run_dir / "loss.png", baseline=self.baseline)
+            plot_losses(self.metrics.records, self.run_dir / PLOT_FILE, baseline=self.baseline)
         except OSError as err:  # a full disk: the plot is the least of it
-            self.warn(f"warning: could not write {self.run_dir / 'loss.png'}: {err}")
+            self.warn(f"warning: could not write {self.run_dir / PLOT_FILE}: {err}")
 
     def _goodbye(self, summary: dict[str, Any], model: Path) -> None:
         loss = summary.get("eval_loss", float("nan"))

@@ -24,7 +24,9 @@ import numpy as np
 
 from microgpt_core import GPTConfig
 
-__all__ = ["MetricsLog", "flops_per_token", "peak_flops_per_device", "unigram_entropy"]
+__all__ = ["METRICS_FILE", "MetricsLog", "flops_per_token", "peak_flops_per_device", "unigram_entropy"]
+
+METRICS_FILE = "metrics.jsonl"  # in the run folder: one JSON record per logged step or evaluation
 
 # Dense peak FLOP/s per device, by platform and compute dtype; CPUs are measured (`_cpu_peak`).
 _PEAKS = {

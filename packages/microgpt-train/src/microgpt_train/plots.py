@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_losses"]
+__all__ = ["PLOT_FILE", "plot_losses"]
+
+PLOT_FILE = "loss.png"  # in the run folder
 
 
 def plot_losses(records: list[dict[str, Any]], path: Path, *, baseline: float | None = None) -> None:
