@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from microgpt_data import (
     ENDOFTEXT,
-    BPETrainingError,
+    DataError,
     InvalidTextError,
     Tokenizer,
     pydocs_texts,
@@ -89,12 +89,12 @@ def test_small_text_may_give_a_smaller_vocabulary():
     ],
 )
 def test_bad_arguments(small_texts, kwargs, match):
-    with pytest.raises(BPETrainingError, match=match):
+    with pytest.raises(DataError, match=match):
         train_bpe(small_texts[:2], **kwargs)
 
 
 def test_no_text_is_an_error():
-    with pytest.raises(BPETrainingError, match="no text to train on"):
+    with pytest.raises(DataError, match="no text to train on"):
         train_bpe(["", ""], 300)
 
 

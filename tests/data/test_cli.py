@@ -163,7 +163,7 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
     argv = ["--data", str(tmp_path / "no.txt"), "--vocab-size", "300", "--out", str(tmp_path), "--debug"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and "MissingPathError" in err
+    assert "Traceback" in err and "DataSourceError" in err
     assert err.rstrip().splitlines()[-1].startswith("error: ") and "no.txt' does not exist" in err
 
 

@@ -13,12 +13,16 @@ def test_errors_are_value_errors():
         assert getattr(microgpt_data, name, cls) is cls  # re-exported ones are the same class
 
 
-def test_source_errors_share_a_base():
-    for cls in (
-        errors.MissingPathError,
-        errors.UnsupportedFileError,
-        errors.MissingTextColumnError,
-        errors.EmptyDatasetError,
-        errors.HubUnavailableError,
-    ):
-        assert issubclass(cls, errors.DataSourceError)
+def test_only_errors_a_caller_would_catch_apart_are_classes():
+    """Bad arguments are DataError itself; a bad dataset spec is DataSourceError (HubUnavailableError
+    when the Hub cannot be reached: trying again may succeed)."""
+    assert errors.__all__ == [
+        "DataError",
+        "TokenizerFileError",
+        "InvalidTextError",
+        "TokenizerDownloadError",
+        "DataSourceError",
+        "HubUnavailableError",
+        "LoaderStateError",
+    ]
+    assert issubclass(errors.HubUnavailableError, errors.DataSourceError)

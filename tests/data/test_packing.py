@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from microgpt_data import (
-    EmptyDatasetError,
-    LoaderConfigError,
+    DataError,
+    DataSourceError,
     LoaderStateError,
     PackedLoader,
     pack_tokens,
@@ -147,7 +147,7 @@ def test_a_state_resumes_on_another_process_count(
 
 def test_the_global_batch_must_split_over_the_processes(make_dataset, small_tokenizer, small_texts):
     with pytest.raises(
-        LoaderConfigError,
+        DataError,
         match="batch_size is the global batch and must be a multiple of process_count: 6 rows do not split",
     ):
         PackedLoader(make_dataset(small_texts[:1]), small_tokenizer, batch_size=6, seq_len=8, process_count=4)
@@ -235,22 +235,22 @@ def test_state_from_another_loader_is_refused(make_dataset, small_tokenizer, sma
     ],
 )
 def test_bad_arguments(make_dataset, small_tokenizer, small_texts, kwargs, match):
-    with pytest.raises(LoaderConfigError, match=match):
+    with pytest.raises(DataError, match=match):
         PackedLoader(make_dataset(small_texts[:1]), small_tokenizer, **kwargs)
 
 
 def test_not_a_dataset(make_dataset, small_tokenizer):
-    with pytest.raises(LoaderConfigError, match="got list"):
+    with pytest.raises(DataError, match="got list"):
         PackedLoader(["a", "b"], small_tokenizer, batch_size=1, seq_len=4)
     body = make_dataset(["a"]).rename_column("text", "body")
-    with pytest.raises(LoaderConfigError, match=r"no 'text' column \(it has \['body'\]\)"):
+    with pytest.raises(DataError, match=r"no 'text' column \(it has \['body'\]\)"):
         PackedLoader(body, small_tokenizer, batch_size=1, seq_len=4)
 
 
 def test_empty_data_and_too_little_data(make_dataset, small_tokenizer):
-    with pytest.raises(EmptyDatasetError, match="the dataset got no documents in epoch 0: it is empty"):
+    with pytest.raises(DataSourceError, match="the dataset got no documents in epoch 0: it is empty"):
         next(PackedLoader(make_dataset([]), small_tokenizer, batch_size=1, seq_len=4))
-    with pytest.raises(EmptyDatasetError, match="fewer than one batch of 8 x 65 = 520"):
+    with pytest.raises(DataSourceError, match="fewer than one batch of 8 x 65 = 520"):
         next(PackedLoader(make_dataset(["tiny"]), small_tokenizer, batch_size=8, seq_len=64, epochs=1))
 
 

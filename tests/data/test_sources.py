@@ -7,16 +7,7 @@ import time
 
 import pytest
 
-from microgpt_data import (
-    DataSourceError,
-    EmptyDatasetError,
-    HubUnavailableError,
-    MissingPathError,
-    MissingTextColumnError,
-    UnsupportedFileError,
-    load_text_dataset,
-    pydocs_texts,
-)
+from microgpt_data import DataSourceError, HubUnavailableError, load_text_dataset, pydocs_texts
 from microgpt_data.sources import is_hub_id
 
 
@@ -62,7 +53,7 @@ def test_text_column_is_renamed(tmp_path):
 
 def test_missing_text_column_lists_columns(tmp_path):
     path = write_jsonl(tmp_path / "docs.jsonl", [{"body": "x", "n": 1}])
-    with pytest.raises(MissingTextColumnError, match=r"docs.jsonl.*no column 'text'.*\['body', 'n'\]"):
+    with pytest.raises(DataSourceError, match=r"docs.jsonl.*no column 'text'.*\['body', 'n'\]"):
         load_text_dataset(path)
 
 
@@ -112,7 +103,7 @@ def test_txt_line_ends_and_paragraphs(tmp_path, data, expected):
 def test_an_empty_txt_names_the_file(tmp_path, data):
     path = tmp_path / "nothing.txt"
     path.write_bytes(data)
-    with pytest.raises(EmptyDatasetError, match=r"nothing.txt' holds no text \(a .txt file holds documents"):
+    with pytest.raises(DataSourceError, match=r"nothing.txt' holds no text \(a .txt file holds documents"):
         load_text_dataset(path)
 
 
@@ -142,23 +133,23 @@ def test_parquet_and_folder_of_mixed_files(tmp_path):
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(MissingPathError, match=r"nothing.jsonl' does not exist; a spec is 'pydocs'"):
+    with pytest.raises(DataSourceError, match=r"nothing.jsonl' does not exist; a spec is 'pydocs'"):
         load_text_dataset(tmp_path / "nothing.jsonl")
 
 
 def test_unsupported_extension(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("text\nhello\n")
-    with pytest.raises(UnsupportedFileError, match=r"data.csv: unsupported file type '.csv'; supported"):
+    with pytest.raises(DataSourceError, match=r"data.csv: unsupported file type '.csv'; supported"):
         load_text_dataset(path)
-    with pytest.raises(UnsupportedFileError, match="holds no .txt, .jsonl, .json, .parquet files"):
+    with pytest.raises(DataSourceError, match="holds no .txt, .jsonl, .json, .parquet files"):
         load_text_dataset(tmp_path)
 
 
 def test_empty_file(tmp_path):
     path = tmp_path / "empty.txt"
     path.write_text("")
-    with pytest.raises(EmptyDatasetError, match="empty.txt.*holds no"):
+    with pytest.raises(DataSourceError, match="empty.txt.*holds no"):
         load_text_dataset(path)
 
 
@@ -189,7 +180,7 @@ def test_hub_id_shapes():
 
 
 def test_bare_word_is_a_missing_path():
-    with pytest.raises(MissingPathError, match="'openwebtext' does not exist"):
+    with pytest.raises(DataSourceError, match="'openwebtext' does not exist"):
         load_text_dataset("openwebtext")
 
 

@@ -14,19 +14,13 @@ that need them (extras ``streaming`` and ``bpe``).
 from microgpt_data.bpe import to_hf_tokenizer, train_bpe
 from microgpt_data.corpora.pydocs import PYDOCS_SPLITS, PyDoc, pydocs_documents, pydocs_texts
 from microgpt_data.errors import (
-    BPETrainingError,
     DataError,
     DataSourceError,
-    EmptyDatasetError,
     HubUnavailableError,
     InvalidTextError,
-    LoaderConfigError,
     LoaderStateError,
-    MissingPathError,
-    MissingTextColumnError,
     TokenizerDownloadError,
     TokenizerFileError,
-    UnsupportedFileError,
 )
 from microgpt_data.packing import PackedLoader, pack_tokens, pack_windows
 from microgpt_data.sources import load_text_dataset
@@ -35,25 +29,19 @@ from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "BPETrainingError",
     "DataError",
     "DataSourceError",
     "ENDOFTEXT",
-    "EmptyDatasetError",
     "GPT2_PATTERN",
     "HubUnavailableError",
     "InvalidTextError",
-    "LoaderConfigError",
     "LoaderStateError",
-    "MissingPathError",
-    "MissingTextColumnError",
     "PYDOCS_SPLITS",
     "PackedLoader",
     "PyDoc",
     "Tokenizer",
     "TokenizerDownloadError",
     "TokenizerFileError",
-    "UnsupportedFileError",
     "load_text_dataset",
     "pack_tokens",
     "pack_windows",

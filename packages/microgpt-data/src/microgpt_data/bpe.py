@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from microgpt_data.errors import BPETrainingError
+from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
 from microgpt_data.tokenizer_checks import check_text
 from microgpt_data.tokenizer_files import gpt2_byte_decoder
@@ -29,7 +29,7 @@ def _import_tokenizers() -> Any:
     try:
         import tokenizers
     except ImportError:  # pragma: no cover - depends on the environment
-        raise BPETrainingError(
+        raise DataError(
             "BPE training needs Hugging Face `tokenizers`: pip install 'microgpt-data[bpe]'"
         ) from None
     return tokenizers
@@ -47,7 +47,7 @@ def _pipeline(tokenizers: Any, model: Any, pattern: str) -> Any:
             ]
         )
     except Exception as exc:  # tokenizers raises a bare Exception for a bad regex
-        raise BPETrainingError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        raise DataError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
     hf.decoder = tokenizers.decoders.ByteLevel()
     return hf
 
@@ -64,22 +64,20 @@ def check_arguments(
     (a command passes its flags)."""
     size_name, special_name, eot_name = names
     if isinstance(special_tokens, str):  # a str is a Sequence[str] of its characters: not meant
-        raise BPETrainingError(f"{special_name} must be a list of strings, got the string {special_tokens!r}")
+        raise DataError(f"{special_name} must be a list of strings, got the string {special_tokens!r}")
     special_tokens = list(special_tokens)
     if not special_tokens or len(set(special_tokens)) != len(special_tokens):
-        raise BPETrainingError(f"{special_name} must be non-empty and distinct, got {special_tokens}")
+        raise DataError(f"{special_name} must be non-empty and distinct, got {special_tokens}")
     for token in special_tokens:
         if not isinstance(token, str) or not token:
-            raise BPETrainingError(
-                f"{special_name}: every special token must be a non-empty string, got {token!r}"
-            )
+            raise DataError(f"{special_name}: every special token must be a non-empty string, got {token!r}")
         check_text(token, f"{special_name} {token!r}")
     eot_token = special_tokens[0] if eot_token is None else eot_token
     if eot_token not in special_tokens:
-        raise BPETrainingError(f"{eot_name} {eot_token!r} must be one of {special_name} {special_tokens}")
+        raise DataError(f"{eot_name} {eot_token!r} must be one of {special_name} {special_tokens}")
     smallest = 256 + len(special_tokens)
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
-        raise BPETrainingError(
+        raise DataError(
             f"{size_name} must be an integer >= {smallest} (256 bytes + {len(special_tokens)} special), "
             f"got {vocab_size!r}"
         )
@@ -114,7 +112,7 @@ def train_bpe(
       A `Tokenizer` whose ids equal the trainer's (see `to_hf_tokenizer`).
 
     Raises:
-      BPETrainingError: vocab_size below 256 + specials, no special tokens or an empty one, no text,
+      DataError: vocab_size below 256 + specials, no special tokens or an empty one, no text,
         a bad pattern.
       InvalidTextError: a text that is not valid Unicode.
     """
@@ -139,7 +137,7 @@ def train_bpe(
 
     hf.train_from_iterator(checked(), trainer=trainer)
     if seen["chars"] == 0:
-        raise BPETrainingError(f"no text to train on ({seen['texts']} texts, all empty)")
+        raise DataError(f"no text to train on ({seen['texts']} texts, all empty)")
     model = json.loads(hf.to_str())["model"]
     decoder = gpt2_byte_decoder()
     ranks = {bytes(decoder[c] for c in token): int(i) for token, i in model["vocab"].items()}
@@ -163,9 +161,7 @@ def _merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
             break
         parts[best : best + 2] = [parts[best] + parts[best + 1]]
     if len(parts) != 2:
-        raise BPETrainingError(
-            f"token {token!r} (id {limit}) cannot be reached by merging lower-ranked tokens"
-        )
+        raise DataError(f"token {token!r} (id {limit}) cannot be reached by merging lower-ranked tokens")
     return parts[0], parts[1]
 
 
@@ -192,7 +188,7 @@ def to_hf_tokenizer(tokenizer: Tokenizer) -> Any:
     hf = _pipeline(tokenizers, tokenizers.models.BPE(vocab=vocab, merges=merges), tokenizer.pattern)
     for token, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1]):
         if hf.add_special_tokens([token]) != 1 or hf.token_to_id(token) != token_id:
-            raise BPETrainingError(
+            raise DataError(
                 f"special token {token!r} would get another id than {token_id} in `tokenizers` "
                 "(its ids must follow the mergeable tokens without gaps)"
             )

@@ -11,20 +11,15 @@ __all__ = [
     "TokenizerFileError",
     "InvalidTextError",
     "TokenizerDownloadError",
-    "BPETrainingError",
     "DataSourceError",
-    "MissingPathError",
-    "UnsupportedFileError",
-    "MissingTextColumnError",
-    "EmptyDatasetError",
     "HubUnavailableError",
-    "LoaderConfigError",
     "LoaderStateError",
 ]
 
 
 class DataError(ValueError):
-    """Base class of every error microgpt_data raises for bad input."""
+    """Base class of every error microgpt_data raises for bad input; raised itself for bad arguments
+    (to `train_bpe`, to `PackedLoader`) that no caller would handle apart from other bad input."""
 
 
 class TokenizerFileError(DataError):
@@ -39,38 +34,16 @@ class TokenizerDownloadError(DataError):
     """A named tiktoken encoding could not be fetched (offline, or an unknown name)."""
 
 
-class BPETrainingError(DataError):
-    """Bad arguments to BPE training (vocabulary too small, no text, bad pattern)."""
-
-
 class DataSourceError(DataError):
-    """A dataset spec that cannot be read."""
-
-
-class MissingPathError(DataSourceError):
-    """A local path in a dataset spec does not exist."""
-
-
-class UnsupportedFileError(DataSourceError):
-    """A local file whose extension no reader handles."""
-
-
-class MissingTextColumnError(DataSourceError):
-    """The dataset has no column with the requested name (the message lists the columns it has)."""
-
-
-class EmptyDatasetError(DataSourceError):
-    """The dataset (or the requested split of it) holds no text."""
+    """A dataset spec that cannot be read: a path that does not exist, a file type no reader handles,
+    no column of the requested name (the message lists those there are), no text at all."""
 
 
 class HubUnavailableError(DataSourceError):
-    """A Hugging Face Hub dataset id was given but the Hub cannot be reached (offline)."""
-
-
-class LoaderConfigError(DataError):
-    """Bad arguments to the packing loader (a global batch size that does not split over the
-    processes, a sequence length, a process index...)."""
+    """A Hugging Face Hub dataset id was given but the Hub cannot be reached (offline, silent, 429 or
+    5xx): unlike other source errors, trying again later (or another source) may succeed."""
 
 
 class LoaderStateError(DataError):
-    """A loader state that does not fit this loader (other shapes, seed, shuffle or tokenizer)."""
+    """A loader state that does not fit this loader (other shapes, seed, shuffle or tokenizer): a
+    resuming caller may catch it to start the data stream afresh."""

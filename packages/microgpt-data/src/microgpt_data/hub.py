@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from microgpt_data.errors import DataSourceError, EmptyDatasetError, HubUnavailableError
+from microgpt_data.errors import DataSourceError, HubUnavailableError
 
 __all__ = [
     "HUB_OPEN_FACTOR",
@@ -172,7 +172,7 @@ def open_hub_dataset(
     if error is None:
         ds, any_example = result
         if not any_example:
-            raise EmptyDatasetError(f"{where} holds no examples in its train split")
+            raise DataSourceError(f"{where} holds no examples in its train split")
         return ds
     if isinstance(error, DataSourceError):
         raise error

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from microgpt_data.errors import EmptyDatasetError, LoaderConfigError, LoaderStateError
+from microgpt_data.errors import DataError, DataSourceError, LoaderStateError
 from microgpt_data.shuffle import shuffled
 from microgpt_data.tokenizer import Tokenizer
 
@@ -141,27 +141,27 @@ class PackedLoader:
             ("seed", seed, 0),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise LoaderConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise DataError(f"{name} must be an integer >= {low}, got {value!r}")
         if not isinstance(process_index, int) or not 0 <= process_index < process_count:
-            raise LoaderConfigError(f"process_index must be in [0, {process_count}), got {process_index!r}")
+            raise DataError(f"process_index must be in [0, {process_count}), got {process_index!r}")
         if batch_size % process_count:
-            raise LoaderConfigError(
+            raise DataError(
                 f"batch_size is the global batch and must be a multiple of process_count: "
                 f"{batch_size} rows do not split over {process_count} processes (each returns "
                 f"batch_size / process_count rows)"
             )
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
-            raise LoaderConfigError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
+            raise DataError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
         from datasets import Dataset
 
         if isinstance(dataset, Dataset):
             dataset = dataset.to_iterable_dataset(num_shards=min(64, max(1, len(dataset))))
         if not hasattr(dataset, "state_dict"):
-            raise LoaderConfigError(
+            raise DataError(
                 f"dataset must be a datasets.IterableDataset or Dataset, got {type(dataset).__name__}"
             )
         if dataset.column_names is not None and "text" not in dataset.column_names:
-            raise LoaderConfigError(
+            raise DataError(
                 f"dataset has no 'text' column (it has {dataset.column_names}); rename it, or load it "
                 "with load_text_dataset(spec, split, text_column=...)"
             )
@@ -286,13 +286,13 @@ class PackedLoader:
                 if stop.is_set():
                     return
                 if not seen:
-                    raise EmptyDatasetError(
+                    raise DataSourceError(
                         f"the dataset got no documents in epoch {st['epoch']}: it is empty (or its "
                         "split holds none)"
                     )
                 st.update(epoch=st["epoch"] + 1, dataset=None, buffer=[], draws=0, source_done=False)
             if st["batches"] == 0:
-                raise EmptyDatasetError(
+                raise DataSourceError(
                     f"{self.epochs} epoch(s) gave {len(carry)} tokens, fewer than one batch of "
                     f"{self.batch_size} x {self.seq_len + 1} = {need}; use a smaller batch_size/seq_len"
                 )

@@ -33,13 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from microgpt_data.corpora.pydocs import VALIDATION_EVERY, pydocs_documents
-from microgpt_data.errors import (
-    DataSourceError,
-    EmptyDatasetError,
-    MissingPathError,
-    MissingTextColumnError,
-    UnsupportedFileError,
-)
+from microgpt_data.errors import DataSourceError
 from microgpt_data.hub import hub_timeout_seconds, open_hub_dataset
 from microgpt_data.text_files import text_documents
 
@@ -115,7 +109,7 @@ def _local_files(path: Path) -> dict[str, list[str]]:
     if path.is_file():
         builder = SUFFIXES.get(path.suffix.lower())
         if builder is None:
-            raise UnsupportedFileError(
+            raise DataSourceError(
                 f"{path}: unsupported file type {path.suffix or '(none)'!r}; supported: {', '.join(SUFFIXES)}"
             )
         return {builder: [str(path)]}
@@ -125,7 +119,7 @@ def _local_files(path: Path) -> dict[str, list[str]]:
         if builder is not None:
             groups.setdefault(builder, []).append(str(file))
     if not groups:
-        raise UnsupportedFileError(f"folder {path} holds no {', '.join(SUFFIXES)} files")
+        raise DataSourceError(f"folder {path} holds no {', '.join(SUFFIXES)} files")
     return groups
 
 
@@ -145,10 +139,10 @@ def _text_column(ds: Any, text_column: str, where: str) -> Any:
     if columns is None:
         first = _first(ds, where)
         if first is None:
-            raise EmptyDatasetError(f"{where} holds no examples")
+            raise DataSourceError(f"{where} holds no examples")
         columns = list(first)
     if text_column not in columns:
-        raise MissingTextColumnError(
+        raise DataSourceError(
             f"{where} has no column {text_column!r}; its columns are {columns}. "
             "Name the text column with text_column=... (--text-column on the command line)"
         )
@@ -190,8 +184,10 @@ def load_text_dataset(
         ``MICROGPT_HUB_TIMEOUT`` environment variable, else 10.
 
     Raises:
-      MissingPathError, UnsupportedFileError, MissingTextColumnError, EmptyDatasetError,
-      HubUnavailableError, DataSourceError: each naming the spec and what would be valid.
+      DataSourceError: a path that does not exist, a file type no reader handles, no column
+        `text_column`, no text, or a Hub dataset that cannot be streamed; each naming the spec and
+        what would be valid.
+      HubUnavailableError: (a DataSourceError) the Hub cannot be reached, is silent or failing.
     """
     if split not in SPLITS:
         raise DataSourceError(f"split must be one of {SPLITS}, got {split!r}")
@@ -221,9 +217,9 @@ def load_text_dataset(
         ds = _hub(spec_str, text_column, timeout=hub_timeout_seconds(hub_timeout))
         return ds.filter(functools.partial(_in_split, validation=split == "validation"))
     else:
-        raise MissingPathError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
+        raise DataSourceError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
     if _first(ds, spec_str) is None:
-        raise EmptyDatasetError(
+        raise DataSourceError(
             f"{spec_str!r} holds no text"
             + (" (a .txt file holds documents separated by blank lines)" if path.suffix == ".txt" else "")
         )

@@ -10,11 +10,9 @@ import sys
 
 import jax
 
-__all__ = ["DistributedError", "initialize", "is_main_process", "print0"]
+from microgpt_train.config import RunConfigError
 
-
-class DistributedError(ValueError):
-    """Inconsistent distributed flags."""
+__all__ = ["initialize", "is_main_process", "print0"]
 
 
 def initialize(
@@ -29,15 +27,18 @@ def initialize(
 
     With `coordinator` all three flags are required; without it and with no cluster detected, the
     run is a single process. The coordinator binds only the address it is given (not every interface).
+
+    Raises:
+      RunConfigError: flags that do not go together, or out of range (the message names them).
     """
     given = [coordinator is not None, num_processes is not None, process_id is not None]
     if any(given) and not all(given):
-        raise DistributedError("--coordinator, --num-processes and --process-id go together: give all three")
+        raise RunConfigError("--coordinator, --num-processes and --process-id go together: give all three")
     if coordinator is not None:
         if ":" not in coordinator:
-            raise DistributedError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+            raise RunConfigError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
         if num_processes < 1 or not 0 <= process_id < num_processes:
-            raise DistributedError(
+            raise RunConfigError(
                 f"--process-id must be in [0, {num_processes}) and --num-processes >= 1, "
                 f"got {process_id} of {num_processes}"
             )
