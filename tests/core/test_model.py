@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgpt_core import compiler_options, cross_entropy, forward, init_params
+from microgpt_core import cross_entropy, forward, init_params
 from tests.conftest import config_strategy
 
 # bfloat16 matmul inputs keep 8 bits of mantissa: logits of a tiny random model move by < 2e-2.
@@ -120,25 +120,3 @@ def test_cross_entropy_of_a_uniform_model_is_log_vocab():
     assert float(cross_entropy(jnp.zeros((2, 3, 64)), jnp.ones((2, 3), jnp.int32))) == pytest.approx(
         np.log(64)
     )
-
-
-def test_compiler_options_compile_and_agree(tiny_config, tiny_params):
-    tokens = jnp.ones((2, 8), jnp.int32)
-    for config in (tiny_config, tiny_config.replace(compute_dtype="bfloat16")):
-        options = compiler_options(config)
-        assert options == (
-            {"xla_cpu_experimental_ynn_fusion_type": ""} if config.compute_dtype == "float32" else {}
-        )
-        tuned = jax.jit(lambda p, t, c=config: forward(p, t, c), compiler_options=options)(
-            tiny_params, tokens
-        )
-        np.testing.assert_allclose(tuned, forward(tiny_params, tokens, config), atol=1e-5)
-
-
-def test_decode_compiler_options_add_to_the_forward_ones(tiny_config):
-    for config in (tiny_config, tiny_config.replace(compute_dtype="bfloat16")):
-        forward_options, decode_options = compiler_options(config), compiler_options(config, decode=True)
-        assert decode_options.items() >= forward_options.items()
-        if jax.default_backend() == "cpu":
-            assert decode_options["xla_cpu_copy_insertion_use_region_analysis"] is True
-            assert decode_options.get("xla_cpu_prefer_vector_width", 512) == 512

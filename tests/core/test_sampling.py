@@ -1,7 +1,6 @@
 """Sampling: greedy, top-k, top-p and the softmax distribution; generate_tokens compiled once."""
 
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microgpt_core import GPTConfig, SamplingError, generate_tokens, greedy, init_params, sample_logits
-from microgpt_core.sampling import _generation_program, filter_logits
+from microgpt_core import GPTConfig, SamplingError, generate_tokens, init_params, sample_logits
+from microgpt_core.sampling import _generation_program, filter_logits, greedy
 
 logits_strategy = st.builds(
     lambda seed, scale: (np.random.default_rng(seed).standard_normal((4, 50)) * scale).astype(np.float32),
@@ -473,24 +472,3 @@ def test_bad_generation_arguments_are_refused(tiny_config, tiny_params, prompt, 
             rng=jax.random.key(0),
             max_new_tokens=n,
         )
-
-
-def test_decode_loop_updates_the_cache_in_place(tiny_config, tiny_params):
-    # The generation's while-loop carries the per-layer cache; XLA must update it in place. A copy of
-    # a cache array inside the loop body costs a full pass over the cache per layer and token (the
-    # regression this guards: without region-based copy insertion XLA inserted one per layer).
-    prompt, lengths = jnp.zeros((2, 4), jnp.int32), jnp.asarray([4, 2])
-    compiled = _generation_program(tiny_config).lower(
-        tiny_params, prompt, lengths, jax.random.key(0), config=tiny_config, max_new_tokens=8,
-        temperature=0.0, top_k=None, top_p=None, eot_id=None,
-    ).compile()  # fmt: skip
-    hlo = compiled.as_text()
-    cache_shape = "f32[2,4,11,8]"  # (B, H, P + N - 1, Dh) of one layer
-    bodies = re.findall(r"body=%?([\w.\-]+)", hlo)
-    assert bodies, "the generation has no while-loop"
-    for body in bodies:
-        start = hlo.index(f"%{body} ")
-        computation = hlo[start : hlo.index("\n}\n", start)]
-        assert cache_shape in computation
-        copies = [line for line in computation.splitlines() if " copy(" in line and cache_shape in line]
-        assert copies == [], "\n".join(copies)

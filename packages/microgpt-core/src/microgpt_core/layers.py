@@ -13,7 +13,7 @@ Gimpel 2016, "Gaussian error linear units".
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,6 @@ import jax.numpy as jnp
 from microgpt_core.config import GPTConfig
 
 __all__ = [
-    "Transposed",
     "attention",
     "block",
     "causal_mask",
@@ -31,6 +30,7 @@ __all__ = [
     "gelu",
     "layer_norm",
     "linear",
+    "matmul",
     "merge_heads",
     "mlp",
     "qkv_heads",
@@ -54,34 +54,20 @@ def matmul(spec: str, x: jax.Array, w: jax.Array, compute_dtype: Any) -> jax.Arr
     )
 
 
-class Transposed(NamedTuple):
-    """A weight W (Din, Dout) held as its transpose Wᵀ (Dout, Din): the same map, another memory order.
-
-    `linear` takes either form. The decode loop holds some weights this way because XLA's CPU dot
-    reads one row times a matrix faster in one order or the other depending on the shape (see
-    `cache.decode_weights`); parameters are always stored (Din, Dout).
-    """
-
-    t: jax.Array  # (Dout, Din)
-
-
 def linear(
-    x: jax.Array, w: jax.Array | Transposed, b: jax.Array | None = None, *, compute_dtype: Any = jnp.float32
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, compute_dtype: Any = jnp.float32
 ) -> jax.Array:
     """Affine map y = x W + b.
 
     Args:
       x: inputs (..., Din).
-      w: weight (Din, Dout), or `Transposed` holding Wᵀ (Dout, Din).
+      w: weight W (Din, Dout).
       b: optional bias (Dout,).
       compute_dtype: dtype of the matmul inputs; the result is float32.
     Returns:
       y: (..., Dout) float32.
     """
-    if isinstance(w, Transposed):
-        y = matmul("...i,oi->...o", x, w.t, compute_dtype)  # (..., Dout)
-    else:
-        y = matmul("...i,io->...o", x, w, compute_dtype)  # (..., Dout)
+    y = matmul("...i,io->...o", x, w, compute_dtype)  # (..., Dout)
     return y if b is None else y + b
 
 

@@ -24,7 +24,6 @@ final_norm=False)`: 5,256,192 parameters.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -33,7 +32,7 @@ import jax.numpy as jnp
 from microgpt_core.config import GPTConfig
 from microgpt_core.layers import block, dropout, embed, layer_norm, unembed
 
-__all__ = ["compiler_options", "forward", "hidden_states", "cross_entropy"]
+__all__ = ["cross_entropy", "forward", "hidden_states"]
 
 Params = dict[str, Any]
 
@@ -109,42 +108,3 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array | None 
         return jnp.mean(nll)
     mask = mask.astype(logits.dtype)  # (B, T)
     return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def compiler_options(config: GPTConfig, *, decode: bool = False) -> dict[str, Any]:
-    """XLA options measured to help this model on the current backend, for `jax.jit(...,
-    compiler_options=compiler_options(config))` around `forward` or a train step, or with
-    `decode=True` around a generation loop (`sampling.generate_tokens` uses it).
-
-    On CPU (measured with bench/core.py and side-by-side A/B runs on the seed model):
-      - float32 compute turns XLA's YNNPACK dot fusions off: XLA's own dots ran the forward about
-        25% faster, and batch-8 decoding 13% faster (with the vector width below). With bfloat16
-        compute the fusions are faster (batch-8 bfloat16 decoding 15%), so they stay;
-      - decoding turns on region-based copy insertion: without it XLA copies every layer's KV cache
-        on every decode step instead of updating it in place (17 copies per step in the seed
-        model's HLO);
-      - decoding on a CPU with AVX-512 lets XLA's generated code use 512-bit vectors (its default is
-        256): batch-1 decoding ran 15-18% faster (float32 and bfloat16), batch 8 2-5%; the forward
-        pass did not change, so it keeps the default.
-    Other backends get no options.
-    """
-    if jax.default_backend() != "cpu":
-        return {}
-    options: dict[str, Any] = {}
-    if config.compute_dtype == "float32":
-        options["xla_cpu_experimental_ynn_fusion_type"] = ""
-    if decode:
-        options["xla_cpu_copy_insertion_use_region_analysis"] = True
-        if _cpu_has_avx512():
-            options["xla_cpu_prefer_vector_width"] = 512
-    return options
-
-
-@functools.cache
-def _cpu_has_avx512() -> bool:
-    """Whether this machine's CPU has AVX-512 (read from /proc/cpuinfo; False where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False

@@ -28,10 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core import streaming
-from microgpt_core.cache import decode_weights, forward_cached, init_cache, split_cache
+from microgpt_core import fastpath, streaming
+from microgpt_core.cache import forward_cached, init_cache
 from microgpt_core.config import GPTConfig
-from microgpt_core.model import compiler_options
 
 __all__ = [
     "Generation",
@@ -272,7 +271,7 @@ def _cut(out: Generation, step: int, pad: int) -> Generation:
 
 def _generation_program(config: GPTConfig) -> Callable:
     """`_generate` jitted with the compiler options for decoding `config` on this backend."""
-    return _jit_generate(tuple(sorted(compiler_options(config, decode=True).items())))
+    return _jit_generate(tuple(sorted(fastpath.compiler_options(config, decode=True).items())))
 
 
 @functools.cache
@@ -303,8 +302,8 @@ def _generate(
     num = jnp.where(done, 0, 1).astype(jnp.int32)  # (B,)
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
     halt = emit(jnp.int32(0), token) if emit else jnp.bool_(False)  # () the caller asked to stop
-    weights = decode_weights(params, config, B)  # sliced (and laid out) once, outside the loop
-    cache = split_cache(cache)  # per layer: each step updates every layer's cache in place
+    weights = fastpath.decode_weights(params, config)  # laid out once, outside the loop
+    cache = fastpath.split_cache(cache)  # one array per layer, each updated in place
 
     def keep_going(state):
         step, _, _, _, done, _, halt = state
@@ -313,7 +312,7 @@ def _generate(
     def decode_step(state):
         step, out, cache, token, done, num, _ = state
         positions = lengths + step - 1  # (B,) position of `token`
-        logits, cache = forward_cached(params, cache, token[:, None], positions, config, weights=weights)
+        logits, cache = fastpath.decode_step(params, weights, cache, token[:, None], positions, config)
         new = jnp.where(done, pad, sample(logits[:, 0], jax.random.fold_in(rng, step)))  # (B,)
         out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))  # (B, N)
         stopped = done | (new == eot_id) if eot_id is not None else done

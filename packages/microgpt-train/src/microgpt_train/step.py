@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from microgpt_core import GPTConfig, compiler_options, cross_entropy, forward, init_params
+from microgpt_core import GPTConfig, cross_entropy, forward, init_params
+from microgpt_core.fastpath import compiler_options
 
 __all__ = ["init_state", "loss_fn", "make_eval_step", "make_train_step", "split_micro_batches"]
 

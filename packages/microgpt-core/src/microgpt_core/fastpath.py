@@ -1,0 +1,184 @@
+"""The fast path: the decode steps of `sampling.generate_tokens` laid out for speed, and XLA options.
+
+Nothing here changes the model. `decode_step` computes what `cache.forward_cached` computes for a
+chunk of tokens (tests/core/test_fastpath.py checks both against `model.forward`); it only arranges
+the work so that XLA's CPU backend runs it faster:
+
+  * per-layer cache views (`split_cache`): the decode loop carries each layer's keys and values as
+    arrays of their own, (B, H, S, Dh), instead of slices of one (L, B, H, S, Dh) array. Each block
+    attends over its layer's cache and the chunk's own keys and values, then writes the chunk, so
+    XLA updates every layer's arrays in place instead of copying a slice of the cache per token;
+  * decode weights (`decode_weights`): the stacked blocks are sliced into per-layer dicts once,
+    before the loop (slicing inside it copies every layer's weights on every token), and a tied head
+    E (V, D) is copied once to W = Eᵀ (D, V), the order in which XLA's CPU dot reads it faster;
+  * blockwise attention (`attend_cache_and_chunk`): the softmax over the cached slots and over the
+    chunk is computed in two blocks joined by their running maximum (as in FlashAttention), which
+    is what lets the chunk's keys be attended before they are written;
+  * XLA options (`compiler_options`), chosen by the backend and the CPU's features.
+
+`bench/decode_layout.py` and `bench/ab.py` measure these choices; bench/README.md has the figures.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from microgpt_core.cache import KVCache, write_chunk
+from microgpt_core.config import GPTConfig
+from microgpt_core.layers import embed, layer_norm, linear, matmul, merge_heads, mlp, qkv_heads
+
+__all__ = [
+    "DecodeWeights",
+    "LayerCaches",
+    "attend_cache_and_chunk",
+    "compiler_options",
+    "decode_step",
+    "decode_weights",
+    "split_cache",
+]
+
+Params = dict[str, Any]
+
+
+class LayerCaches(NamedTuple):
+    """A `KVCache` as one array per layer: k and v are tuples of L arrays (B, H, S, Dh)."""
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+
+
+def split_cache(cache: KVCache) -> LayerCaches:
+    """The per-layer view of a cache (the same numbers; `jnp.stack` of each tuple gives it back)."""
+    return LayerCaches(k=tuple(cache.k), v=tuple(cache.v))
+
+
+class DecodeWeights(NamedTuple):
+    """The weights a decode step reads, taken out of the parameters once, before the loop.
+
+    Attributes:
+      layers: one param dict per layer (the stacked blocks, sliced).
+      head: W (D, V) of the logits z = x W (a tied embedding E (V, D), transposed).
+    """
+
+    layers: tuple[Params, ...]
+    head: jax.Array
+
+
+def decode_weights(params: Params, config: GPTConfig) -> DecodeWeights:
+    """The blocks as per-layer slices and the head as (D, V); call it inside the jitted generation,
+    outside its loop."""
+    blocks = params["blocks"]
+    layers = tuple(jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(config.n_layers))
+    if not config.tie_embeddings:
+        return DecodeWeights(layers, params["head"]["w"])
+    head = params["embed"]["tokens"].T  # (D, V)
+    if jax.default_backend() == "cpu":  # a copy in that order, made here (XLA would fold the transpose)
+        head = jax.lax.optimization_barrier(head)
+    return DecodeWeights(layers, head)
+
+
+def attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig) -> jax.Array:
+    """`layers.attention` over the cached slots before each row's chunk and the chunk itself, as one
+    softmax over both computed in two blocks, without concatenating them:
+
+        s₁ = Q K_cacheᵀ / √Dh + M₁    M₁[t, s] = 0 if s < start else -∞    (earlier positions)
+        s₂ = Q K_chunkᵀ / √Dh + M₂    M₂[t, u] = 0 if u <= t else -∞       (causal in the chunk)
+        m = max(max_s s₁, max_u s₂)
+        out = (exp(s₁ - m) V_cache + exp(s₂ - m) V_chunk) / (Σ_s exp(s₁ - m) + Σ_u exp(s₂ - m))
+
+    M₂ always keeps the diagonal, so no row is empty.
+
+    Args:
+      q, k, v: (B, H, T, Dh) the chunk's queries, keys and values.
+      k_cache, v_cache: (B, H, S, Dh) one layer's cache; slots >= start[b] are ignored.
+      start: (B,) position of each row's first chunk token.
+    Returns:
+      (B, H, T, Dh) float32.
+    """
+    cd = config.compute_dtype
+    T, scale = q.shape[2], 1 / math.sqrt(q.shape[-1])
+    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None]  # (B, 1, 1, S)
+    in_chunk = jnp.tril(jnp.ones((T, T), bool))  # (T, T)
+    s1 = jnp.where(earlier, matmul("bhtd,bhsd->bhts", q, k_cache, cd) * scale, -jnp.inf)  # (B, H, T, S)
+    s2 = jnp.where(in_chunk, matmul("bhtd,bhud->bhtu", q, k, cd) * scale, -jnp.inf)  # (B, H, T, T)
+    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, H, T, 1)
+    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, H, T, S), (B, H, T, T)
+    numerator = matmul("bhts,bhsd->bhtd", e1, v_cache, cd) + matmul("bhtu,bhud->bhtd", e2, v, cd)
+    return numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, H, T, Dh)
+
+
+def decode_step(
+    params: Params,
+    weights: DecodeWeights,
+    cache: LayerCaches,
+    tokens: jax.Array,
+    positions: jax.Array,
+    config: GPTConfig,
+) -> tuple[jax.Array, LayerCaches]:
+    """`cache.forward_cached` on the fast path: logits for a chunk of tokens per row.
+
+    Args:
+      params: model parameters (the embeddings and final norm are read from here).
+      weights: `decode_weights(params, config)`.
+      cache: `split_cache` of a cache holding positions < positions[b] of row b.
+      tokens: (B, T) int, the chunk (1 token when decoding).
+      positions: (B,) int, the position of tokens[b, 0].
+      config: the model's configuration.
+    Returns:
+      logits (B, T, V) float32, and the cache with the chunk's keys and values written.
+    """
+    token_positions = positions[:, None] + jnp.arange(tokens.shape[1])  # (B, T)
+    x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
+    ks, vs = list(cache.k), list(cache.v)
+    for i, layer in enumerate(weights.layers):
+        h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+        q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
+        out = attend_cache_and_chunk(q, ks[i], vs[i], k, v, positions, config)  # (B, H, T, Dh)
+        ks[i], vs[i] = write_chunk(ks[i], k, positions), write_chunk(vs[i], v, positions)
+        x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
+        h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+        x = x + mlp(layer["mlp"], h, config=config)  # (B, T, D)
+    if config.final_norm:
+        x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+    logits = linear(x, weights.head, compute_dtype=config.compute_dtype)  # (B, T, V)
+    return logits, LayerCaches(k=tuple(ks), v=tuple(vs))
+
+
+def compiler_options(config: GPTConfig, *, decode: bool = False) -> dict[str, Any]:
+    """XLA options for this model on the current backend: for `jax.jit(..., compiler_options=...)`
+    around `forward` or a train step, or with `decode=True` around a generation loop (as
+    `sampling.generate_tokens` does). Other backends than CPU get none. On CPU:
+
+      * float32 compute turns off XLA's YNNPACK dot fusions, whose dots ran the seed model slower
+        than XLA's own (with bfloat16 compute they are faster, so they stay);
+      * decoding turns on region-based copy insertion, without which XLA copies every layer's cache
+        on every decode step instead of updating it in place;
+      * decoding on a CPU with AVX-512 lets XLA's generated code use 512-bit vectors (default 256).
+
+    bench/README.md has the measurements behind each.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    options: dict[str, Any] = {}
+    if config.compute_dtype == "float32":
+        options["xla_cpu_experimental_ynn_fusion_type"] = ""
+    if decode:
+        options["xla_cpu_copy_insertion_use_region_analysis"] = True
+        if _cpu_has_avx512():
+            options["xla_cpu_prefer_vector_width"] = 512
+    return options
+
+
+@functools.cache
+def _cpu_has_avx512() -> bool:
+    """Whether this machine's CPU has AVX-512 (read from /proc/cpuinfo; False where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
