@@ -25,11 +25,13 @@ import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from microgpt_core import SamplingError, generate_tokens, streaming
+from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.sampling import check_rng, check_sampling
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
@@ -224,31 +226,61 @@ def generate(
         raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
     single = isinstance(prompts, str)
     texts = _prompt_list(prompts)
-    T = model.config.context_length
-    if (
-        not isinstance(max_new_tokens, numbers.Integral)
-        or isinstance(max_new_tokens, bool | np.bool_)
-        or not 1 <= max_new_tokens < T
-    ):
-        raise SamplingError(
-            f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt token), "
-            f"got {max_new_tokens!r}"
-        )
-    max_new_tokens = int(max_new_tokens)
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-    stops = _stop_strings(stop)
-    key = _as_key(rng)
-    if on_token is not None and not callable(on_token):
-        raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
+    settings = _Settings.check(model, rng, max_new_tokens, temperature, top_k, top_p, stop, on_token)
     if not isinstance(crop_prompt, bool):
         raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
     enable_compilation_cache()
-    tokenizer = model.tokenizer
+    prompt, lengths = _prompt_batch(model, texts, single, settings.max_new_tokens, crop_prompt)
+    rows = [_RowText(model, settings.stops) for _ in texts]
+    _run(model, prompt, lengths, rows, settings, on_token)
+    results = [row.text for row in rows]
+    return results[0] if single else results
+
+
+class _Settings(NamedTuple):
+    """The checked sampling arguments of one `generate` call."""
+
+    key: jax.Array
+    max_new_tokens: int
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    stops: tuple[str, ...]
+
+    @classmethod
+    def check(cls, model, rng, max_new_tokens, temperature, top_k, top_p, stop, on_token) -> _Settings:
+        T = model.config.context_length
+        if (
+            not isinstance(max_new_tokens, numbers.Integral)
+            or isinstance(max_new_tokens, bool | np.bool_)
+            or not 1 <= max_new_tokens < T
+        ):
+            raise SamplingError(
+                f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt "
+                f"token), got {max_new_tokens!r}"
+            )
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        stops = _stop_strings(stop)
+        key = _as_key(rng)
+        if on_token is not None and not callable(on_token):
+            raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
+        return cls(key, int(max_new_tokens), temperature, top_k, top_p, stops)
+
+
+def _prompt_batch(
+    model: Model, texts: list[str], single: bool, max_new_tokens: int, crop_prompt: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The prompts' token ids right-padded to one bucket width, (B, P), and their lengths (B,).
+
+    An empty prompt is the end-of-text token; a prompt longer than the context leaves room for is
+    cropped to its last tokens with `crop_prompt`, else `PromptTooLongError` names it.
+    """
+    T = model.config.context_length
     ids = _encode(model, texts, single)
     room = T - max_new_tokens
     for i, row in enumerate(ids):
         if not row:
-            ids[i] = [tokenizer.eot_id]
+            ids[i] = [model.tokenizer.eot_id]
         elif len(row) > room:
             if not crop_prompt:
                 which = "the prompt" if single else f"prompts[{i}]"
@@ -259,12 +291,21 @@ def generate(
                 )
             ids[i] = row[-room:]
     lengths = np.array([len(row) for row in ids], np.int32)  # (B,)
-    width = bucket_width(int(lengths.max()), T)
-    prompt = np.zeros((len(ids), width), np.int32)  # (B, P) right-padded
+    prompt = np.zeros((len(ids), bucket_width(int(lengths.max()), T)), np.int32)  # (B, P) right-padded
     for i, row in enumerate(ids):
         prompt[i, : len(row)] = row
+    return prompt, lengths
 
-    rows = [_RowText(model, stops) for _ in ids]
+
+def _run(
+    model: Model,
+    prompt: np.ndarray,
+    lengths: np.ndarray,
+    rows: list[_RowText],
+    settings: _Settings,
+    on_token: Callable[[int, str], None] | None,
+) -> None:
+    """Generates the tokens and feeds them, step by step, to each row's text (and to `on_token`)."""
 
     def consume(step: int, tokens: np.ndarray) -> bool:
         """Decodes one step of every row; True (stop the loop) once every row has ended."""
@@ -274,11 +315,12 @@ def generate(
                 on_token(r, piece)
         return all(row.done for row in rows)
 
+    eot_id = model.tokenizer.eot_id if model.tokenizer.eot_id < model.config.vocab_size else None
     kwargs = dict(
-        rng=key, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        eot_id=tokenizer.eot_id if tokenizer.eot_id < model.config.vocab_size else None,
+        rng=settings.key, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+        top_k=settings.top_k, top_p=settings.top_p, eot_id=eot_id,
     )  # fmt: skip
-    if on_token is None and not stops:  # nothing to do per step: one program, waited for (Ctrl-C works)
+    if on_token is None and not settings.stops:  # nothing to do per step: one program, waited for
         out = streaming.wait(generate_tokens(model.params, model.config, prompt, lengths, **kwargs))
         for step, tokens in enumerate(np.asarray(out.tokens).T):  # (N, B)
             if consume(step, tokens):
@@ -289,8 +331,6 @@ def generate(
         piece = row.finish()
         if piece and on_token is not None:
             on_token(r, piece)
-    results = [row.text for row in rows]
-    return results[0] if single else results
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,7 +350,7 @@ def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:
     path = Path(source).expanduser()
     stamp = tuple(
         (path / name).stat().st_mtime_ns if (path / name).exists() else 0
-        for name in ("config.json", "model.safetensors")
+        for name in (CONFIG_FILE, WEIGHTS_FILE)
     )
     key = (str(path.resolve()) if path.exists() else source, stamp)
     if key not in _LOADED:
