@@ -1,12 +1,16 @@
-"""Properties across packages: data's packed windows feed the train step as they are; a step keeps
-every parameter's shape, dtype and sharding; the loss before any step is near ln V; accumulating k
-micro-batches equals one step on their concatenation. Configs are drawn from small sets (each new
-shape compiles a new program)."""
+"""Properties across packages: data's packed windows feed the train step as they are; an FSDP step on
+8 (simulated) devices keeps every leaf's shape, dtype and sharding, split where it should be
+(`sharded_worker.py`, in a subprocess: the device count is fixed when JAX starts); the loss before any
+step is near ln V; accumulating k micro-batches equals one step on their concatenation. Configs are
+drawn from small sets (each new shape compiles a new program)."""
 
 from __future__ import annotations
 
 import functools
-import math
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -14,10 +18,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microgpt_core import GPTConfig
-from microgpt_data import pack_windows
 from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
 from microgpt_train.sharding import batch_sharding, make_mesh, param_shardings, state_shardings
-from microgpt_train.step import loss_fn
+
+from ..train.conftest import subprocess_env
+
+HERE = Path(__file__).parent
 
 configs = st.builds(
     GPTConfig,
@@ -52,25 +58,16 @@ def _setup(config: GPTConfig, accum: int, batch: int, seed: int):
     return init(jax.random.PRNGKey(seed)), step
 
 
-@settings(max_examples=4)
-@given(
-    config=configs,
-    seed=st.integers(0, 2**16),
-    doc_lengths=st.lists(st.integers(5, 40), min_size=12, max_size=20),
-)
-def test_packed_windows_feed_a_step_that_keeps_shapes_dtypes_shardings(config, seed, doc_lengths):
-    rng = np.random.default_rng(seed)
-    docs = [rng.integers(0, config.vocab_size - 1, n).tolist() for n in doc_lengths]
-    windows = list(pack_windows(docs, config.vocab_size - 1, config.context_length + 1))
-    assert len(windows) >= 4  # at least 12 * 6 tokens in windows of 17
-    batch = np.stack(windows[:4])  # (B, T+1) int32, straight from data
-    state, step = _setup(config, accum=1, batch=4, seed=seed)
-    before = jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state)
-    loss0 = float(loss_fn(state["params"], batch, config, None, False))
-    assert abs(loss0 - math.log(config.vocab_size)) < 0.25  # N(0, 0.02) init: near-uniform predictions
-    state, metrics = step(state, batch)
-    assert jax.tree.map(lambda x: (x.shape, x.dtype, x.sharding), state) == before
-    assert np.isfinite(float(metrics["loss"]))
+def test_packed_windows_feed_an_fsdp_step_on_8_devices_that_keeps_shapes_dtypes_shardings():
+    env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "sharded_worker.py"), "3"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Every example ran on 8 devices, and found leaves split over them (before and after its step).
+    assert result["devices"] == 8 and result["examples"] == 3 and result["split_leaves"] > 0
 
 
 @settings(max_examples=3)
