@@ -47,6 +47,14 @@ for n in exported:
         home = sys.modules.get(defined_in)
         if home is not None and getattr(home, getattr(value, "__name__", ""), None) is not value:
             problems.append(f"{name}.{n} is not the object of that name in {defined_in}")
+# Every exported name is also in the `__all__` of a submodule that holds that very object.
+for n in exported:
+    value = getattr(pkg, n)
+    if isinstance(value, types.ModuleType):
+        continue
+    homes = [m for m in submodules if n in getattr(sys.modules[m], "__all__", ())]
+    if not any(getattr(sys.modules[m], n, None) is value for m in homes):
+        problems.append(f"{name}.{n} is in no submodule's __all__")
 describe = lambda v: f"{type(v).__name__} {getattr(v, '__module__', None)}.{getattr(v, '__qualname__', None)}"
 print(json.dumps({"problems": problems, "objects": {n: describe(getattr(pkg, n)) for n in exported},
                   "submodules": submodules}))
@@ -94,3 +102,20 @@ def test_no_public_function_shares_its_name_with_a_submodule():
             if getattr(value, "__name__", None) != f"{package}.{name}":
                 clashes.append(f"{package}.{name}")
     assert clashes == []
+
+
+def test_no_module_imports_another_modules_private_name():
+    """`from microgpt_x.y import _helper` across modules means the helper is not internal: name it."""
+    import ast
+    from pathlib import Path
+
+    found = []
+    for path in sorted(Path(__file__).resolve().parent.parent.glob("packages/*/src/**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("microgpt_"):
+                found += [
+                    f"{path.name}: from {node.module} import {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
+    assert found == []
