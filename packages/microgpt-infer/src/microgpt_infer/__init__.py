@@ -14,25 +14,12 @@ Importing this package is cheap and touches no network: names load on first use 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from microgpt_core.lazy import lazy_names
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "Model": "microgpt_infer.folder",
-    "load_model": "microgpt_infer.model",
-    "find_default_model": "microgpt_infer.model",
-    "generate": "microgpt_infer.generation",
-    "generate_text": "microgpt_infer.generation",
-    "push_to_hub": "microgpt_infer.hub",
-    "InferError": "microgpt_infer.errors",
-    "ModelNotFoundError": "microgpt_infer.errors",
-    "ModelFileError": "microgpt_infer.errors",
-    "UnsupportedModelError": "microgpt_infer.errors",
-    "HubError": "microgpt_infer.errors",
-    "PromptTooLongError": "microgpt_infer.errors",
-}
 
 __all__ = [
     "HubError",
@@ -48,7 +35,23 @@ __all__ = [
     "load_model",
     "push_to_hub",
 ]
-assert sorted(__all__) == sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_names(
+    __name__,
+    {
+        "Model": "microgpt_infer.folder",
+        "load_model": "microgpt_infer.model",
+        "find_default_model": "microgpt_infer.model",
+        "generate": "microgpt_infer.generation",
+        "generate_text": "microgpt_infer.generation",
+        "push_to_hub": "microgpt_infer.hub",
+        "InferError": "microgpt_infer.errors",
+        "ModelNotFoundError": "microgpt_infer.errors",
+        "ModelFileError": "microgpt_infer.errors",
+        "UnsupportedModelError": "microgpt_infer.errors",
+        "HubError": "microgpt_infer.errors",
+        "PromptTooLongError": "microgpt_infer.errors",
+    },
+)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_infer.errors import (
@@ -63,15 +66,3 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_infer.generation import generate, generate_text
     from microgpt_infer.hub import push_to_hub
     from microgpt_infer.model import find_default_model, load_model
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'microgpt_infer' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])

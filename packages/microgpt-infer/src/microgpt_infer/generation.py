@@ -36,7 +36,8 @@ from microgpt_core.sampling import check_rng, check_sampling
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import InferError, PromptTooLongError
-from microgpt_infer.model import Model, find_default_model, load_model
+from microgpt_infer.folder import Model
+from microgpt_infer.model import find_default_model, load_model
 
 __all__ = ["generate", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
 

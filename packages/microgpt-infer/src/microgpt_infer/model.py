@@ -21,7 +21,7 @@ from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import HubError, ModelFileError, ModelNotFoundError
 from microgpt_infer.folder import Model, is_model_dir, load_folder
 
-__all__ = ["Model", "load_model", "is_model_dir", "find_default_model", "MODEL_ENV", "HOW_TO_GET_A_MODEL"]
+__all__ = ["HOW_TO_GET_A_MODEL", "MODEL_ENV", "find_default_model", "load_model"]
 
 MODEL_ENV = "MICROGPT_MODEL"
 HOW_TO_GET_A_MODEL = (
