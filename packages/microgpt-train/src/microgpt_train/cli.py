@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 from microgpt_core import GPTConfig
 from microgpt_core.files import is_disk_full
+from microgpt_core.jsonfile import read_json_object
 from microgpt_data.commands import Parser, add_bool_flag, fail
 from microgpt_train.config import (
     PRESETS,
@@ -186,9 +186,10 @@ def _saved_config(run_dir: Path) -> RunConfig:
             f"--resume: {run_dir} has no {TRAIN_CONFIG_FILE} (it holds {listing(run_dir)}); it is not a "
             "run folder that can be resumed: start a new run without --resume"
         )
+    saved = read_json_object(path, error=RunConfigError, holds="a run config")
     try:
-        return RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError, RecursionError) as err:
+        return RunConfig.from_dict(saved)
+    except (ValueError, TypeError) as err:
         raise RunConfigError(f"--resume: {path} is not a readable run config: {err}") from None
 
 

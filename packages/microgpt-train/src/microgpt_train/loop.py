@@ -30,6 +30,7 @@ from microgpt_core.card import SUMMARY_FILE
 from microgpt_core.checkpoint import CONFIG_FILE
 from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
 from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE
+from microgpt_core.jsonfile import read_json_object
 from microgpt_data import Tokenizer
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
@@ -80,7 +81,7 @@ def to_host(tree: Any) -> Any:
 
 def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:
     """The saved run config; `RunConfigError` when `run` differs from it where a resume may not."""
-    saved = json.loads(path.read_text())
+    saved = read_json_object(path, error=RunConfigError, holds="a run config")
     now = run.to_dict()
     ignored = RESUMABLE_CHANGES | {"name", "runs_dir"}  # a moved folder is the same run
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in ignored)
@@ -142,7 +143,7 @@ def _finished(run: RunConfig, run_dir: Path, latest: int, say) -> Path:
     source = run_dir / CHECKPOINTS_DIR / str(latest) / MODEL_DIR  # the final step's model, exported
     if jax.process_index() == 0:
         params, _ = load_pretrained(source)
-        summary = json.loads((source / SUMMARY_FILE).read_text(encoding="utf-8"))
+        summary = read_json_object(source / SUMMARY_FILE, error=RunConfigError)
         export_model(model, params, Tokenizer.load(source), run, summary)
     say(f"{run_dir} finished at step {latest} but had no {MODEL_DIR}/: exported it from that checkpoint")
     return run_dir

@@ -9,6 +9,7 @@ from pathlib import Path
 import jax
 
 from microgpt_core.files import write_atomic
+from microgpt_core.jsonfile import read_json_object
 from microgpt_data import PackedLoader, Tokenizer, load_text_dataset, train_bpe
 from microgpt_train.config import RunConfig
 
@@ -75,8 +76,8 @@ def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
 
 def _read_source(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        return read_json_object(path, error=ValueError)
+    except ValueError:
         return None
 
 

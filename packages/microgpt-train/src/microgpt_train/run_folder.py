@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from microgpt_core.folders import MODEL_DIR, checkpoint_steps
+from microgpt_core.jsonfile import read_json_object
 from microgpt_train.config import RunConfigError
 
 __all__ = ["RunFolderBusyError", "check_run_folder", "listing", "run_lock"]
@@ -100,7 +101,7 @@ def _try_lock(fd: int) -> bool:
 
 def _read_holder(path: Path) -> str:
     try:
-        holder = json.loads(path.read_text())
+        holder = read_json_object(path, error=ValueError)
         return f"pid {holder['pid']} on {holder['host']}, since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError):
         return "its pid is unknown"
