@@ -9,8 +9,9 @@ Top-k picks from the raw logits, before the temperature (so it holds for any τ)
 maximum does not change the softmax, and it keeps z/τ finite for tiny τ: the maximum becomes 0 and
 every other logit a large negative number, so a tiny temperature samples the argmax.
 
-`generate_tokens` runs one prefill over the (right-padded) prompts, then a `lax.while_loop` of
-one-token decode steps over a preallocated `KVCache`. The whole generation is one XLA program:
+`generate_tokens` runs one prefill over the (right-padded) prompts (`cache.forward_cached`), then a
+`lax.while_loop` of one-token decode steps over the preallocated cache (`fastpath.decode_step`: the
+same numbers as `forward_cached`, laid out for speed). The whole generation is one XLA program:
 nothing is retraced per token and no shape grows, so generating 50 or 500 tokens compiles once.
 With `on_token`, each step's tokens go to the callback in the calling thread while the loop runs
 (`streaming.py` holds that plumbing); the callback can stop the loop.
