@@ -1,7 +1,8 @@
 """Runs the peer benchmark, `bench/peer_hf.py`, in the side venv of DEVELOPERS.md.
 
 The benchmark scripts next to this file import it (they run as `uv run python bench/NAME.py`, so
-this folder is on `sys.path`). `$MICROGPT_PEER_PYTHON` names another interpreter for the peer.
+this folder is on `sys.path`). The peer's interpreter is `$MICROGPT_PEER_PYTHON`, by default
+`~/peer-venv/bin/python` (`DEFAULT_PEER_PYTHON`, where DEVELOPERS.md sets the side venv up).
 
 `run_peer` runs the peer's own measurements and returns its JSON line. `PeerServer` keeps the peer
 running and times one call per request, so a benchmark can interleave the peer's calls with its own:
@@ -22,9 +23,13 @@ DEFAULT_PEER_PYTHON = Path.home() / "peer-venv" / "bin" / "python"
 
 
 def _peer_python() -> Path | None:
-    python = Path(os.environ.get("MICROGPT_PEER_PYTHON", DEFAULT_PEER_PYTHON))
-    if not python.exists():
-        print(f"peer skipped: no side venv python at {python} (see DEVELOPERS.md)", file=sys.stderr)
+    """`$MICROGPT_PEER_PYTHON` (unset or empty: `DEFAULT_PEER_PYTHON`), or None when it does not exist."""
+    python = Path(os.environ.get("MICROGPT_PEER_PYTHON") or DEFAULT_PEER_PYTHON).expanduser()
+    if not python.is_file():
+        print(
+            f"peer skipped: no side venv python at {python} (set $MICROGPT_PEER_PYTHON; see DEVELOPERS.md)",
+            file=sys.stderr,
+        )
         return None
     return python
 

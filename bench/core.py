@@ -34,31 +34,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 from _peer import PeerServer, interleave, run_peer
+from _timing import rate, timed
 
 from microgpt_core import SEED_CONFIG as SEED
-from microgpt_core import GPTConfig, compiler_options, forward, generate_tokens, init_params, save_pretrained
+from microgpt_core import GPTConfig, forward, generate_tokens, init_params, save_pretrained
+from microgpt_core.fastpath import compiler_options
 
 PROMPT, NEW = 16, 256
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def rate(tokens: int, times: list[float]) -> dict[str, float]:
-    return {"median": round(tokens / statistics.median(times), 1), "best": round(tokens / min(times), 1)}
 
 
 def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: PeerServer | None) -> dict:
@@ -70,7 +56,7 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: Peer
             params, config, prompt, lengths, rng=jax.random.key(0), max_new_tokens=NEW, temperature=0
         ).tokens
     )
-    ours, theirs = interleave(lambda: timed(run, 1, warmup=0)[0], peer, batch, repeats)
+    ours, theirs = interleave(lambda: timed(run, sync=jax.block_until_ready)[0], peer, batch, repeats)
     result = {"ours": rate(batch * NEW, ours)}
     if peer is not None:
         result["peer"] = rate(batch * NEW, theirs)
@@ -81,7 +67,7 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: Peer
 def bench_eval(params, config: GPTConfig, repeats: int) -> dict[str, float]:
     tokens = jax.random.randint(jax.random.key(2), (16, 256), 0, config.vocab_size)
     fn = jax.jit(lambda p, t: forward(p, t, config), compiler_options=compiler_options(config))
-    return rate(16 * 256, timed(lambda: fn(params, tokens), repeats, warmup=2))
+    return rate(16 * 256, timed(lambda: fn(params, tokens), repeats, warmup=2, sync=jax.block_until_ready))
 
 
 COLD = """

@@ -30,21 +30,18 @@ import os
 import platform
 import statistics
 import sys
-import time
 from importlib.metadata import version
+
+from _timing import stopwatch, timed
 
 SEED_TRAIN_TOKENS_PER_S = 3000.0  # assumption, see the module docstring
 BATCH, SEQ = 16, 256
 
 
-def timed(fn, repeats: int) -> tuple[float, float, object]:
+def median_best(fn, repeats: int) -> tuple[float, float, object]:
     """(median seconds, best seconds, last result) of `repeats` calls of `fn`."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), result
+    times = timed(fn, repeats)
+    return statistics.median(times), min(times), times.result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,25 +51,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=8192)
     args = parser.parse_args(argv)
 
-    start = time.perf_counter()
-    from microgpt_data import PackedLoader, load_text_dataset, pydocs_documents, to_hf_tokenizer, train_bpe
+    with stopwatch() as corpus:
+        from microgpt_data import (
+            PackedLoader,
+            load_text_dataset,
+            pydocs_documents,
+            to_hf_tokenizer,
+            train_bpe,
+        )
 
-    documents = pydocs_documents()
-    corpus_s = time.perf_counter() - start
+        documents = pydocs_documents()
     texts = [doc.text for doc in documents]
     corpus_bytes = sum(len(t.encode("utf-8")) for t in texts)
     mb = corpus_bytes / 1e6
 
-    bpe_s, bpe_best, tokenizer = timed(lambda: train_bpe(texts, args.vocab_size), args.repeats)
+    bpe_s, bpe_best, tokenizer = median_best(lambda: train_bpe(texts, args.vocab_size), args.repeats)
     hf = to_hf_tokenizer(tokenizer)
     threads = os.cpu_count() or 1
 
-    ours_1, ours_1_best, ours_ids = timed(lambda: [tokenizer.encode(t) for t in texts], args.repeats)
-    hf_1, hf_1_best, hf_encodings = timed(lambda: [hf.encode(t) for t in texts], args.repeats)
-    ours_b, ours_b_best, ours_batch = timed(
+    ours_1, ours_1_best, ours_ids = median_best(lambda: [tokenizer.encode(t) for t in texts], args.repeats)
+    hf_1, hf_1_best, hf_encodings = median_best(lambda: [hf.encode(t) for t in texts], args.repeats)
+    ours_b, ours_b_best, ours_batch = median_best(
         lambda: tokenizer.encode_batch(texts, num_threads=threads), args.repeats
     )
-    hf_b, hf_b_best, hf_batch = timed(lambda: hf.encode_batch(texts), args.repeats)
+    hf_b, hf_b_best, hf_batch = median_best(lambda: hf.encode_batch(texts), args.repeats)
     same_ids = ours_ids == [e.ids for e in hf_encodings] == ours_batch == [e.ids for e in hf_batch]
     corpus_tokens = sum(len(ids) for ids in ours_ids)
 
@@ -83,12 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         with loader:
             for _ in range(10):  # warm-up: thread start, first shuffle-buffer fill
                 next(loader)
-            begin = time.perf_counter()
-            for _ in range(args.loader_batches):
-                batch = next(loader)
-            seconds = time.perf_counter() - begin
+            with stopwatch() as watch:
+                for _ in range(args.loader_batches):
+                    batch = next(loader)
             assert batch.shape == (BATCH, SEQ + 1) and str(batch.dtype) == "int32"
-        return seconds
+        return watch.seconds
 
     loader_times = [run_loader() for _ in range(args.repeats)]
     loader_s, loader_best = statistics.median(loader_times), min(loader_times)
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": "pydocs (train + validation)",
         "corpus_documents": len(texts),
         "corpus_bytes": corpus_bytes,
-        "corpus_build_s": round(corpus_s, 2),
+        "corpus_build_s": round(corpus.seconds, 2),
         "bpe_vocab_size": tokenizer.vocab_size,
         "bpe_train_s": round(bpe_s, 2),
         "bpe_train_best_s": round(bpe_best, 2),

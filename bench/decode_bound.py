@@ -31,15 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 from _peer import PeerServer
+from _timing import rate, timed
 
-from microgpt_core import SEED_CONFIG, compiler_options, generate_tokens, init_params
-from microgpt_core.cache import decode_weights
+from microgpt_core import SEED_CONFIG, generate_tokens, init_params
+from microgpt_core.fastpath import compiler_options, decode_weights
 from microgpt_core.layers import attention, embed, layer_norm, linear, merge_heads, mlp, qkv_heads
 from microgpt_core.sampling import greedy
 
@@ -61,7 +60,7 @@ def bound_program(config):
 
     def run(params, first):
         B = first.shape[0]
-        weights = decode_weights(params, config, B)  # once, outside the loop, as generate_tokens does
+        weights = decode_weights(params, config)  # once, outside the loop, as generate_tokens does
 
         def body(i, carry):
             out, token = carry
@@ -81,12 +80,7 @@ def measure(params, config, batch: int, rounds: int, peer: PeerServer | None) ->
     first = prompt[:, -1]
 
     def seconds(fn):
-        def call() -> float:
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            return time.perf_counter() - start
-
-        return call
+        return lambda: timed(fn, sync=jax.block_until_ready)[0]
 
     calls = {  # each makes one call and returns its seconds
         "generate": seconds(
@@ -106,13 +100,7 @@ def measure(params, config, batch: int, rounds: int, peer: PeerServer | None) ->
     for _ in range(rounds):
         for name, call in calls.items():
             times[name].append(call())
-    return {
-        name: {
-            "median": round(batch * NEW / statistics.median(ts), 1),
-            "best": round(batch * NEW / min(ts), 1),
-        }
-        for name, ts in times.items()
-    }
+    return {name: rate(batch * NEW, ts) for name, ts in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,12 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import time
 from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import timed
 
 from microgpt_core import SEED_CONFIG, compiler_options, init_params, sampling
 from microgpt_core.cache import DecodeWeights, decode_weights, unstack_blocks
@@ -102,9 +102,7 @@ def measure(params, config, batch: int, rounds: int) -> dict:
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - start)
+            times[name] += timed(fn, sync=jax.block_until_ready)
     result: dict = {"library": library_choice(params, config, batch)}
     for name, ts in times.items():
         ratios = [t / s for t, s in zip(ts, times["stored"], strict=True)]

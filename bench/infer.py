@@ -36,16 +36,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 from _peer import PeerServer, interleave, run_peer
+from _timing import stopwatch, summary, timed
 
 from microgpt_core import SEED_CONFIG, generate_tokens, init_params, save_pretrained
 from microgpt_infer import generate, load_model
@@ -71,10 +70,6 @@ else:
     generate(model, [prompt] * 8, rng=0, max_new_tokens={NEW}, temperature=0)
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, rss_loaded)
 """
-
-
-def summary(values: list[float], digits: int = 3, best=min) -> dict[str, float]:
-    return {"median": round(statistics.median(values), digits), "best": round(best(values), digits)}
 
 
 def make_model_dir(folder: Path) -> tuple[Path, str]:
@@ -109,9 +104,7 @@ def bench_generate(model, prompt: str, batch: int, repeats: int, peer: PeerServe
     prompts = [prompt] * batch if batch > 1 else prompt
 
     def seconds() -> float:
-        start = time.perf_counter()
-        generate(model, prompts, rng=0, max_new_tokens=NEW, temperature=0)
-        return time.perf_counter() - start
+        return timed(lambda: generate(model, prompts, rng=0, max_new_tokens=NEW, temperature=0))[0]
 
     times, peer_times = interleave(seconds, peer, batch, repeats)
     check_full_length(model, [prompt] * batch, NEW)
@@ -126,12 +119,12 @@ def bench_generate(model, prompt: str, batch: int, repeats: int, peer: PeerServe
 
 def fresh_process(mode: str, folder: Path, prompt: str, cache: Path) -> tuple[list[float], float]:
     env = {**os.environ, "MICROGPT_COMPILATION_CACHE": str(cache)}
-    start = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", COLD, mode, str(folder), prompt], capture_output=True, text=True, check=True,
-        env=env,
-    )  # fmt: skip
-    return [float(x) for x in out.stdout.split()], time.perf_counter() - start
+    with stopwatch() as watch:
+        out = subprocess.run(
+            [sys.executable, "-c", COLD, mode, str(folder), prompt], capture_output=True, text=True,
+            check=True, env=env,
+        )  # fmt: skip
+    return [float(x) for x in out.stdout.split()], watch.seconds
 
 
 def bench_cold(folder: Path, prompt: str, runs: int, tmp: Path) -> dict:

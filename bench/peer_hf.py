@@ -1,11 +1,14 @@
 """The peer benchmark: Hugging Face `transformers` GPT-2 on PyTorch (CPU) at microGPT's seed configuration.
 
-Standalone: it imports only torch, transformers, numpy and the standard library, and runs in the side
-virtual environment described in DEVELOPERS.md (torch never enters the workspace's uv.lock):
+Standalone: it imports only torch, transformers, numpy, the standard library and `bench/_timing.py`
+(standard library only), and runs in the side virtual environment described in DEVELOPERS.md (torch
+never enters the workspace's uv.lock), whose interpreter is `$MICROGPT_PEER_PYTHON`, by default
+`~/peer-venv/bin/python`:
 
-    ~/peer-venv/bin/python bench/peer_hf.py                 # everything, float32
-    ~/peer-venv/bin/python bench/peer_hf.py --bf16          # plus eval/train under bf16 autocast
-    ~/peer-venv/bin/python bench/peer_hf.py --what decode --repeats 7
+    PEER=${MICROGPT_PEER_PYTHON:-~/peer-venv/bin/python}
+    $PEER bench/peer_hf.py                 # everything, float32
+    $PEER bench/peer_hf.py --bf16          # plus eval/train under bf16 autocast
+    $PEER bench/peer_hf.py --what decode --repeats 7
 
 It builds a `GPT2LMHeadModel` with random weights (vocab 8192, 256 positions, width 256, 4 layers,
 4 heads by default), float32, and prints ONE JSON line on stdout with every figure. Each measurement
@@ -51,6 +54,7 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from _timing import stopwatch, timed  # noqa: E402  (bench/_timing.py: standard library only)
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 ALL_WHAT = ("first50", "decode", "eval", "train")
@@ -104,13 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def median_seconds(fn: Callable[[], object], warmup: int, repeats: int) -> tuple[float, list[float]]:
     """Runs `fn` `warmup` times untimed, then `repeats` times timed; returns (median, all times)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = timed(fn, repeats, warmup)
     return statistics.median(times), times
 
 
@@ -141,13 +139,10 @@ def serve(model: GPT2LMHeadModel, args: argparse.Namespace, tokens: Callable) ->
             sys.stdout.flush()
             return 2
         batch = int(request[1])
+        warmup = 0 if batch in prompts else args.warmup  # the first request for a batch size warms up
         if batch not in prompts:
             prompts[batch] = tokens(batch, args.prompt_len)
-            for _ in range(args.warmup):
-                greedy(model, prompts[batch], args.new_tokens)
-        t0 = time.perf_counter()
-        greedy(model, prompts[batch], args.new_tokens)
-        seconds = time.perf_counter() - t0
+        seconds = timed(lambda p=prompts[batch]: greedy(model, p, args.new_tokens), warmup=warmup)[0]
         sys.stdout.write(json.dumps({"seconds": seconds, "tokens": batch * args.new_tokens}) + "\n")
         sys.stdout.flush()
     return 0
@@ -215,12 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if "first50" in args.what:  # first, before any other call has warmed anything up
         prompt = tokens(1, args.prompt_len)
-        t0 = time.perf_counter()
-        greedy(model, prompt, args.first_tokens)
-        t1 = time.perf_counter()
+        with stopwatch() as first:
+            greedy(model, prompt, args.first_tokens)
         result["first50_tokens"] = args.first_tokens
-        result["first50_first_generate_call_s"] = round(t1 - t0, 3)
-        result["first50_since_script_start_s"] = round(t1 - _SCRIPT_START, 3)
+        result["first50_first_generate_call_s"] = round(first.seconds, 3)
+        result["first50_since_script_start_s"] = round(time.perf_counter() - _SCRIPT_START, 3)
 
     if "decode" in args.what:
         result["decode_prompt_len"] = args.prompt_len

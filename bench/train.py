@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
 from _peer import run_peer
+from _timing import rate, stopwatch, timed
 
 from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
 from microgpt_train.config import SEED_MODEL
@@ -44,26 +43,23 @@ def bench_train(dtype: str, batch: int, repeats: int) -> dict[str, float]:
         jax.device_put(rng.integers(0, config.vocab_size, (batch, config.context_length + 1), np.int32))
         for _ in range(repeats + 2)
     ]
-    start = time.perf_counter()
-    state, metrics = step(state, batches[0])
-    jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    state, metrics = step(state, batches[1])  # warm
-    jax.block_until_ready(metrics)
-    times = []
-    for b in batches[2:]:
-        start = time.perf_counter()
-        state, metrics = step(state, b)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-    tokens = batch * config.context_length
-    median, best = tokens / statistics.median(times), tokens / min(times)
+    rest = iter(batches)
+
+    def one_step():
+        nonlocal state
+        state, metrics = step(state, next(rest))
+        return metrics
+
+    with stopwatch() as compile_watch:  # the first call compiles
+        jax.block_until_ready(one_step())
+    times = timed(one_step, repeats, warmup=1, sync=jax.block_until_ready)
+    tokens_per_s = rate(batch * config.context_length, times)  # {"median", "best"}
     peak = peak_flops_per_device(config) * jax.device_count()
     return {
-        f"train_{dtype_key(dtype)}_tokens_per_s": round(median, 1),
-        f"train_{dtype_key(dtype)}_best_tokens_per_s": round(best, 1),
-        f"train_{dtype_key(dtype)}_mfu": round(median * flops_per_token(config) / peak, 4),
-        f"train_{dtype_key(dtype)}_compile_s": round(compile_s, 2),
+        f"train_{dtype_key(dtype)}_tokens_per_s": tokens_per_s["median"],
+        f"train_{dtype_key(dtype)}_best_tokens_per_s": tokens_per_s["best"],
+        f"train_{dtype_key(dtype)}_mfu": round(tokens_per_s["median"] * flops_per_token(config) / peak, 4),
+        f"train_{dtype_key(dtype)}_compile_s": round(compile_watch.seconds, 2),
         f"peak_{dtype_key(dtype)}_gflops": round(peak / 1e9, 1),
     }
 
