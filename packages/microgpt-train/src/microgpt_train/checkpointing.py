@@ -7,9 +7,9 @@
 
 orbax writes each step into a temporary folder and renames it when complete, so a process killed
 mid-save leaves the previous step intact; leftover temporary folders are cleaned up by the next run.
-Saves are synchronous: the step waits for its checkpoint (0.15 s for the tests' 37k-parameter model
-on the 2-core VM; longer for larger models), so a failure is reported at the step that failed, with
-nothing left writing in the background.
+Saves are synchronous: the step waits for its checkpoint (a cost that grows with the model; see
+bench/README.md), so a failure is reported at the step that failed, with nothing left writing in
+the background.
 `restore` falls back to the newest older step, with a warning naming the bad one, when a checkpoint
 cannot be read. A save that fails because the disk is full raises `DiskFullError`, one line that
 says so; orbax's own error logging is kept out of the terminal.

@@ -5,8 +5,8 @@
 N counts the non-embedding parameters plus the output projection (the tied embedding used as the
 head does a V x D matmul per token); the second term is the attention scores and weighted values
 over T positions, forward and backward. MFU = achieved FLOP/s / (peak FLOP/s per device x devices).
-Accelerators take their peak from a table; a CPU's peak differs from one machine to the next (200
-GFLOP/s on one 2-core VM of this project, 500 on another), so it is measured once per process.
+Accelerators take their peak from a table; a CPU's peak differs widely from one machine to the
+next, so it is measured once per process.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def peak_flops_per_device(config: GPTConfig, override: float = 0.0) -> float:
 
 @functools.cache
 def _cpu_peak(dtype: str) -> float:
-    """FLOP/s of this process's fastest of 5 timed n x n matmuls in `dtype` (n = CPU_PEAK_MATMUL):
-    about 20 ms on a 2-core CPU, once per process."""
+    """FLOP/s of this process's fastest of 5 timed n x n matmuls in `dtype` (n = CPU_PEAK_MATMUL),
+    measured once per process."""
     n = CPU_PEAK_MATMUL
     a = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda a: a @ a)

@@ -115,8 +115,8 @@ def _topics() -> dict[str, str]:
 
 @functools.cache
 def pydocs_documents() -> tuple[PyDoc, ...]:
-    """Every document of the corpus, topics first, in a deterministic order (parsed once, ~3 s, then
-    read from the on-disk cache)."""
+    """Every document of the corpus, topics first, in a deterministic order (parsed once, then read
+    from the on-disk cache)."""
     sources = _stdlib_sources(Path(sysconfig.get_paths()["stdlib"]))
     cache = _cache_path(sources)
     cached = _read_cache(cache)
