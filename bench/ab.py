@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _args import batch_sizes
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT, NEW, COLD_NEW = 16, 256, 50
 
@@ -123,17 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", required=True, help="the commit to compare against (any git revision)")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved timed calls per side and figure")
-    parser.add_argument("--batches", default="1,8", help="comma-separated decode batch sizes")
+    parser.add_argument(
+        "--batches", type=batch_sizes, default="1,8", help="comma-separated decode batch sizes"
+    )
     parser.add_argument("--cold-rounds", type=int, default=5, help="fresh processes per side (0: skip)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.cold_rounds < 0:
         parser.error("--rounds must be >= 1 and --cold-rounds >= 0")
-    try:
-        batches = [int(b) for b in args.batches.split(",")]
-    except ValueError:
-        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
-    if any(b < 1 for b in batches):
-        parser.error(f"--batches must all be >= 1, got {args.batches!r}")
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{args.base}^{{commit}}"],
         capture_output=True, text=True,
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             trees = {"new": ROOT, "base": base_tree}
             workers = {side: Worker(tree) for side, tree in trees.items()}
             try:
-                for batch in batches:
+                for batch in args.batches:
                     checksums = {side: w.decode(batch)[1] for side, w in workers.items()}  # compiles
                     if len(set(checksums.values())) != 1:
                         raise SystemExit(f"batch {batch}: the two sides generated different tokens")

@@ -1,4 +1,4 @@
-"""Which memory order of the weights decodes fastest? The evidence for `cache.decode_weights`.
+"""Which memory order of the weights decodes fastest? The evidence for `fastpath.decode_weights`.
 
     uv run python bench/decode_layout.py                 # one JSON line
     uv run python bench/decode_layout.py --rounds 21 --batches 1,8
@@ -6,17 +6,18 @@
 The seed configuration with random weights, a 16-token prompt and 256 new tokens (greedy), as in
 `bench/core.py`. A decode step multiplies B rows by every weight matrix, streaming all 21.6 MB of
 them from memory, and XLA's CPU dot streams a matrix faster in one order or the other depending on
-its shape. Each layout below is `generate_tokens` itself, jitted with `decode_weights` replaced by
-one that lays the weights out that way (same numbers, same tokens: the script checks):
+its shape. Each layout below is `generate_tokens` itself, jitted with `fastpath.decode_weights`
+replaced by one that lays the weights out that way (same numbers, same tokens: the script checks):
 
   stored     the parameters as saved: every W (Din, Dout), the tied head read as E (V, D)
-  head       the head copied once per generation to (D, V)
-  head+out   that, and the attention and MLP output projections, (D, D) and (F, D), held
-             transposed (`layers.Transposed`)
+  head       the head copied once per generation to (D, V) (what `decode_weights` does on CPU)
+  head+out   that, and the attention and MLP output projections, (D, D) and (F, D), read from
+             copies of their transposes (a layout the library dropped: it did not pay at batch 1
+             and lost at larger batches)
 
 The timed calls of all layouts are interleaved round by round, so they share the minutes of this
 shared machine; `time_vs_stored` is the median over rounds of (layout's time / stored's time) in the
-same round, with its quartiles. `library` names the layout `decode_weights` picks at that batch.
+same round, with its quartiles. `library` names the layout `decode_weights` picks.
 """
 
 from __future__ import annotations
@@ -30,62 +31,60 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _args import batch_sizes
 from _timing import timed
 
-from microgpt_core import SEED_CONFIG, compiler_options, init_params, sampling
-from microgpt_core.cache import DecodeWeights, decode_weights, unstack_blocks
-from microgpt_core.layers import Transposed
+from microgpt_core import SEED_CONFIG, fastpath, init_params, sampling
+from microgpt_core.fastpath import DecodeWeights, compiler_options, decode_weights
 
 PROMPT, NEW = 16, 256
 STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
 
 
-def copied_transposed(w: jax.Array) -> jax.Array:
-    """wᵀ as its own array (the barrier keeps XLA from folding the transpose into the dot)."""
-    return jax.lax.optimization_barrier(w.T)
+def copied(w: jax.Array) -> jax.Array:
+    """w as its own array in memory (the barrier keeps XLA from folding a transpose into the dot)."""
+    return jax.lax.optimization_barrier(w)
 
 
-def stored(params, config, batch) -> DecodeWeights:
-    return DecodeWeights(tuple(unstack_blocks(params)), Transposed(params["embed"]["tokens"]))
+def stored(params, config) -> DecodeWeights:
+    layers = decode_weights(params, config).layers
+    return DecodeWeights(layers, params["embed"]["tokens"].T)  # E (V, D) read through a folded transpose
 
 
-def head(params, config, batch) -> DecodeWeights:
-    return DecodeWeights(tuple(unstack_blocks(params)), copied_transposed(params["embed"]["tokens"]))
+def head(params, config) -> DecodeWeights:
+    layers = decode_weights(params, config).layers
+    return DecodeWeights(layers, copied(params["embed"]["tokens"].T))  # (D, V) in memory
 
 
-def head_and_out(params, config, batch) -> DecodeWeights:
-    layers = tuple(
-        {
+def head_and_out(params, config) -> DecodeWeights:
+    def out_transposed(layer):  # W (Din, Dout) read from a copy of Wᵀ (Dout, Din)
+        return {
             **layer,
-            "attn": {**layer["attn"], "w_out": Transposed(copied_transposed(layer["attn"]["w_out"]))},
-            "mlp": {**layer["mlp"], "w_out": Transposed(copied_transposed(layer["mlp"]["w_out"]))},
+            "attn": {**layer["attn"], "w_out": copied(layer["attn"]["w_out"].T).T},
+            "mlp": {**layer["mlp"], "w_out": copied(layer["mlp"]["w_out"].T).T},
         }
-        for layer in unstack_blocks(params)
-    )
-    return DecodeWeights(layers, copied_transposed(params["embed"]["tokens"]))
+
+    layers = tuple(out_transposed(layer) for layer in decode_weights(params, config).layers)
+    return DecodeWeights(layers, copied(params["embed"]["tokens"].T))
 
 
 LAYOUTS = {"stored": stored, "head": head, "head+out": head_and_out}
 
 
 def program(layout, config):
-    """`generate_tokens`'s compiled generation, traced with `decode_weights` replaced by `layout`."""
+    """`generate_tokens`'s compiled generation, traced with `fastpath.decode_weights` replaced."""
 
     def generate(*args, **kwargs):
-        with mock.patch.object(sampling, "decode_weights", layout):
+        with mock.patch.object(fastpath, "decode_weights", layout):
             return sampling._generate(*args, **kwargs)
 
     return jax.jit(generate, static_argnames=STATIC, compiler_options=compiler_options(config, decode=True))
 
 
-def library_choice(params, config, batch: int) -> str:
-    """The name of the layout that `decode_weights` picks (compared by structure: which are copies)."""
-    chosen = jax.eval_shape(lambda p: decode_weights(p, config, batch), params)
-    transposed_out = isinstance(chosen.layers[0]["mlp"]["w_out"], Transposed)
-    head_copied = not isinstance(chosen.head, Transposed)
-    return {(False, False): "stored", (False, True): "head", (True, True): "head+out"}.get(
-        (transposed_out, head_copied), "other"
-    )
+def library_choice(params, config) -> str:
+    """The layout `fastpath.decode_weights` picks here: "head" when it copies the head, else "stored"."""
+    jaxpr = str(jax.make_jaxpr(lambda p: decode_weights(p, config))(params))
+    return "head" if "optimization_barrier" in jaxpr else "stored"
 
 
 def measure(params, config, batch: int, rounds: int) -> dict:
@@ -103,7 +102,7 @@ def measure(params, config, batch: int, rounds: int) -> dict:
     for _ in range(rounds):
         for name, fn in calls.items():
             times[name] += timed(fn, sync=jax.block_until_ready)
-    result: dict = {"library": library_choice(params, config, batch)}
+    result: dict = {"library": library_choice(params, config)}
     for name, ts in times.items():
         ratios = [t / s for t, s in zip(ts, times["stored"], strict=True)]
         quartiles = statistics.quantiles(ratios, n=4) if rounds > 1 else [ratios[0]] * 3
@@ -117,16 +116,10 @@ def measure(params, config, batch: int, rounds: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timed calls per layout")
-    parser.add_argument("--batches", default="1,2,4,8", help="comma-separated batch sizes")
+    parser.add_argument("--batches", type=batch_sizes, default="1,2,4,8", help="comma-separated batch sizes")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
-    try:
-        batches = [int(b) for b in args.batches.split(",")]
-    except ValueError:
-        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
-    if any(b < 1 for b in batches):
-        parser.error(f"--batches must all be >= 1, got {args.batches!r}")
 
     config = SEED_CONFIG.replace(context_length=PROMPT + NEW)
     params = init_params(jax.random.key(0), SEED_CONFIG)
@@ -136,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "rounds": args.rounds,
     }
-    for batch in batches:
+    for batch in args.batches:
         result[f"b{batch}"] = measure(params, config, batch, args.rounds)
     print(json.dumps(result))
 
