@@ -197,3 +197,15 @@ def test_an_empty_special_token_is_refused_without_hanging(tmp_path, tokens):
     assert result.stderr.count("error: ") == 1 and "Traceback" not in result.stderr
     assert "error: --special-token: every special token must be a non-empty string, got ''" in result.stderr
     assert not (tmp_path / "tok").exists()
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    import microgpt_data.sources
+    from microgpt_data.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(microgpt_data.sources, "load_text_dataset", interrupted)
+    assert main(["--data", "pydocs", "--vocab-size", "300", "--out", str(tmp_path / "tok")]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

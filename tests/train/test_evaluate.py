@@ -109,3 +109,14 @@ def test_batches_and_batch_size_must_be_positive_integers(model_dir, option, val
     flag = "--" + option.replace("_", "-")
     with pytest.raises(ValueError, match=f"{flag} must be an integer >= 1, got {value!r}"):
         evaluate_model(model_dir, "pydocs", **{option: value})
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
+    import microgpt_train.evaluate as evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate_model", interrupted)
+    assert evaluate.main(["--model", "anything"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"

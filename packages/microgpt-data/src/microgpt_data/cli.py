@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
-from microgpt_data.commands import Parser, add_bool_flag, fail
+from microgpt_data.commands import Parser, add_bool_flag, fail, interrupted
 from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN
 
@@ -112,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=args.progress,
         )
         out = tokenizer.save(args.out)
+    except KeyboardInterrupt:
+        return interrupted()
     except (DataError, ValueError, OSError) as exc:  # ValueError: e.g. a malformed data file
         return fail(exc, args.debug)
     seconds = time.perf_counter() - start

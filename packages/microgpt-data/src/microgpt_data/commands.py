@@ -17,7 +17,15 @@ import sys
 import traceback
 from typing import Any
 
-__all__ = ["HelpFormatter", "Parser", "add_bool_flag", "fail", "parse_bool"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "HelpFormatter",
+    "Parser",
+    "add_bool_flag",
+    "fail",
+    "interrupted",
+    "parse_bool",
+]
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -91,6 +99,15 @@ def add_bool_flag(
         help=argparse.SUPPRESS,
     )
     return action
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+
+
+def interrupted() -> int:
+    """Prints ``interrupted`` to stderr (no traceback) and returns the exit status 130, for Ctrl-C."""
+    print("interrupted", file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
 
 
 def fail(err: BaseException, debug: bool = False) -> int:

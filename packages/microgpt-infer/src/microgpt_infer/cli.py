@@ -19,11 +19,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from microgpt_data.commands import Parser, fail
+from microgpt_data.commands import EXIT_INTERRUPTED, Parser, fail
 
 __all__ = ["main", "push_main"]
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
 
 

@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from microgpt_data.commands import Parser, fail
+from microgpt_data.commands import Parser, fail, interrupted
 
 __all__ = ["evaluate_model", "main"]
 
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model, args.data, split=args.split, batches=args.batches, batch_size=args.batch_size,
             seq_len=args.seq_len, text_column=args.text_column, log=lambda note: print(note, file=sys.stderr),
         )  # fmt: skip
+    except KeyboardInterrupt:
+        return interrupted()
     except Exception as err:
         if args.debug:
             raise
