@@ -5,9 +5,10 @@
 
 Compiles `generate_tokens`'s generation for the seed configuration (16-token prompt, 256 new tokens)
 with the options `fastpath.compiler_options(config, decode=True)` picks, and with each of them left
-out in turn, then counts, in the body of the decode `while` loop of the optimised HLO, the `copy`
-instructions whose result has the shape of one layer's cache (B, H, S, Dh). Each such copy is a
-full pass over that layer's cache on every token; the loop should update the caches in place (0).
+out in turn, then counts, in the body of each `while` loop of the optimised HLO, the `copy`
+instructions whose result has the shape of one layer's cache (B, H, S, Dh). In the decode loop each
+such copy is a full pass over that layer's cache on every token: it should update the caches in
+place (0). The prefill scan runs once per generation (it materialises each layer's empty cache).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ PROMPT, NEW = 16, 256
 STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
 
 
-def cache_copies(params, config, batch: int, options: dict) -> int:
-    """Copies of a one-layer cache array in the decode loop's body, compiled with `options`."""
+def cache_copies(params, config, batch: int, options: dict) -> dict[str, int]:
+    """Copies of a one-layer cache array in the body of each while loop of the generation compiled
+    with `options`: {"decode loop": n, "prefill scan": n} (the loops told apart by their trip count:
+    the prefill scan runs once per layer, the decode loop once per new token after the first)."""
     program = jax.jit(sampling._generate, static_argnames=STATIC, compiler_options=options)
     prompt, lengths = jnp.zeros((batch, PROMPT), jnp.int32), jnp.full((batch,), PROMPT, jnp.int32)
     hlo = program.lower(
@@ -37,12 +40,20 @@ def cache_copies(params, config, batch: int, options: dict) -> int:
     ).compile().as_text()  # fmt: skip
     dtype = {"float32": "f32", "bfloat16": "bf16"}[config.compute_dtype]
     shape = f"{dtype}[{batch},{config.n_heads},{PROMPT + NEW - 1},{config.head_dim}]"
-    copies = 0
-    for body in re.findall(r"body=%?([\w.\-]+)", hlo):
+    loops = {}
+    for line in hlo.splitlines():
+        if " while(" not in line:
+            continue
+        body = re.search(r"body=%?([\w.\-]+)", line).group(1)
+        trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
+        name = {str(config.n_layers): "prefill scan", str(NEW - 1): "decode loop"}.get(
+            trips.group(1) if trips else "", f"loop {body}"
+        )
         start = hlo.index(f"%{body} ")
         computation = hlo[start : hlo.index("\n}\n", start)]
-        copies += sum(1 for line in computation.splitlines() if " copy(" in line and shape in line)
-    return copies
+        copies = sum(1 for op in computation.splitlines() if " copy(" in op and shape in op)
+        loops[name] = loops.get(name, 0) + copies
+    return loops
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,10 +72,10 @@ def main(argv: list[str] | None = None) -> None:
         "cpus": os.cpu_count(),
         "batch": args.batch,
     }
-    result["copies_per_token"] = {"chosen options": cache_copies(params, config, args.batch, options)}
+    result["cache_copies"] = {"chosen options": cache_copies(params, config, args.batch, options)}
     for left_out in options:
         rest = {k: v for k, v in options.items() if k != left_out}
-        result["copies_per_token"][f"without {left_out}"] = cache_copies(params, config, args.batch, rest)
+        result["cache_copies"][f"without {left_out}"] = cache_copies(params, config, args.batch, rest)
     result["options"] = options
     print(json.dumps(result))
 

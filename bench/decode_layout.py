@@ -9,11 +9,14 @@ them from memory, and XLA's CPU dot streams a matrix faster in one order or the 
 its shape. Each layout below is `generate_tokens` itself, jitted with `fastpath.decode_weights`
 replaced by one that lays the weights out that way (same numbers, same tokens: the script checks):
 
-  stored     the parameters as saved: every W (Din, Dout), the tied head read as E (V, D)
-  head       the head copied once per generation to (D, V) (what `decode_weights` does on CPU)
+  stored     the parameters as saved: every W (Din, Dout), the tied head read as E (V, D) through a
+             transpose XLA folds into the dot (what `decode_weights` does)
+  head       the tied head copied once per generation to (D, V)
   head+out   that, and the attention and MLP output projections, (D, D) and (F, D), read from
-             copies of their transposes (a layout the library dropped: it did not pay at batch 1
-             and lost at larger batches)
+             copies of their transposes
+
+The library once used `head` at every batch and `head+out` at batch 1; measured again, neither paid
+(bench/README.md), so both were dropped.
 
 The timed calls of all layouts are interleaved round by round, so they share the minutes of this
 shared machine; `time_vs_stored` is the median over rounds of (layout's time / stored's time) in the
@@ -47,8 +50,7 @@ def copied(w: jax.Array) -> jax.Array:
 
 
 def stored(params, config) -> DecodeWeights:
-    layers = decode_weights(params, config).layers
-    return DecodeWeights(layers, params["embed"]["tokens"].T)  # E (V, D) read through a folded transpose
+    return decode_weights(params, config)  # E (V, D) read through a folded transpose
 
 
 def head(params, config) -> DecodeWeights:

@@ -9,14 +9,14 @@ the work so that XLA's CPU backend runs it faster:
     attends over its layer's cache and the chunk's own keys and values, then writes the chunk, so
     XLA updates every layer's arrays in place instead of copying a slice of the cache per token;
   * decode weights (`decode_weights`): the stacked blocks are sliced into per-layer dicts once,
-    before the loop (slicing inside it copies every layer's weights on every token), and a tied head
-    E (V, D) is copied once to W = Eᵀ (D, V), the order in which XLA's CPU dot reads it faster;
+    before the loop (slicing inside it copies every layer's weights on every token);
   * blockwise attention (`attend_cache_and_chunk`): the softmax over the cached slots and over the
     chunk is computed in two blocks joined by their running maximum (as in FlashAttention), which
     is what lets the chunk's keys be attended before they are written;
   * XLA options (`compiler_options`), chosen by the backend and the CPU's features.
 
-`bench/decode_layout.py` and `bench/ab.py` measure these choices; bench/README.md has the figures.
+`bench/decode_layout.py`, `bench/decode_copies.py` and `bench/ab.py` measure these choices (and the
+memory orders of the weights that were tried and dropped); bench/README.md has the figures.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class DecodeWeights(NamedTuple):
 
     Attributes:
       layers: one param dict per layer (the stacked blocks, sliced).
-      head: W (D, V) of the logits z = x W (a tied embedding E (V, D), transposed).
+      head: W (D, V) of the logits z = x W (for tied embeddings Eᵀ, which XLA reads in place).
     """
 
     layers: tuple[Params, ...]
@@ -70,15 +70,11 @@ class DecodeWeights(NamedTuple):
 
 
 def decode_weights(params: Params, config: GPTConfig) -> DecodeWeights:
-    """The blocks as per-layer slices and the head as (D, V); call it inside the jitted generation,
+    """The blocks as per-layer slices and the head as W (D, V); call it inside the jitted generation,
     outside its loop."""
     blocks = params["blocks"]
     layers = tuple(jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(config.n_layers))
-    if not config.tie_embeddings:
-        return DecodeWeights(layers, params["head"]["w"])
-    head = params["embed"]["tokens"].T  # (D, V)
-    if jax.default_backend() == "cpu":  # a copy in that order, made here (XLA would fold the transpose)
-        head = jax.lax.optimization_barrier(head)
+    head = params["embed"]["tokens"].T if config.tie_embeddings else params["head"]["w"]  # (D, V)
     return DecodeWeights(layers, head)
 
 
