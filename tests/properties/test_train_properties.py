@@ -22,20 +22,9 @@ from microgpt_train import RunConfig, init_state, make_optimizer, make_train_ste
 from microgpt_train.sharding import batch_sharding, make_mesh, param_shardings, state_shardings
 
 from ..train.conftest import subprocess_env
+from .sharded_worker import configs  # the same small configs on one device and on eight
 
 HERE = Path(__file__).parent
-
-configs = st.builds(
-    GPTConfig,
-    vocab_size=st.sampled_from([32, 97]),
-    context_length=st.just(16),
-    d_model=st.just(16),
-    n_layers=st.sampled_from([1, 2]),
-    n_heads=st.just(2),
-    positional=st.sampled_from(["learned", "sinusoidal"]),
-    tie_embeddings=st.booleans(),
-    bias=st.booleans(),
-)
 
 
 @functools.cache
