@@ -10,7 +10,8 @@ import pytest
 from microgpt_core import SamplingError
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer import InferError, ModelNotFoundError, PromptTooLongError, generate, generate_text
-from microgpt_infer.generation import _RowText, bucket_width
+from microgpt_infer.generation import bucket_width
+from microgpt_infer.row_text import RowText
 
 PROMPTS = ["a", "hello world", "The quick brown fox jumps over", ""]
 N = 12  # one max_new_tokens for (nearly) every test: each new shape or setting is a new compilation
@@ -53,12 +54,12 @@ def test_stop_strings_cut_before_the_first_occurrence(model):
 
 
 def test_row_text_decodes_split_characters_and_holds_back_stop_prefixes(model):
-    row = _RowText(model, stops=("llo",))
+    row = RowText(model.tokenizer, stops=("llo",))
     pieces = [row.push(b) for b in "hé".encode()]
     assert pieces == ["h", "", "é"]  # é is two byte tokens: emitted once complete
     assert row.push(ord("l")) == "" and row.push(ord("l")) == ""  # could be the start of "llo"
     assert row.push(ord("o")) == "" and row.done and row.text == "hé"
-    row = _RowText(model, stops=("llo",))
+    row = RowText(model.tokenizer, stops=("llo",))
     assert [row.push(t) for t in b"ll!"] == ["", "", "ll!"]
     assert row.push(model.tokenizer.eot_id) == "" and row.done
     assert row.push(ord("x")) == "" and row.text == "ll!"  # nothing after end-of-text

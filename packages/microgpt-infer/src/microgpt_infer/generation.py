@@ -5,9 +5,9 @@ Both sit on `microgpt_core.sampling.generate_tokens`, which runs a whole generat
 max_new_tokens, sampling settings). Prompts are right-padded to a bucket width (a power of two, at
 least 16, at most the context), so prompts of nearby lengths share a compiled program.
 
-Text is decoded per row, token by token, through an incremental UTF-8 decoder: a character split
-across tokens is emitted once complete, and the text streamed to `on_token` is exactly the text
-returned. A row ends at the end-of-text token (not included), at the first stop string (not
+Text is decoded per row, token by token, through an incremental UTF-8 decoder (`row_text.py`): a
+character split across tokens is emitted once complete, and the text streamed to `on_token` is
+exactly the text returned. A row ends at the end-of-text token (not included), at the first stop string (not
 included), or after `max_new_tokens`. Stop strings are found on the host, step by step while the
 compiled loop runs (`generate_tokens(on_token=...)`, streaming.py in core): once every row has ended,
 the loop is told to stop; Ctrl-C (KeyboardInterrupt) or an exception raised by `on_token` stops it
@@ -19,7 +19,6 @@ the abandoned loop finishes in the background.
 
 from __future__ import annotations
 
-import codecs
 import numbers
 import os
 import secrets
@@ -38,6 +37,7 @@ from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import InferError, PromptTooLongError
 from microgpt_infer.folder import Model
 from microgpt_infer.model import find_default_model, load_model
+from microgpt_infer.row_text import RowText, check_stops
 
 __all__ = ["generate", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
 
@@ -50,59 +50,6 @@ def bucket_width(length: int, limit: int) -> int:
     while width < length:
         width *= 2
     return max(min(width, limit), length)
-
-
-# ------------------------------------------------------------------------------------------------
-# Decoding rows of tokens into text, with stop strings.
-class _RowText:
-    """The text of one generated row, built token by token.
-
-    `push(token)` returns the text that became final with this token: complete characters that can
-    no longer turn out to start a stop string. `finish()` returns whatever was held back.
-    """
-
-    def __init__(self, model: Model, stops: Sequence[str]) -> None:
-        self._tokenizer = model.tokenizer
-        self._eot = model.tokenizer.eot_id
-        self._stops = stops
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""  # decoded so far (cut at a stop string once one is found)
-        self._emitted = 0
-        self.done = False
-
-    def push(self, token: int) -> str:
-        if self.done:
-            return ""
-        if token == self._eot:
-            return self.finish()
-        self.text += self._decoder.decode(self._tokenizer.token_bytes(token))
-        cut = min((i for i in (self.text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if cut >= 0:
-            self.text = self.text[:cut]
-            return self.finish()
-        held = max((_overlap(self.text, s) for s in self._stops), default=0)
-        return self._emit(len(self.text) - held)
-
-    def finish(self) -> str:
-        if not self.done:
-            self.done = True
-            tail = self._decoder.decode(b"", final=True)
-            if tail and not any(s in self.text + tail for s in self._stops):
-                self.text += tail
-        return self._emit(len(self.text))
-
-    def _emit(self, end: int) -> str:
-        out = self.text[self._emitted : end]
-        self._emitted = max(self._emitted, end)
-        return out
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
-    for n in range(min(len(stop) - 1, len(text)), 0, -1):
-        if text.endswith(stop[:n]):
-            return n
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -144,26 +91,6 @@ def _prompt_list(prompts: object) -> list[str]:
         if not isinstance(text, str):
             raise InferError(f"prompts[{i}] must be a str, got {type(text).__name__}")
     return list(prompts)
-
-
-def _stop_strings(stop: object) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stops: tuple = (stop,)
-    elif isinstance(stop, list | tuple):
-        stops = tuple(stop)
-    else:
-        raise InferError(f"stop must be a str, a list of str or None, got {type(stop).__name__}")
-    for i, s in enumerate(stops):
-        which = "stop" if isinstance(stop, str) else f"stop[{i}]"
-        if not isinstance(s, str) or not s:
-            raise InferError(f"{which} must be a non-empty str, got {s!r}")
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InferError(f"{which} holds a lone surrogate at index {e.start}: not Unicode") from None
-    return stops
 
 
 def _encode(model: Model, texts: list[str], single: bool) -> list[list[int]]:
@@ -232,7 +159,7 @@ def generate(
         raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
     enable_compilation_cache()
     prompt, lengths = _prompt_batch(model, texts, single, settings.max_new_tokens, crop_prompt)
-    rows = [_RowText(model, settings.stops) for _ in texts]
+    rows = [RowText(model.tokenizer, settings.stops) for _ in texts]
     _run(model, prompt, lengths, rows, settings, on_token)
     results = [row.text for row in rows]
     return results[0] if single else results
@@ -261,7 +188,7 @@ class _Settings(NamedTuple):
                 f"token), got {max_new_tokens!r}"
             )
         temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-        stops = _stop_strings(stop)
+        stops = check_stops(stop)
         key = _as_key(rng)
         if on_token is not None and not callable(on_token):
             raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
@@ -302,7 +229,7 @@ def _run(
     model: Model,
     prompt: np.ndarray,
     lengths: np.ndarray,
-    rows: list[_RowText],
+    rows: list[RowText],
     settings: _Settings,
     on_token: Callable[[int, str], None] | None,
 ) -> None:
