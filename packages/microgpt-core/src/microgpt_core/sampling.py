@@ -303,7 +303,7 @@ def _generate(
     num = jnp.where(done, 0, 1).astype(jnp.int32)  # (B,)
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
     halt = emit(jnp.int32(0), token) if emit else jnp.bool_(False)  # () the caller asked to stop
-    weights = fastpath.decode_weights(params, config)  # laid out once, outside the loop
+    weights = fastpath.decode_weights(params, config)  # sliced once, outside the loop
     cache = fastpath.split_cache(cache)  # one array per layer, each updated in place
 
     def keep_going(state):
