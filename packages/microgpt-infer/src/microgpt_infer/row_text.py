@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 
-from microgpt_data import Tokenizer
+from microgpt_data.tokenizer import Tokenizer
 from microgpt_infer.errors import InferError
 
 __all__ = ["RowText", "check_stops"]
