@@ -65,6 +65,7 @@ def config_strategy(st, *, attention=None, positional=None):
         n_heads=st.sampled_from([1, 2, 4]),
         positional=st.just(positional) if positional else st.sampled_from(["learned", "sinusoidal"]),
         attention=st.just(attention) if attention else st.sampled_from(["math", "fused"]),
+        norm=st.sampled_from(["layernorm", "rmsnorm"]),
         bias=st.booleans(),
         final_norm=st.booleans(),
         tie_embeddings=st.booleans(),

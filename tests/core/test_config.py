@@ -23,6 +23,7 @@ BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
         ({"n_layers": 2.5}, r"n_layers must be an integer >= 1, got 2.5"),
         ({"vocab_size": True}, r"vocab_size must be an integer"),
         ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal'\], got 'rotary'"),
+        ({"norm": "batchnorm"}, r"norm must be one of \['layernorm', 'rmsnorm'\], got 'batchnorm'"),
         ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
         ({"attention": "flash"}, r"attention must be one of \['math', 'fused'\]"),
         ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16', 'float64'\]"),
@@ -77,6 +78,11 @@ def test_upgrade_reads_current_and_refuses_newer_format_versions():
         GPTConfig.upgrade({**config.to_dict(), "format_version": "1"})
     with pytest.raises(ConfigError, match="format_version must be an integer"):
         GPTConfig.upgrade({**config.to_dict(), "format_version": True})
+
+
+def test_a_config_json_written_before_a_field_existed_loads_with_its_default():
+    written_before_norm = {k: v for k, v in GPTConfig(**BASE).to_dict().items() if k != "norm"}
+    assert GPTConfig.upgrade({**written_before_norm, "format_version": 1}).norm == "layernorm"
 
 
 def test_config_is_frozen_and_hashable():

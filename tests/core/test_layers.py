@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from microgpt_core import layers
@@ -31,6 +33,32 @@ def test_layer_norm_matches_its_equation():
     np.testing.assert_allclose(y, (x64 - mu) / np.sqrt(var + 1e-5) * scale + bias, atol=1e-5)
     no_bias = layers.layer_norm({"scale": scale}, x, eps=1e-5)
     np.testing.assert_allclose(no_bias, (x64 - mu) / np.sqrt(var + 1e-5) * scale, atol=1e-5)
+
+
+def test_rms_norm_matches_its_equation():
+    x, scale = randn(3, 5, 16) * 3 + 1, randn(16)
+    y = layers.rms_norm({"scale": scale}, x, eps=1e-6)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(y, x64 / np.sqrt((x64**2).mean(-1, keepdims=True) + 1e-6) * scale, atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.floats(1e-2, 1e3), seed=st.integers(0, 2**16))
+def test_rms_norm_is_invariant_to_scaling_its_input(c, seed):
+    x = np.random.default_rng(seed).standard_normal((2, 16)) + 0.5
+    params = {"scale": np.random.default_rng(seed + 1).standard_normal(16)}
+    # ε = 0 makes the invariance exact; with ε > 0 it holds once mean(x²) dominates ε.
+    np.testing.assert_allclose(
+        layers.rms_norm(params, c * x, eps=1e-12), layers.rms_norm(params, x, eps=1e-12), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_norm_follows_the_config(tiny_config):
+    x, scale = randn(2, 16), randn(16)
+    rms = layers.norm({"scale": scale}, x, config=tiny_config.replace(norm="rmsnorm"))
+    np.testing.assert_array_equal(rms, layers.rms_norm({"scale": scale}, x, eps=tiny_config.norm_eps))
+    ln = layers.norm({"scale": scale}, x, config=tiny_config)
+    np.testing.assert_array_equal(ln, layers.layer_norm({"scale": scale}, x, eps=tiny_config.norm_eps))
 
 
 def test_gelu_exact_and_tanh_match_their_equations():
@@ -127,6 +155,7 @@ def _layer(tiny_params, grad_config):
 
 def test_layer_norm_gradients():
     _check(lambda p, x: layers.layer_norm(p, x, eps=1e-5), {"scale": randn(8), "bias": randn(8)}, randn(3, 8))
+    _check(lambda p, x: layers.rms_norm(p, x, eps=1e-5), {"scale": randn(8)}, randn(3, 8))
 
 
 def test_linear_and_gelu_gradients():

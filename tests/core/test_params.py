@@ -20,7 +20,14 @@ def test_seed_configuration_counts_about_5_3_million():
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"positional": "sinusoidal"}, {"bias": False}, {"tie_embeddings": False}, {"final_norm": False}],
+    [
+        {},
+        {"positional": "sinusoidal"},
+        {"bias": False},
+        {"tie_embeddings": False},
+        {"final_norm": False},
+        {"norm": "rmsnorm"},
+    ],
 )
 def test_names_and_shapes_follow_the_design(tiny_config, changes):
     config = tiny_config.replace(**changes)
@@ -33,6 +40,9 @@ def test_names_and_shapes_follow_the_design(tiny_config, changes):
     assert ("blocks.mlp.b_in" in flat) == config.bias
     assert ("head.w" in flat) == (not config.tie_embeddings)
     assert ("final_norm.scale" in flat) == config.final_norm
+    assert ("blocks.ln1.bias" in flat) == (
+        config.bias and config.norm == "layernorm"
+    )  # RMSNorm: a scale only
     axes = flatten(param_axes(config))
     assert set(axes) == set(flat)
     assert all(len(axes[name]) == len(shape) for name, shape in flat.items())

@@ -28,9 +28,9 @@ from microgpt_core.layers import (
     attention,
     causal_mask,
     embed,
-    layer_norm,
     merge_heads,
     mlp,
+    norm,
     qkv_heads,
     unembed,
 )
@@ -87,10 +87,10 @@ def forward_cached(
 
     Each block is `layers.block` (without dropout) whose attention reads the layer's cache:
 
-        h = LayerNorm₁(x);  [Q K V] = h W_qkv + b_qkv
+        h = Norm₁(x);  [Q K V] = h W_qkv + b_qkv
         K_cache, V_cache = the layer's cache with K, V written at the chunk's positions
         x = x + Attention(Q, K_cache, V_cache, M) W_out + b_out
-        x = x + MLP(LayerNorm₂(x))
+        x = x + MLP(Norm₂(x))
 
     Args:
       params: model parameters.
@@ -109,15 +109,15 @@ def forward_cached(
 
     def block(x, inputs):
         layer, k_cache, v_cache = inputs  # one layer's params; (B, H, S, Dh) each
-        h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+        h = norm(layer["ln1"], x, config=config)  # (B, T, D)
         q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
         k_cache, v_cache = write_chunk(k_cache, k, positions), write_chunk(v_cache, v, positions)
         out = attention(q, k_cache, v_cache, mask, config=config)  # (B, H, T, Dh)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
-        h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+        h = norm(layer["ln2"], x, config=config)  # (B, T, D)
         return x + mlp(layer["mlp"], h, config=config), (k_cache, v_cache)  # (B, T, D)
 
     x, (k, v) = jax.lax.scan(block, x, (params["blocks"], cache.k, cache.v))  # (B, T, D), (L, ...)
     if config.final_norm:
-        x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+        x = norm(params["final_norm"], x, config=config)  # (B, T, D)
     return unembed(params, x, config=config), KVCache(k=k, v=v)  # (B, T, V)

@@ -13,6 +13,7 @@ __all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION", "SEED_CONFIG"]
 FORMAT_VERSION = 1
 
 POSITIONAL_KINDS = ("learned", "sinusoidal")
+NORM_KINDS = ("layernorm", "rmsnorm")
 GELU_KINDS = ("tanh", "exact")
 ATTENTION_KINDS = ("math", "fused")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float64")
@@ -37,11 +38,13 @@ class GPTConfig:
       n_heads: attention heads H; must divide d_model.
       d_ff: hidden width F of the MLP (default 4 * d_model).
       positional: "learned" (a table, GPT-2) or "sinusoidal" (Vaswani et al. 2017, no parameters).
+      norm: "layernorm" (Ba et al. 2016, GPT-2) or "rmsnorm" (Zhang and Sennrich 2019, Llama; a
+        scale and no bias).
       bias: whether linear layers and layer norms carry biases.
-      final_norm: whether a layer norm precedes the output head (GPT-2 has one).
+      final_norm: whether a norm precedes the output head (GPT-2 has one).
       tie_embeddings: whether the output head reuses the token embedding matrix transposed.
       embed_scale: whether token embeddings are multiplied by sqrt(d_model) (Vaswani et al.).
-      norm_eps: epsilon inside layer norm.
+      norm_eps: epsilon inside the norm.
       dropout: dropout rate in [0, 1) applied in training only.
       gelu: "tanh" (GPT-2's approximation) or "exact" (erf).
       attention: "math" (written from the definition) or "fused" (`jax.nn.dot_product_attention`).
@@ -57,6 +60,7 @@ class GPTConfig:
     n_heads: int
     d_ff: int | None = None
     positional: str = "learned"
+    norm: str = "layernorm"
     bias: bool = True
     final_norm: bool = True
     tie_embeddings: bool = True
@@ -94,6 +98,7 @@ class GPTConfig:
                 f"valid n_heads divide {self.d_model}"
             )
         _check_choice("positional", self.positional, POSITIONAL_KINDS)
+        _check_choice("norm", self.norm, NORM_KINDS)
         _check_choice("gelu", self.gelu, GELU_KINDS)
         _check_choice("attention", self.attention, ATTENTION_KINDS)
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)

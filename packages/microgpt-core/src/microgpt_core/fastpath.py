@@ -30,7 +30,7 @@ import jax.numpy as jnp
 
 from microgpt_core.cache import KVCache, write_chunk
 from microgpt_core.config import GPTConfig
-from microgpt_core.layers import embed, layer_norm, linear, matmul, merge_heads, mlp, qkv_heads
+from microgpt_core.layers import embed, linear, matmul, merge_heads, mlp, norm, qkv_heads
 
 __all__ = [
     "DecodeWeights",
@@ -132,15 +132,15 @@ def decode_step(
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
     ks, vs = list(cache.k), list(cache.v)
     for i, layer in enumerate(weights.layers):
-        h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+        h = norm(layer["ln1"], x, config=config)  # (B, T, D)
         q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
         out = attend_cache_and_chunk(q, ks[i], vs[i], k, v, positions, config)  # (B, H, T, Dh)
         ks[i], vs[i] = write_chunk(ks[i], k, positions), write_chunk(vs[i], v, positions)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
-        h = layer_norm(layer["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+        h = norm(layer["ln2"], x, config=config)  # (B, T, D)
         x = x + mlp(layer["mlp"], h, config=config)  # (B, T, D)
     if config.final_norm:
-        x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+        x = norm(params["final_norm"], x, config=config)  # (B, T, D)
     logits = linear(x, weights.head, compute_dtype=config.compute_dtype)  # (B, T, V)
     return logits, LayerCaches(k=tuple(ks), v=tuple(vs))
 

@@ -6,8 +6,9 @@ inputs (float32 or bfloat16), whose products are accumulated and returned in flo
 statistics and logits are always float32.
 
 References: Vaswani et al. 2017, "Attention is all you need"; Radford et al. 2019, "Language models
-are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Hendrycks and
-Gimpel 2016, "Gaussian error linear units".
+are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Zhang and
+Sennrich 2019, "Root mean square layer normalization"; Hendrycks and Gimpel 2016, "Gaussian error
+linear units".
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ __all__ = [
     "matmul",
     "merge_heads",
     "mlp",
+    "norm",
     "qkv_heads",
+    "rms_norm",
     "sinusoidal_positions",
     "unembed",
 ]
@@ -88,6 +91,32 @@ def layer_norm(params: Params, x: jax.Array, *, eps: float) -> jax.Array:
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)  # (..., 1)
     y = (x - mean) * jax.lax.rsqrt(var + eps) * params["scale"]  # (..., D)
     return y + params["bias"] if "bias" in params else y
+
+
+def rms_norm(params: Params, x: jax.Array, *, eps: float) -> jax.Array:
+    """Root-mean-square normalisation over the last axis (Zhang and Sennrich 2019; Llama):
+
+        y = x / sqrt(mean(x²) + ε) · γ
+
+    Unlike `layer_norm` it neither centres x nor adds a bias.
+
+    Args:
+      params: {"scale": γ (D,)}.
+      x: (..., D).
+      eps: ε.
+    Returns:
+      y: (..., D) float32.
+    """
+    x = x.astype(accumulation_dtype(x.dtype))
+    mean_square = jnp.mean(jnp.square(x), axis=-1, keepdims=True)  # (..., 1)
+    return x * jax.lax.rsqrt(mean_square + eps) * params["scale"]  # (..., D)
+
+
+def norm(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
+    """The model's normalisation: `layer_norm` or `rms_norm`, as `config.norm` says, with its ε."""
+    if config.norm == "rmsnorm":
+        return rms_norm(params, x, eps=config.norm_eps)
+    return layer_norm(params, x, eps=config.norm_eps)
 
 
 def gelu(x: jax.Array, *, approximate: bool) -> jax.Array:
@@ -266,10 +295,10 @@ def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
 
 
 def block(params: Params, x: jax.Array, *, config: GPTConfig, rng: jax.Array | None = None) -> jax.Array:
-    """One pre-norm Transformer block (GPT-2):
+    """One pre-norm Transformer block (GPT-2; Norm is LayerNorm or RMSNorm, see `norm`):
 
-        x = x + Dropout(CausalSelfAttention(LayerNorm₁(x)))
-        x = x + Dropout(MLP(LayerNorm₂(x)))
+        x = x + Dropout(CausalSelfAttention(Norm₁(x)))
+        x = x + Dropout(MLP(Norm₂(x)))
 
     Args:
       params: one layer's params {"ln1", "attn", "ln2", "mlp"} (no leading layer axis).
@@ -279,7 +308,7 @@ def block(params: Params, x: jax.Array, *, config: GPTConfig, rng: jax.Array | N
       (B, T, D) float32.
     """
     rng_attn, rng_mlp = jax.random.split(rng) if rng is not None else (None, None)
-    h = layer_norm(params["ln1"], x, eps=config.norm_eps)  # (B, T, D)
+    h = norm(params["ln1"], x, config=config)  # (B, T, D)
     x = x + dropout(causal_self_attention(params["attn"], h, config=config), config.dropout, rng_attn)
-    h = layer_norm(params["ln2"], x, eps=config.norm_eps)  # (B, T, D)
+    h = norm(params["ln2"], x, config=config)  # (B, T, D)
     return x + dropout(mlp(params["mlp"], h, config=config), config.dropout, rng_mlp)  # (B, T, D)

@@ -7,7 +7,8 @@
 Differences from GPT-2 (Radford et al. 2019), all of them configuration:
   * positions may be sinusoidal (Vaswani et al. 2017) instead of a learned table;
   * token embeddings may be scaled by √D (`embed_scale`), as in Vaswani et al.;
-  * the final layer norm and the biases are optional; the head may be untied;
+  * the norm may be RMSNorm (Zhang and Sennrich 2019, as in Llama) instead of LayerNorm;
+  * the final norm and the biases are optional; the head may be untied;
   * the MLP width `d_ff` is free (GPT-2: 4D); GELU may be exact instead of tanh;
   * dropout is applied to the embeddings and to each residual branch, not to attention weights;
   * matmul inputs may be bfloat16 (`compute_dtype`), with float32 accumulation and statistics.
@@ -30,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
-from microgpt_core.layers import block, dropout, embed, layer_norm, unembed
+from microgpt_core.layers import block, dropout, embed, norm, unembed
 
 __all__ = ["cross_entropy", "forward", "hidden_states"]
 
@@ -66,7 +67,7 @@ def hidden_states(
     layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
     x, _ = jax.lax.scan(layer, x, (params["blocks"], layer_rngs))  # (B, T, D)
     if config.final_norm:
-        x = layer_norm(params["final_norm"], x, eps=config.norm_eps)  # (B, T, D)
+        x = norm(params["final_norm"], x, config=config)  # (B, T, D)
     return x
 
 

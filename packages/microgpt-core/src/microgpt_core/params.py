@@ -4,13 +4,13 @@ Names (joined by "." they are also the safetensors keys):
 
     embed.tokens            (V, D)
     embed.positions         (T, D)      learned positions only
-    blocks.ln1.scale        (L, D)      blocks.ln1.bias (L, D) when bias
+    blocks.ln1.scale        (L, D)      blocks.ln1.bias (L, D) when bias and layernorm
     blocks.attn.w_qkv       (L, D, 3D)  blocks.attn.b_qkv (L, 3D) when bias
     blocks.attn.w_out       (L, D, D)   blocks.attn.b_out (L, D) when bias
-    blocks.ln2.scale        (L, D)      blocks.ln2.bias (L, D) when bias
+    blocks.ln2.scale        (L, D)      blocks.ln2.bias (L, D) when bias and layernorm
     blocks.mlp.w_in         (L, D, F)   blocks.mlp.b_in (L, F) when bias
     blocks.mlp.w_out        (L, F, D)   blocks.mlp.b_out (L, D) when bias
-    final_norm.scale        (D,)        final_norm.bias (D,) when bias and final_norm
+    final_norm.scale        (D,)        final_norm.bias (D,) when bias, layernorm and final_norm
     head.w                  (D, V)      untied embeddings only
 """
 
@@ -36,12 +36,13 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's dotted name and shape for `config`, in a fixed order."""
     V, T, D = config.vocab_size, config.context_length, config.d_model
     L, F = config.n_layers, config.d_ff
+    norm_bias = config.bias and config.norm == "layernorm"  # RMSNorm has a scale only
     shapes: dict[str, tuple[int, ...]] = {"embed.tokens": (V, D)}
     if config.positional == "learned":
         shapes["embed.positions"] = (T, D)
     for norm in ("ln1", "ln2"):
         shapes[f"blocks.{norm}.scale"] = (L, D)
-        if config.bias:
+        if norm_bias:
             shapes[f"blocks.{norm}.bias"] = (L, D)
     shapes["blocks.attn.w_qkv"] = (L, D, 3 * D)
     shapes["blocks.attn.w_out"] = (L, D, D)
@@ -54,7 +55,7 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         shapes["blocks.mlp.b_out"] = (L, D)
     if config.final_norm:
         shapes["final_norm.scale"] = (D,)
-        if config.bias:
+        if norm_bias:
             shapes["final_norm.bias"] = (D,)
     if not config.tie_embeddings:
         shapes["head.w"] = (D, V)
