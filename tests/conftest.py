@@ -70,6 +70,7 @@ def config_strategy(st, *, attention=None, positional=None):
         final_norm=st.booleans(),
         tie_embeddings=st.booleans(),
         embed_scale=st.booleans(),
+        mlp=st.sampled_from(["gelu", "swiglu"]),
         gelu=st.sampled_from(["tanh", "exact"]),
     )
 

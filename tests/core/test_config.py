@@ -24,6 +24,7 @@ BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
         ({"vocab_size": True}, r"vocab_size must be an integer"),
         ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal'\], got 'rotary'"),
         ({"norm": "batchnorm"}, r"norm must be one of \['layernorm', 'rmsnorm'\], got 'batchnorm'"),
+        ({"mlp": "geglu"}, r"mlp must be one of \['gelu', 'swiglu'\], got 'geglu'"),
         ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
         ({"attention": "flash"}, r"attention must be one of \['math', 'fused'\]"),
         ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16', 'float64'\]"),

@@ -61,6 +61,21 @@ def test_norm_follows_the_config(tiny_config):
     np.testing.assert_array_equal(ln, layers.layer_norm({"scale": scale}, x, eps=tiny_config.norm_eps))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_swiglu_mlp_matches_its_equation(tiny_config, bias):
+    config = tiny_config.replace(mlp="swiglu", bias=bias)
+    D, F = config.d_model, config.d_ff
+    params = {"w_gate": randn(D, F), "w_in": randn(D, F), "w_out": randn(F, D)}
+    if bias:
+        params |= {"b_gate": randn(F), "b_in": randn(F), "b_out": randn(D)}
+    x = randn(2, 3, D)
+    x64 = x.astype(np.float64)
+    gate = x64 @ params["w_gate"] + params.get("b_gate", 0.0)
+    up = x64 @ params["w_in"] + params.get("b_in", 0.0)
+    expected = (gate / (1 + np.exp(-gate)) * up) @ params["w_out"] + params.get("b_out", 0.0)
+    np.testing.assert_allclose(layers.mlp(params, x, config=config), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_gelu_exact_and_tanh_match_their_equations():
     x = np.linspace(-5, 5, 101).astype(np.float32)
     erf = np.vectorize(math.erf)
@@ -172,6 +187,12 @@ def test_attention_mlp_and_block_gradients(tiny_params, grad_config):
     _check(lambda p, x: layers.causal_self_attention(p, x, config=grad_config), block_params["attn"], x)
     _check(lambda p, x: layers.mlp(p, x, config=grad_config), block_params["mlp"], x)
     _check(lambda p, x: layers.block(p, x, config=grad_config), block_params, x)
+
+
+def test_llama_style_block_gradients(tiny_params, grad_config):
+    config = grad_config.replace(norm="rmsnorm", mlp="swiglu", bias=False)
+    block_params = _layer(tiny_params, config)
+    _check(lambda p, x: layers.block(p, x, config=config), block_params, randn(2, 5, 16))
 
 
 def test_embed_and_cross_entropy_gradients(grad_config):

@@ -27,6 +27,8 @@ def test_seed_configuration_counts_about_5_3_million():
         {"tie_embeddings": False},
         {"final_norm": False},
         {"norm": "rmsnorm"},
+        {"mlp": "swiglu"},
+        {"mlp": "swiglu", "bias": False},
     ],
 )
 def test_names_and_shapes_follow_the_design(tiny_config, changes):
@@ -40,6 +42,8 @@ def test_names_and_shapes_follow_the_design(tiny_config, changes):
     assert ("blocks.mlp.b_in" in flat) == config.bias
     assert ("head.w" in flat) == (not config.tie_embeddings)
     assert ("final_norm.scale" in flat) == config.final_norm
+    assert ("blocks.mlp.w_gate" in flat) == (config.mlp == "swiglu")
+    assert ("blocks.mlp.b_gate" in flat) == (config.mlp == "swiglu" and config.bias)
     assert ("blocks.ln1.bias" in flat) == (
         config.bias and config.norm == "layernorm"
     )  # RMSNorm: a scale only

@@ -45,7 +45,13 @@ def test_no_warmup_starts_at_the_peak_and_warmup_past_the_end_never_decays():
 
 
 @pytest.mark.parametrize(
-    "kind", [dict(), dict(tie_embeddings=False), dict(bias=False, positional="sinusoidal")]
+    "kind",
+    [
+        dict(),
+        dict(tie_embeddings=False),
+        dict(bias=False, positional="sinusoidal"),
+        dict(mlp="swiglu", norm="rmsnorm"),
+    ],
 )
 def test_decay_falls_on_the_projection_matrices_and_nothing_else(kind):
     params = jax.eval_shape(init_params, jax.random.PRNGKey(0), CONFIG.replace(**kind))

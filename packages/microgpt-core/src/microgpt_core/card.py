@@ -66,7 +66,7 @@ def model_card(
         ("parameters", f"{n_params:,}"),
         ("layers x width x heads", f"{config.n_layers} x {config.d_model} x {config.n_heads}"),
         ("context / vocabulary", f"{config.context_length} / {config.vocab_size}"),
-        ("positions / norm", f"{config.positional} / {config.norm}"),
+        ("positions / norm / MLP", f"{config.positional} / {config.norm} / {config.mlp}"),
     ]
     if run:
         eval_loss = summary.get("eval_loss")

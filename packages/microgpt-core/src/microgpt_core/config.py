@@ -14,6 +14,7 @@ FORMAT_VERSION = 1
 
 POSITIONAL_KINDS = ("learned", "sinusoidal")
 NORM_KINDS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "swiglu")
 GELU_KINDS = ("tanh", "exact")
 ATTENTION_KINDS = ("math", "fused")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float64")
@@ -46,7 +47,9 @@ class GPTConfig:
       embed_scale: whether token embeddings are multiplied by sqrt(d_model) (Vaswani et al.).
       norm_eps: epsilon inside the norm.
       dropout: dropout rate in [0, 1) applied in training only.
-      gelu: "tanh" (GPT-2's approximation) or "exact" (erf).
+      mlp: "gelu" (GPT-2: GELU(x W_in) W_out) or "swiglu" (Shazeer 2020, Llama: a SiLU-gated MLP,
+        (SiLU(x W_gate) ⊙ x W_in) W_out, with a third matrix of d_ff columns).
+      gelu: "tanh" (GPT-2's approximation) or "exact" (erf), for the GELU MLP.
       attention: "math" (written from the definition) or "fused" (`jax.nn.dot_product_attention`).
       compute_dtype: dtype of matmul inputs: "float32" or "bfloat16" (params stay float32;
         softmax, norm statistics, logits and loss stay float32). "float64" runs everything in
@@ -67,6 +70,7 @@ class GPTConfig:
     embed_scale: bool = False
     norm_eps: float = 1e-5
     dropout: float = 0.0
+    mlp: str = "gelu"
     gelu: str = "tanh"
     attention: str = "math"
     compute_dtype: str = "float32"
@@ -99,6 +103,7 @@ class GPTConfig:
             )
         _check_choice("positional", self.positional, POSITIONAL_KINDS)
         _check_choice("norm", self.norm, NORM_KINDS)
+        _check_choice("mlp", self.mlp, MLP_KINDS)
         _check_choice("gelu", self.gelu, GELU_KINDS)
         _check_choice("attention", self.attention, ATTENTION_KINDS)
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)

@@ -8,7 +8,7 @@ statistics and logits are always float32.
 References: Vaswani et al. 2017, "Attention is all you need"; Radford et al. 2019, "Language models
 are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Zhang and
 Sennrich 2019, "Root mean square layer normalization"; Hendrycks and Gimpel 2016, "Gaussian error
-linear units".
+linear units"; Shazeer 2020, "GLU variants improve Transformer".
 """
 
 from __future__ import annotations
@@ -280,17 +280,27 @@ def causal_self_attention(params: Params, x: jax.Array, *, config: GPTConfig) ->
 
 
 def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
-    """Position-wise feed-forward network: y = GELU(x W_in + b_in) W_out + b_out.
+    """Position-wise feed-forward network, as `config.mlp` says:
+
+        gelu:    y = GELU(x W_in + b_in) W_out + b_out                           (GPT-2)
+        swiglu:  y = (SiLU(x W_gate + b_gate) ⊙ (x W_in + b_in)) W_out + b_out   (Shazeer 2020; Llama)
+
+    with SiLU(z) = z · σ(z).
 
     Args:
-      params: {"w_in" (D, F), "w_out" (F, D), "b_in" (F,) and "b_out" (D,) when bias}.
+      params: {"w_in" (D, F), "w_out" (F, D), "w_gate" (D, F) for swiglu, and "b_in" (F,),
+        "b_out" (D,), "b_gate" (F,) when bias}.
       x: (B, T, D).
     Returns:
       (B, T, D) float32.
     """
     cd = config.compute_dtype
     h = linear(x, params["w_in"], params.get("b_in"), compute_dtype=cd)  # (B, T, F)
-    h = gelu(h, approximate=config.gelu == "tanh")  # (B, T, F)
+    if config.mlp == "swiglu":
+        gate = linear(x, params["w_gate"], params.get("b_gate"), compute_dtype=cd)  # (B, T, F)
+        h = jax.nn.silu(gate) * h  # (B, T, F)
+    else:
+        h = gelu(h, approximate=config.gelu == "tanh")  # (B, T, F)
     return linear(h, params["w_out"], params.get("b_out"), compute_dtype=cd)  # (B, T, D)
 
 

@@ -9,7 +9,8 @@ Differences from GPT-2 (Radford et al. 2019), all of them configuration:
   * token embeddings may be scaled by √D (`embed_scale`), as in Vaswani et al.;
   * the norm may be RMSNorm (Zhang and Sennrich 2019, as in Llama) instead of LayerNorm;
   * the final norm and the biases are optional; the head may be untied;
-  * the MLP width `d_ff` is free (GPT-2: 4D); GELU may be exact instead of tanh;
+  * the MLP width `d_ff` is free (GPT-2: 4D); GELU may be exact instead of tanh, and the MLP may be
+    SiLU-gated (SwiGLU, Shazeer 2020, as in Llama) instead of GELU;
   * dropout is applied to the embeddings and to each residual branch, not to attention weights;
   * matmul inputs may be bfloat16 (`compute_dtype`), with float32 accumulation and statistics.
 Differences from the original microGPT (kandarpa02/microGPT, 5.4M parameters):

@@ -8,6 +8,7 @@ Names (joined by "." they are also the safetensors keys):
     blocks.attn.w_qkv       (L, D, 3D)  blocks.attn.b_qkv (L, 3D) when bias
     blocks.attn.w_out       (L, D, D)   blocks.attn.b_out (L, D) when bias
     blocks.ln2.scale        (L, D)      blocks.ln2.bias (L, D) when bias and layernorm
+    blocks.mlp.w_gate       (L, D, F)   blocks.mlp.b_gate (L, F) when bias   swiglu MLP only
     blocks.mlp.w_in         (L, D, F)   blocks.mlp.b_in (L, F) when bias
     blocks.mlp.w_out        (L, F, D)   blocks.mlp.b_out (L, D) when bias
     final_norm.scale        (D,)        final_norm.bias (D,) when bias, layernorm and final_norm
@@ -46,11 +47,15 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"blocks.{norm}.bias"] = (L, D)
     shapes["blocks.attn.w_qkv"] = (L, D, 3 * D)
     shapes["blocks.attn.w_out"] = (L, D, D)
+    if config.mlp == "swiglu":
+        shapes["blocks.mlp.w_gate"] = (L, D, F)
     shapes["blocks.mlp.w_in"] = (L, D, F)
     shapes["blocks.mlp.w_out"] = (L, F, D)
     if config.bias:
         shapes["blocks.attn.b_qkv"] = (L, 3 * D)
         shapes["blocks.attn.b_out"] = (L, D)
+        if config.mlp == "swiglu":
+            shapes["blocks.mlp.b_gate"] = (L, F)
         shapes["blocks.mlp.b_in"] = (L, F)
         shapes["blocks.mlp.b_out"] = (L, D)
     if config.final_norm:
@@ -72,6 +77,8 @@ _AXES = {
     "blocks.attn.b_qkv": ("layers", "heads"),
     "blocks.attn.w_out": ("layers", "heads", "embed"),
     "blocks.attn.b_out": ("layers", "embed"),
+    "blocks.mlp.w_gate": ("layers", "embed", "mlp"),
+    "blocks.mlp.b_gate": ("layers", "mlp"),
     "blocks.mlp.w_in": ("layers", "embed", "mlp"),
     "blocks.mlp.b_in": ("layers", "mlp"),
     "blocks.mlp.w_out": ("layers", "mlp", "embed"),
@@ -110,7 +117,7 @@ def init_params(rng: jax.Array, config: GPTConfig) -> Params:
         leaf = name.rsplit(".", 1)[1]
         if leaf == "scale":
             flat[name] = jnp.ones(shape, jnp.float32)
-        elif leaf.startswith("b"):  # bias, b_qkv, b_out, b_in
+        elif leaf.startswith("b"):  # bias, b_qkv, b_out, b_gate, b_in
             flat[name] = jnp.zeros(shape, jnp.float32)
         else:
             std = residual_std if leaf == "w_out" else INIT_STD

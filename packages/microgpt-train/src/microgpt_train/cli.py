@@ -57,7 +57,8 @@ _MODEL_HELP = {
     "embed_scale": "multiply token embeddings by sqrt(d-model)",
     "norm_eps": "epsilon inside the norm",
     "dropout": "dropout rate in training",
-    "gelu": "GELU: tanh | exact",
+    "mlp": "MLP: gelu | swiglu",
+    "gelu": "GELU of the gelu MLP: tanh | exact",
     "attention": "attention: math | fused",
     "compute_dtype": "matmul input dtype: float32 | bfloat16",
 }

@@ -20,7 +20,7 @@ from microgpt_train.config import RunConfig
 __all__ = ["decay_mask", "learning_rate_schedule", "make_optimizer"]
 
 # Parameters that take weight decay: the projection matrices of attention, the MLP and an untied head.
-_DECAYED = {"w_qkv", "w_out", "w_in", "w"}
+_DECAYED = {"w_qkv", "w_out", "w_gate", "w_in", "w"}
 
 
 def decay_mask(params: Any) -> Any:
