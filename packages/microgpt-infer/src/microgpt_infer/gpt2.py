@@ -19,21 +19,48 @@ cross-attention, activations other than GELU).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core import CheckpointError, ConfigError, GPTConfig
-from microgpt_core.checkpoint import CONFIG_FILE, read_safetensors
-from microgpt_core.params import Params, param_shapes, unflatten
+from microgpt_core import ConfigError, GPTConfig
+from microgpt_core.checkpoint import CONFIG_FILE
+from microgpt_core.params import Params
+from microgpt_infer import hf_keys
 from microgpt_infer.errors import ModelFileError, UnsupportedModelError
+from microgpt_infer.hf_fields import (
+    BOOL,
+    COUNT,
+    COUNT_OR_NULL,
+    ID_OR_NULL,
+    NONNEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    STR,
+    STR_OR_NULL,
+    STRS_OR_NULL,
+    check_fields,
+    require_fields,
+)
 
-__all__ = ["FIELDS", "KEY_TABLE", "is_gpt2_config", "gpt2_config", "load_gpt2_params"]
+__all__ = [
+    "ARCHITECTURE",
+    "FIELDS",
+    "KEY_TABLE",
+    "PREFIX",
+    "is_gpt2_config",
+    "gpt2_config",
+    "gpt2_hf_config",
+    "gpt2_state_dict",
+    "load_gpt2_params",
+]
 
-# Our dotted name <- (Hugging Face name, with {i} for the layer index; transpose?).
+ARCHITECTURE = "GPT2LMHeadModel"
+PREFIX = "transformer."  # GPT2LMHeadModel's names of the base model's tensors start with it
+
+# Our dotted name <-> (Hugging Face name, with {i} for the layer index, less PREFIX; transposed?).
+# Read by `hf_keys` both ways: `load_gpt2_params` and `gpt2_state_dict`.
 KEY_TABLE: dict[str, tuple[str, bool]] = {
     "embed.tokens": ("wte.weight", False),  # (V, D)
     "embed.positions": ("wpe.weight", False),  # (T, D)
@@ -57,7 +84,7 @@ KEY_TABLE: dict[str, tuple[str, bool]] = {
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 _ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "exact"}
-_FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")  # the safetensors dtypes read (widened to float32)
+_ACTIVATION_OF = {"tanh": "gelu_new", "exact": "gelu"}  # what `gpt2_hf_config` writes for ours
 
 
 def is_gpt2_config(body: dict[str, Any]) -> bool:
@@ -65,37 +92,6 @@ def is_gpt2_config(body: dict[str, Any]) -> bool:
     return body.get("model_type") == "gpt2"
 
 
-# What the JSON value of a field must be, and the test of it.
-COUNT, COUNT_OR_NULL, ID_OR_NULL = "an integer >= 1", "an integer >= 1 or null", "an integer >= 0 or null"
-POSITIVE, NONNEGATIVE, PROBABILITY = "a finite number > 0", "a finite number >= 0", "a number in [0, 1]"
-BOOL, STR, STR_OR_NULL, STRS_OR_NULL = (
-    "true or false",
-    "a string",
-    "a string or null",
-    "a list of strings or null",
-)
-
-
-def _int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _number(x: object) -> bool:
-    return (_int(x) or isinstance(x, float)) and math.isfinite(x)
-
-
-_VALID = {
-    COUNT: lambda x: _int(x) and x >= 1,
-    COUNT_OR_NULL: lambda x: x is None or (_int(x) and x >= 1),
-    ID_OR_NULL: lambda x: x is None or (_int(x) and x >= 0),
-    POSITIVE: lambda x: _number(x) and x > 0,
-    NONNEGATIVE: lambda x: _number(x) and x >= 0,
-    PROBABILITY: lambda x: _number(x) and 0 <= x <= 1,
-    BOOL: lambda x: isinstance(x, bool),
-    STR: lambda x: isinstance(x, str),
-    STR_OR_NULL: lambda x: x is None or isinstance(x, str),
-    STRS_OR_NULL: lambda x: x is None or (isinstance(x, list) and all(isinstance(i, str) for i in x)),
-}
 # Every field of a GPT-2 config.json that we read or know (transformers' GPT2Config). Unknown fields
 # are left alone: checkpoints carry many optional ones.
 FIELDS = {
@@ -127,12 +123,8 @@ def gpt2_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTConf
       UnsupportedModelError: a variant with different arithmetic (the message names the field).
       ModelFileError: a missing field, or a field of the wrong JSON type or range (names it).
     """
-    for field in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-        if field not in body:
-            raise ModelFileError(f"{path}: field {field!r} is missing; a GPT-2 config.json has {field}")
-    for field, valid in FIELDS.items():
-        if field in body and not _VALID[valid](body[field]):
-            raise ModelFileError(f"{path}: field {field!r} must be {valid}, got {json.dumps(body[field])}")
+    require_fields(body, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"), path, "GPT-2")
+    check_fields(body, FIELDS, path)
     refused = {
         "scale_attn_by_inverse_layer_idx": (True, "attention scores scaled by 1/(layer index + 1)"),
         "reorder_and_upcast_attn": (True, "attention reordered and upcast (a different numerics path)"),
@@ -175,55 +167,75 @@ def gpt2_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTConf
 def load_gpt2_params(path: Path, config: GPTConfig) -> Params:
     """Reads a Hugging Face GPT-2 `model.safetensors` into our nested params for `config`.
 
-    Read by core's `read_safetensors` (the one safetensors reader), with the names of `KEY_TABLE`
-    (a leading "transformer." dropped; the causal-mask buffers and a tied model's copy of the
-    embeddings as `lm_head.weight` skipped) and F64/F32/F16/BF16 widened to float32. Raises
-    `ModelFileError` naming the file and the key for a missing, truncated or corrupted file, or a
-    missing, unexpected, mis-shaped, mistyped or non-finite tensor.
+    By `hf_keys.read_hf_weights` (core's `read_safetensors`, the one safetensors reader), with the
+    names of `KEY_TABLE` (a leading "transformer." dropped; the causal-mask buffers and a tied model's
+    copy of the embeddings as `lm_head.weight` skipped) and F64/F32/F16/BF16 widened to float32.
+    Raises `ModelFileError` naming the file and the key for a missing, truncated or corrupted file, or
+    a missing, unexpected, mis-shaped, mistyped or non-finite tensor.
     """
-    # Every weight takes 2 bytes at least (16 bits): a file smaller than that cannot hold this config,
-    # and an absurd n_layer (10**30) would otherwise make us list 12 names per layer before finding out.
-    need = 2 * sum(math.prod(shape) for shape in param_shapes(config).values())
-    if path.is_file() and path.stat().st_size < need:
-        raise ModelFileError(
-            f"{path}: {path.stat().st_size} bytes, too small for the model {CONFIG_FILE} describes (n_layer "
-            f"{config.n_layers}, n_embd {config.d_model}, vocab_size {config.vocab_size}: at least {need} "
-            "bytes in 16 bits)"
-        )
-    try:
-        tensors = read_safetensors(
-            path,
-            _hf_shapes(config),
-            dtypes=_FLOAT_DTYPES,
-            rename=lambda name: _our_name(name, config),
-            expected_by=CONFIG_FILE,
-        )
-    except CheckpointError as e:
-        raise ModelFileError(str(e)) from None
-    flat = {}
-    for ours in param_shapes(config):
-        hf_name, transpose = KEY_TABLE[ours]
-        names = [hf_name.format(i=i) for i in range(config.n_layers)] if "{i}" in hf_name else [hf_name]
-        values = [tensors[name].T if transpose else tensors[name] for name in names]
-        flat[ours] = jnp.asarray(np.stack(values) if "{i}" in hf_name else values[0])
-    return unflatten(flat)
-
-
-def _hf_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-    """{Hugging Face name: shape} of every tensor `config` needs, as stored (before any transpose)."""
-    shapes = {}
-    for ours, shape in param_shapes(config).items():
-        hf_name, transpose = KEY_TABLE[ours]
-        if "{i}" in hf_name:
-            for i in range(config.n_layers):
-                shapes[hf_name.format(i=i)] = shape[1:]  # one layer of the stacked tensor
-        else:
-            shapes[hf_name] = shape[::-1] if transpose else shape
-    return shapes
+    describe = f"n_layer {config.n_layers}, n_embd {config.d_model}, vocab_size {config.vocab_size}"
+    return hf_keys.read_hf_weights(
+        path, KEY_TABLE, config, rename=lambda name: _our_name(name, config), describe=describe
+    )
 
 
 def _our_name(name: str, config: GPTConfig) -> str | None:
     """A file's tensor name as `KEY_TABLE` spells it, or None for one that is not a parameter."""
     if name.endswith(_IGNORED_SUFFIXES) or (config.tie_embeddings and name == "lm_head.weight"):
         return None  # the causal mask; the tied copy of wte some savers write
-    return name.removeprefix("transformer.")
+    return name.removeprefix(PREFIX)
+
+
+# ------------------------------------------------------------------------------------------------
+# The way back: our GPT-2-style model in Hugging Face's GPT-2 layout (for export_hf.py).
+def gpt2_state_dict(params: Params, config: GPTConfig) -> dict[str, np.ndarray]:
+    """{Hugging Face name: float32 array} of `params`, as `GPT2LMHeadModel.save_pretrained` names them.
+
+    `KEY_TABLE` read backwards: base-model tensors under "transformer.", and `lm_head.weight` (V, D)
+    only when the head is untied (a tied model's file has none, as save_pretrained writes it).
+    `config` must be GPT-2-style (`export_hf.layout_of` says which configs are).
+    """
+    tensors = hf_keys.to_hf(params, KEY_TABLE, config)
+    return {(n if n.startswith("lm_head.") else PREFIX + n): value for n, value in tensors.items()}
+
+
+def gpt2_hf_config(config: GPTConfig, *, eot_id: int) -> dict[str, Any]:
+    """The `config.json` body of transformers' `GPT2Config` for our GPT-2-style `config`.
+
+    The fields `GPT2LMHeadModel.save_pretrained` writes (less `transformers_version`), so that
+    `gpt2_config` reads it back to `config` and transformers builds the same model. Dropout: ours on
+    the embeddings and residual branches (`embd_pdrop`, `resid_pdrop`), none on attention weights
+    (`attn_pdrop` 0). `bos_token_id` and `eos_token_id` are the end-of-text id, as GPT-2's.
+    """
+    return {
+        "activation_function": _ACTIVATION_OF[config.gelu],
+        "add_cross_attention": False,
+        "architectures": [ARCHITECTURE],
+        "attn_pdrop": 0.0,
+        "bos_token_id": eot_id,
+        "dtype": "float32",
+        "torch_dtype": "float32",  # what transformers 4 reads; 5 reads "dtype"
+        "embd_pdrop": float(config.dropout),
+        "eos_token_id": eot_id,
+        "initializer_range": 0.02,
+        "layer_norm_epsilon": float(config.norm_eps),
+        "model_type": "gpt2",
+        "n_embd": config.d_model,
+        "n_head": config.n_heads,
+        "n_inner": config.d_ff,
+        "n_layer": config.n_layers,
+        "n_positions": config.context_length,
+        "pad_token_id": None,
+        "reorder_and_upcast_attn": False,
+        "resid_pdrop": float(config.dropout),
+        "scale_attn_by_inverse_layer_idx": False,
+        "scale_attn_weights": True,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "tie_word_embeddings": config.tie_embeddings,
+        "use_cache": True,
+        "vocab_size": config.vocab_size,
+    }
