@@ -55,23 +55,31 @@ def jit_forward_cached():
 
 # Small sets to draw configurations from: every new shape is a new XLA compilation.
 def config_strategy(st, *, attention=None, positional=None):
-    """A Hypothesis strategy of tiny GPTConfigs (imported lazily so conftest imports stay cheap)."""
-    return st.builds(
+    """A Hypothesis strategy of tiny GPTConfigs over every combination of the options (imported
+    lazily so conftest imports stay cheap); n_kv_heads is drawn among the divisors of n_heads."""
+    configs = st.builds(
         GPTConfig,
         vocab_size=st.sampled_from([13, 64]),
         context_length=st.just(16),
         d_model=st.sampled_from([16, 32]),
         n_layers=st.sampled_from([1, 2]),
         n_heads=st.sampled_from([1, 2, 4]),
-        positional=st.just(positional) if positional else st.sampled_from(["learned", "sinusoidal"]),
+        positional=st.just(positional) if positional else st.sampled_from(["learned", "sinusoidal", "rope"]),
+        rope_theta=st.sampled_from([10000.0, 500000.0]),
         attention=st.just(attention) if attention else st.sampled_from(["math", "fused"]),
         norm=st.sampled_from(["layernorm", "rmsnorm"]),
+        qk_norm=st.booleans(),
         bias=st.booleans(),
         final_norm=st.booleans(),
         tie_embeddings=st.booleans(),
         embed_scale=st.booleans(),
         mlp=st.sampled_from(["gelu", "swiglu"]),
         gelu=st.sampled_from(["tanh", "exact"]),
+    )
+    return configs.flatmap(
+        lambda c: st.sampled_from([h for h in (1, 2, 4) if c.n_heads % h == 0]).map(
+            lambda kv: c.replace(n_kv_heads=kv)
+        )
     )
 
 

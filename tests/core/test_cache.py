@@ -65,6 +65,15 @@ def test_cache_holds_the_keys_written_and_nothing_else(jit_forward_cached, tiny_
     assert set(np.flatnonzero(written[0])) == {3} and set(np.flatnonzero(written[1])) == {7}
 
 
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+def test_the_cache_holds_the_key_value_heads_so_grouping_shrinks_it(tiny_config, n_kv_heads):
+    config = tiny_config.replace(n_kv_heads=n_kv_heads)
+    cache = init_cache(config, 3, 10)
+    assert cache.k.shape == cache.v.shape == (2, 3, n_kv_heads, 10, 8)  # (L, B, Hkv, S, Dh)
+    full = init_cache(tiny_config, 3, 10)
+    assert full.k.nbytes == cache.k.nbytes * (4 // n_kv_heads)  # H / Hkv times smaller
+
+
 def test_init_cache_rejects_lengths_beyond_the_context(tiny_config):
     with pytest.raises(ValueError, match=r"max_len must be in \[1, context_length=32\], got 33"):
         init_cache(tiny_config, 1, 33)

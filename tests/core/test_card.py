@@ -40,3 +40,15 @@ def test_a_card_without_a_run_and_an_edited_card():
     card = model_card(SEED_CONFIG, "gpt2-folder", name="gpt2", n_params=1)
     assert "training data" not in card and "## Limitations" not in card and "## Configuration" in card
     assert not is_generated(card.replace(MARKER, "my notes")) and not is_generated("# my own card\n")
+
+
+def test_the_card_names_the_positions_and_the_attention():
+    assert "| positions / norm / MLP | sinusoidal / layernorm / gelu |" in model_card(
+        SEED_CONFIG, "x", name="x", n_params=1
+    )
+    assert "| attention | multi-head |" in model_card(SEED_CONFIG, "x", name="x", n_params=1)
+    llama = SEED_CONFIG.replace(positional="rope", rope_theta=500000.0, norm="rmsnorm", mlp="swiglu")
+    card = model_card(llama.replace(n_kv_heads=2, qk_norm=True), "x", name="x", n_params=1)
+    assert "| positions / norm / MLP | rope (theta 500000) / rmsnorm / swiglu |" in card
+    assert "| attention | grouped-query, 2 key/value heads, QK-norm |" in card
+    assert "| attention | multi-query |" in model_card(llama.replace(n_kv_heads=1), "x", name="x", n_params=1)

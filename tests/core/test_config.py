@@ -22,7 +22,15 @@ BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
         ({"d_model": 30, "n_heads": 4}, r"d_model \(30\) must be divisible by n_heads \(4\)"),
         ({"n_layers": 2.5}, r"n_layers must be an integer >= 1, got 2.5"),
         ({"vocab_size": True}, r"vocab_size must be an integer"),
-        ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal'\], got 'rotary'"),
+        ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal', 'rope'\]"),
+        ({"n_kv_heads": 3}, r"n_kv_heads \(3\) must divide n_heads \(4\).*valid n_kv_heads are \[1, 2, 4\]"),
+        ({"n_kv_heads": 0}, r"n_kv_heads must be >= 1, got 0"),
+        ({"n_kv_heads": 2.0}, r"n_kv_heads must be an integer >= 1, got 2.0"),
+        ({"positional": "rope", "d_model": 36, "n_heads": 4}, r"'rope' rotates pairs.*must be even.*9"),
+        ({"rope_theta": 1.0}, r"rope_theta must be a finite number > 1, got 1.0"),
+        ({"rope_theta": float("inf")}, r"rope_theta must be a finite number > 1"),
+        ({"rope_theta": "1e4"}, r"rope_theta must be a finite number > 1, got '1e4'"),
+        ({"qk_norm": 1}, r"qk_norm must be true or false, got 1"),
         ({"norm": "batchnorm"}, r"norm must be one of \['layernorm', 'rmsnorm'\], got 'batchnorm'"),
         ({"mlp": "geglu"}, r"mlp must be one of \['gelu', 'swiglu'\], got 'geglu'"),
         ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
@@ -51,6 +59,10 @@ def test_defaults_and_derived_values():
     assert config.head_dim == 8
     assert config.replace(d_model=64).d_ff == 256  # the default ratio follows the width
     assert config.replace(d_model=64, d_ff=100).d_ff == 100
+    assert config.n_kv_heads == 4 and config.qkv_dim == 3 * 32  # multi-head by default
+    assert config.replace(n_heads=8).n_kv_heads == 8  # and it stays multi-head with more heads
+    grouped = config.replace(n_kv_heads=2)
+    assert grouped.qkv_dim == (4 + 2 * 2) * 8 and grouped.replace(n_heads=8).n_kv_heads == 2
     with pytest.raises(ConfigError, match="n_heads"):
         config.replace(n_heads=5)
 

@@ -94,6 +94,121 @@ def test_sinusoidal_positions_match_vaswani():
     np.testing.assert_allclose(pe[:, 1::2], np.cos(angle), atol=1e-5)
 
 
+def np_rotary(x, positions, theta):
+    """RoPE transcribed from Su et al. 2021 with dimension i paired with i + Dh/2, in float64."""
+    half = x.shape[-1] // 2
+    omega = theta ** (-2.0 * np.arange(half) / x.shape[-1])
+    angle = np.asarray(positions, np.float64)[..., None] * omega  # (..., T, Dh/2)
+    cos, sin = np.cos(angle)[..., None, :, :], np.sin(angle)[..., None, :, :]
+    x1, x2 = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+    return np.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+@pytest.mark.parametrize("theta", [10000.0, 500000.0])
+def test_rotary_matches_its_equation(theta):
+    x = randn(2, 3, 9, 8)
+    positions = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 8], [40, 41, 42, 43, 44, 45, 46, 47, 48]])
+    np.testing.assert_allclose(
+        layers.rotary(x, positions, theta=theta), np_rotary(x, positions, theta), atol=1e-5
+    )
+    shared = layers.rotary(x, np.arange(9), theta=theta)  # (T,) positions serve every row alike
+    np.testing.assert_allclose(shared, np_rotary(x, np.arange(9), theta), atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    head_dim=st.sampled_from([2, 8, 16]), theta=st.sampled_from([10.0, 1e4, 5e5]), seed=st.integers(0, 2**16)
+)
+def test_rotary_leaves_position_zero_unchanged_and_keeps_lengths(head_dim, theta, seed):
+    x = np.random.default_rng(seed).standard_normal((1, 2, 3, head_dim)).astype(np.float32)
+    np.testing.assert_array_equal(layers.rotary(x, np.zeros(3, int), theta=theta), x)
+    rotated = layers.rotary(x, np.array([1, 17, 250]), theta=theta)
+    np.testing.assert_allclose(np.linalg.norm(rotated, axis=-1), np.linalg.norm(x, axis=-1), rtol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shift=st.integers(1, 2000), qk_norm=st.booleans(), seed=st.integers(0, 2**16))
+def test_rope_attention_scores_depend_only_on_the_offset(tiny_config, shift, qk_norm, seed):
+    """Shifting every query and key position by the same amount leaves Q Kᵀ unchanged."""
+    config = tiny_config.replace(positional="rope", n_kv_heads=2, qk_norm=qk_norm, bias=False)
+    rng = np.random.default_rng(seed)
+    params = {"w_qkv": rng.standard_normal((32, config.qkv_dim)).astype(np.float32) * 0.3}
+    if qk_norm:
+        params |= {"q_norm": {"scale": randn(8)}, "k_norm": {"scale": randn(8)}}
+    x = rng.standard_normal((1, 6, 32)).astype(np.float32)
+
+    def scores(positions):
+        q, k, _ = layers.qkv_heads(params, x, positions, config=config)  # (1, 4, 6, 8), (1, 2, 6, 8)
+        return np.einsum("bkgtd,bksd->bkgts", np.asarray(q).reshape(1, 2, 2, 6, 8), k)
+
+    base = scores(np.arange(6))
+    np.testing.assert_allclose(scores(np.arange(6) + shift), base, rtol=1e-3, atol=2e-3 * np.abs(base).max())
+    assert not np.allclose(scores(np.array([0, 2, 4, 6, 8, 10])), base, atol=1e-3)  # offsets do matter
+
+
+def test_qkv_heads_split_groups_normalise_and_rotate(tiny_config):
+    config = tiny_config.replace(n_kv_heads=2, qk_norm=True, positional="rope", rope_theta=500000.0)
+    Dh = config.head_dim
+    params = {
+        "w_qkv": randn(32, config.qkv_dim),
+        "b_qkv": randn(config.qkv_dim),
+        "q_norm": {"scale": randn(Dh)},
+        "k_norm": {"scale": randn(Dh)},
+    }
+    x, positions = randn(2, 5, 32), np.array([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+    q, k, v = layers.qkv_heads(params, x, positions, config=config)
+    assert q.shape == (2, 4, 5, Dh) and k.shape == v.shape == (2, 2, 5, Dh)
+    qkv = x.astype(np.float64) @ params["w_qkv"] + params["b_qkv"]  # [Q (4·Dh) | K (2·Dh) | V (2·Dh)]
+    heads = lambda a, n: a.reshape(2, 5, n, Dh).transpose(0, 2, 1, 3)  # noqa: E731
+    rms = lambda a, g: a / np.sqrt((a**2).mean(-1, keepdims=True) + config.norm_eps) * g  # noqa: E731
+    q_ref = np_rotary(rms(heads(qkv[..., : 4 * Dh], 4), params["q_norm"]["scale"]), positions, 500000.0)
+    k_ref = np_rotary(
+        rms(heads(qkv[..., 4 * Dh : 6 * Dh], 2), params["k_norm"]["scale"]), positions, 500000.0
+    )
+    np.testing.assert_allclose(q, q_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(k, k_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(v, heads(qkv[..., 6 * Dh :], 2), rtol=1e-5, atol=1e-4)  # values: neither
+
+
+def np_attention_per_head(q, k, v, mask, kv_head_of):
+    """Attention head by head; query head h reads key/value head kv_head_of(h)."""
+    out = np.zeros(q.shape)
+    for h in range(q.shape[1]):
+        g = kv_head_of(h)
+        scores = np.einsum("btd,bsd->bts", q[:, h].astype(np.float64), k[:, g]) / math.sqrt(q.shape[-1])
+        out[:, h] = np_softmax(np.where(mask, scores, -np.inf)) @ v[:, g]
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    heads=st.sampled_from([(4, 4), (4, 2), (4, 1), (2, 1), (8, 2)]),
+    kind=st.sampled_from(["math", "fused"]),
+    seed=st.integers(0, 2**16),
+)
+def test_grouped_query_attention_is_multi_head_over_shared_key_value_heads(tiny_config, heads, kind, seed):
+    """Query head h reads key/value head ⌊h / G⌋: with Hkv = H that is ordinary multi-head attention,
+    with Hkv = 1 multi-query attention (every head reads the same keys and values), and in general it
+    equals multi-head attention over the key/value heads repeated G times."""
+    H, Hkv = heads
+    config = tiny_config.replace(attention=kind)
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((2, H, 5, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((2, Hkv, 7, 8)).astype(np.float32) for _ in range(2))
+    mask = np.arange(7)[None, :] <= np.arange(5)[:, None] + 2  # (T, S): a causal mask two slots ahead
+    out = np.asarray(layers.attention(q, k, v, mask[None, None], config=config))
+    np.testing.assert_allclose(
+        out, np_attention_per_head(q, k, v, mask, lambda h: h // (H // Hkv)), atol=1e-5
+    )
+    if Hkv == H:
+        np.testing.assert_allclose(out, np_attention_per_head(q, k, v, mask, lambda h: h), atol=1e-5)
+    if Hkv == 1:
+        np.testing.assert_allclose(out, np_attention_per_head(q, k, v, mask, lambda h: 0), atol=1e-5)
+    repeated = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
+    mha = layers.attention(q, *repeated, mask[None, None], config=config)
+    np.testing.assert_allclose(out, mha, atol=1e-6)
+
+
 def test_attention_matches_its_definition(tiny_config):
     q, k, v = randn(2, 4, 6, 8), randn(2, 4, 6, 8), randn(2, 4, 6, 8)
     mask = np.tril(np.ones((6, 6), bool))[None]
@@ -139,6 +254,10 @@ def test_embed_scales_and_adds_positions(tiny_config, tiny_params):
     scaled = layers.embed(tiny_params["embed"], tokens, jnp.arange(3), config=config)
     pe = layers.sinusoidal_positions(jnp.arange(3), 32)
     np.testing.assert_allclose(scaled[0], e[[1, 5, 7]] * math.sqrt(32) + pe, atol=1e-5)
+    rope = layers.embed(
+        tiny_params["embed"], tokens, jnp.arange(3), config=tiny_config.replace(positional="rope")
+    )
+    np.testing.assert_array_equal(rope[0], e[[1, 5, 7]])  # rotary positions act inside attention
 
 
 def test_dropout_is_inverted_and_off_without_a_key():
@@ -189,8 +308,11 @@ def test_attention_mlp_and_block_gradients(tiny_params, grad_config):
     _check(lambda p, x: layers.block(p, x, config=grad_config), block_params, x)
 
 
-def test_llama_style_block_gradients(tiny_params, grad_config):
-    config = grad_config.replace(norm="rmsnorm", mlp="swiglu", bias=False)
+@pytest.mark.parametrize("n_kv_heads", [2, 1])
+def test_llama_style_block_gradients(tiny_params, grad_config, n_kv_heads):
+    config = grad_config.replace(
+        norm="rmsnorm", mlp="swiglu", bias=False, positional="rope", n_kv_heads=n_kv_heads, qk_norm=True
+    )
     block_params = _layer(tiny_params, config)
     _check(lambda p, x: layers.block(p, x, config=config), block_params, randn(2, 5, 16))
 

@@ -29,6 +29,18 @@ def test_seed_configuration_counts_about_5_3_million():
         {"norm": "rmsnorm"},
         {"mlp": "swiglu"},
         {"mlp": "swiglu", "bias": False},
+        {"positional": "rope"},
+        {"n_kv_heads": 2},
+        {"n_kv_heads": 1, "bias": False},
+        {"qk_norm": True},
+        {
+            "positional": "rope",
+            "norm": "rmsnorm",
+            "mlp": "swiglu",
+            "bias": False,
+            "n_kv_heads": 2,
+            "qk_norm": True,
+        },
     ],
 )
 def test_names_and_shapes_follow_the_design(tiny_config, changes):
@@ -36,8 +48,13 @@ def test_names_and_shapes_follow_the_design(tiny_config, changes):
     params = jax.eval_shape(init_params, jax.random.key(0), config)
     flat = {name: leaf.shape for name, leaf in flatten(params).items()}
     assert flat == param_shapes(config)
-    L, D = config.n_layers, config.d_model
-    assert flat["blocks.attn.w_qkv"] == (L, D, 3 * D)
+    L, D, H, Hkv, Dh = config.n_layers, config.d_model, config.n_heads, config.n_kv_heads, config.head_dim
+    assert flat["blocks.attn.w_qkv"] == (L, D, (H + 2 * Hkv) * Dh)  # (L, D, 3D) for multi-head
+    assert flat["blocks.attn.w_out"] == (L, D, D)
+    assert ("blocks.attn.b_qkv" in flat) == config.bias
+    assert ("blocks.attn.q_norm.scale" in flat) == ("blocks.attn.k_norm.scale" in flat) == config.qk_norm
+    if config.qk_norm:
+        assert flat["blocks.attn.q_norm.scale"] == flat["blocks.attn.k_norm.scale"] == (L, Dh)
     assert ("embed.positions" in flat) == (config.positional == "learned")
     assert ("blocks.mlp.b_in" in flat) == config.bias
     assert ("head.w" in flat) == (not config.tie_embeddings)

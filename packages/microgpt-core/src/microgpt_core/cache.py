@@ -44,8 +44,9 @@ class KVCache(NamedTuple):
     """Preallocated keys and values of every layer, updated functionally (never mutated in place).
 
     Attributes:
-      k: (L, B, H, S, Dh) keys, in `compute_dtype`.
-      v: (L, B, H, S, Dh) values, in `compute_dtype`.
+      k: (L, B, Hkv, S, Dh) keys (after QK-norm and rotation, when the model has them), in
+        `compute_dtype`. Hkv = n_kv_heads, so grouped-query attention shrinks the cache H / Hkv times.
+      v: (L, B, Hkv, S, Dh) values, in `compute_dtype`.
     """
 
     k: jax.Array
@@ -56,7 +57,7 @@ def init_cache(config: GPTConfig, batch: int, max_len: int) -> KVCache:
     """An empty cache for `batch` rows of up to `max_len` positions (max_len <= context_length)."""
     if not 1 <= max_len <= config.context_length:
         raise ValueError(f"max_len must be in [1, context_length={config.context_length}], got {max_len}")
-    shape = (config.n_layers, batch, config.n_heads, max_len, config.head_dim)  # (L, B, H, S, Dh)
+    shape = (config.n_layers, batch, config.n_kv_heads, max_len, config.head_dim)  # (L, B, Hkv, S, Dh)
     zeros = jnp.zeros(shape, config.compute_dtype)
     return KVCache(k=zeros, v=zeros)
 
@@ -67,17 +68,17 @@ def write_chunk(cache: jax.Array, new: jax.Array, start: jax.Array) -> jax.Array
     Slots past the end of the cache are dropped, not clamped.
 
     Args:
-      cache: (B, H, S, Dh) one layer's keys or values.
-      new: (B, H, T, Dh) the chunk's.
+      cache: (B, Hkv, S, Dh) one layer's keys or values.
+      new: (B, Hkv, T, Dh) the chunk's.
       start: (B,) int position of each row's first chunk token.
     Returns:
-      (B, H, S, Dh), in the cache's dtype.
+      (B, Hkv, S, Dh), in the cache's dtype.
     """
     B, _, T, _ = new.shape
     rows = jnp.arange(B)[:, None]  # (B, 1)
     slots = start[:, None] + jnp.arange(T)  # (B, T)
-    update = new.transpose(0, 2, 1, 3).astype(cache.dtype)  # (B, T, H, Dh): indexed axes first
-    return cache.at[rows, :, slots].set(update, mode="drop")  # (B, H, S, Dh)
+    update = new.transpose(0, 2, 1, 3).astype(cache.dtype)  # (B, T, Hkv, Dh): indexed axes first
+    return cache.at[rows, :, slots].set(update, mode="drop")  # (B, Hkv, S, Dh)
 
 
 def forward_cached(
@@ -87,7 +88,7 @@ def forward_cached(
 
     Each block is `layers.block` (without dropout) whose attention reads the layer's cache:
 
-        h = Norm₁(x);  [Q K V] = h W_qkv + b_qkv
+        h = Norm₁(x);  Q, K, V = qkv_heads(h) at the chunk's positions
         K_cache, V_cache = the layer's cache with K, V written at the chunk's positions
         x = x + Attention(Q, K_cache, V_cache, M) W_out + b_out
         x = x + MLP(Norm₂(x))
@@ -108,9 +109,9 @@ def forward_cached(
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
 
     def block(x, inputs):
-        layer, k_cache, v_cache = inputs  # one layer's params; (B, H, S, Dh) each
+        layer, k_cache, v_cache = inputs  # one layer's params; (B, Hkv, S, Dh) each
         h = norm(layer["ln1"], x, config=config)  # (B, T, D)
-        q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
+        q, k, v = qkv_heads(layer["attn"], h, token_positions, config=config)  # (B, H|Hkv, T, Dh)
         k_cache, v_cache = write_chunk(k_cache, k, positions), write_chunk(v_cache, v, positions)
         out = attention(q, k_cache, v_cache, mask, config=config)  # (B, H, T, Dh)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)

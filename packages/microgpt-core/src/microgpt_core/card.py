@@ -66,7 +66,8 @@ def model_card(
         ("parameters", f"{n_params:,}"),
         ("layers x width x heads", f"{config.n_layers} x {config.d_model} x {config.n_heads}"),
         ("context / vocabulary", f"{config.context_length} / {config.vocab_size}"),
-        ("positions / norm / MLP", f"{config.positional} / {config.norm} / {config.mlp}"),
+        ("positions / norm / MLP", f"{_positions(config)} / {config.norm} / {config.mlp}"),
+        ("attention", _attention(config)),
     ]
     if run:
         eval_loss = summary.get("eval_loss")
@@ -156,3 +157,15 @@ def model_card(
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _positions(config: GPTConfig) -> str:
+    return f"rope (theta {config.rope_theta:g})" if config.positional == "rope" else config.positional
+
+
+def _attention(config: GPTConfig) -> str:
+    H, Hkv = config.n_heads, config.n_kv_heads
+    kind = (
+        "multi-head" if Hkv == H else "multi-query" if Hkv == 1 else f"grouped-query, {Hkv} key/value heads"
+    )
+    return kind + (", QK-norm" if config.qk_norm else "")

@@ -12,7 +12,7 @@ __all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION", "SEED_CONFIG"]
 # Version of the `config.json` layout written by `save_pretrained`; `GPTConfig.upgrade` reads older ones.
 FORMAT_VERSION = 1
 
-POSITIONAL_KINDS = ("learned", "sinusoidal")
+POSITIONAL_KINDS = ("learned", "sinusoidal", "rope")
 NORM_KINDS = ("layernorm", "rmsnorm")
 MLP_KINDS = ("gelu", "swiglu")
 GELU_KINDS = ("tanh", "exact")
@@ -29,16 +29,24 @@ class GPTConfig:
     """Hyper-parameters of a decoder-only Transformer.
 
     Letters used in shape comments throughout microgpt_core: V = vocab_size, T = context_length,
-    D = d_model, L = n_layers, H = n_heads, Dh = head_dim = D / H, F = d_ff.
+    D = d_model, L = n_layers, H = n_heads, Hkv = n_kv_heads, Dh = head_dim = D / H, F = d_ff.
 
     Attributes:
       vocab_size: number of token ids V.
       context_length: longest sequence T the model attends over.
       d_model: width D of the residual stream.
       n_layers: number of Transformer blocks L.
-      n_heads: attention heads H; must divide d_model.
+      n_heads: attention (query) heads H; must divide d_model.
+      n_kv_heads: key/value heads Hkv (default H); must divide H. Each group of H / Hkv query heads
+        shares one key/value head: Hkv = H is multi-head attention, 1 < Hkv < H grouped-query
+        attention (Ainslie et al. 2023, Llama 2 70B and later), Hkv = 1 multi-query attention
+        (Shazeer 2019). The KV cache holds Hkv heads.
       d_ff: hidden width F of the MLP (default 4 * d_model).
-      positional: "learned" (a table, GPT-2) or "sinusoidal" (Vaswani et al. 2017, no parameters).
+      positional: "learned" (a table, GPT-2), "sinusoidal" (Vaswani et al. 2017, no parameters) or
+        "rope" (rotary embeddings, Su et al. 2021, Llama: queries and keys rotated by their position
+        inside attention; no parameters, and head_dim must be even).
+      rope_theta: the base θ of the rotary frequencies θ^(-2i/Dh) (10000 in the paper; Llama 3 uses
+        500000); read only with positional="rope".
       norm: "layernorm" (Ba et al. 2016, GPT-2) or "rmsnorm" (Zhang and Sennrich 2019, Llama; a
         scale and no bias).
       bias: whether linear layers and layer norms carry biases.
@@ -46,6 +54,9 @@ class GPTConfig:
       tie_embeddings: whether the output head reuses the token embedding matrix transposed.
       embed_scale: whether token embeddings are multiplied by sqrt(d_model) (Vaswani et al.).
       norm_eps: epsilon inside the norm.
+      qk_norm: whether queries and keys are RMS-normalised per head (a learned scale of Dh) before
+        the scores and the rotation (QK-norm; OLMo 2, Qwen3, Gemma 3). It bounds the attention
+        logits, which keeps training stable at high learning rates.
       dropout: dropout rate in [0, 1) applied in training only.
       mlp: "gelu" (GPT-2: GELU(x W_in) W_out) or "swiglu" (Shazeer 2020, Llama: a SiLU-gated MLP,
         (SiLU(x W_gate) ⊙ x W_in) W_out, with a third matrix of d_ff columns).
@@ -61,9 +72,12 @@ class GPTConfig:
     d_model: int
     n_layers: int
     n_heads: int
+    n_kv_heads: int | None = None
     d_ff: int | None = None
     positional: str = "learned"
+    rope_theta: float = 10000.0
     norm: str = "layernorm"
+    qk_norm: bool = False
     bias: bool = True
     final_norm: bool = True
     tie_embeddings: bool = True
@@ -78,6 +92,8 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", 4 * self.d_model if isinstance(self.d_model, int) else None)
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
         self.validate()
 
     # ----------------------------------------------------------------------------------------------
@@ -87,10 +103,15 @@ class GPTConfig:
         """Dh = D / H."""
         return self.d_model // self.n_heads
 
+    @property
+    def qkv_dim(self) -> int:
+        """Width of the fused query/key/value projection: (H + 2 Hkv) Dh (3D without grouping)."""
+        return (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+
     # ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raises `ConfigError` naming the first field whose value is out of range."""
-        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "d_ff"):
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"GPTConfig.{name} must be an integer >= 1, got {value!r}")
@@ -101,6 +122,12 @@ class GPTConfig:
                 f"GPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
                 f"valid n_heads divide {self.d_model}"
             )
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"GPTConfig.n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads}): each "
+                f"key/value head serves n_heads / n_kv_heads query heads; valid n_kv_heads are "
+                f"{[h for h in range(1, self.n_heads + 1) if self.n_heads % h == 0]}"
+            )
         _check_choice("positional", self.positional, POSITIONAL_KINDS)
         _check_choice("norm", self.norm, NORM_KINDS)
         _check_choice("mlp", self.mlp, MLP_KINDS)
@@ -109,7 +136,19 @@ class GPTConfig:
         _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ConfigError(f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}")
-        for name in ("bias", "final_norm", "tie_embeddings", "embed_scale"):
+        if self.positional == "rope" and self.head_dim % 2:
+            raise ConfigError(
+                f"GPTConfig.positional='rope' rotates pairs of dimensions, so head_dim = d_model / n_heads "
+                f"must be even, got {self.d_model} / {self.n_heads} = {self.head_dim}"
+            )
+        theta = self.rope_theta
+        if (
+            isinstance(theta, bool)
+            or not isinstance(theta, int | float)
+            or not (math.isfinite(theta) and theta > 1)
+        ):
+            raise ConfigError(f"GPTConfig.rope_theta must be a finite number > 1, got {theta!r}")
+        for name in ("bias", "final_norm", "tie_embeddings", "embed_scale", "qk_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         dropout = self.dropout
@@ -126,6 +165,8 @@ class GPTConfig:
         """A copy with some fields changed (validated again)."""
         if "d_model" in changes and "d_ff" not in changes and self.d_ff == 4 * self.d_model:
             changes["d_ff"] = None  # keep the default ratio when only the width changes
+        if "n_heads" in changes and "n_kv_heads" not in changes and self.n_kv_heads == self.n_heads:
+            changes["n_kv_heads"] = None  # multi-head attention stays multi-head
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ chunk of tokens (tests/core/test_fastpath.py checks both against `model.forward`
 the work so that XLA's CPU backend runs it faster:
 
   * per-layer cache views (`split_cache`): the decode loop carries each layer's keys and values as
-    arrays of their own, (B, H, S, Dh), instead of slices of one (L, B, H, S, Dh) array. Each block
+    arrays of their own, (B, Hkv, S, Dh), instead of slices of one (L, B, H, S, Dh) array. Each block
     attends over its layer's cache and the chunk's own keys and values, then writes the chunk, so
     XLA updates every layer's arrays in place instead of copying a slice of the cache per token;
   * decode weights (`decode_weights`): the stacked blocks are sliced into per-layer dicts once,
@@ -46,7 +46,7 @@ Params = dict[str, Any]
 
 
 class LayerCaches(NamedTuple):
-    """A `KVCache` as one array per layer: k and v are tuples of L arrays (B, H, S, Dh)."""
+    """A `KVCache` as one array per layer: k and v are tuples of L arrays (B, Hkv, S, Dh)."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
@@ -87,25 +87,30 @@ def attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig) 
         m = max(max_s s₁, max_u s₂)
         out = (exp(s₁ - m) V_cache + exp(s₂ - m) V_chunk) / (Σ_s exp(s₁ - m) + Σ_u exp(s₂ - m))
 
-    M₂ always keeps the diagonal, so no row is empty.
+    with query heads grouped by the key/value head they share, as in `layers.attention`. M₂ always
+    keeps the diagonal, so no row is empty.
 
     Args:
-      q, k, v: (B, H, T, Dh) the chunk's queries, keys and values.
-      k_cache, v_cache: (B, H, S, Dh) one layer's cache; slots >= start[b] are ignored.
+      q: (B, H, T, Dh) the chunk's queries.
+      k_cache, v_cache: (B, Hkv, S, Dh) one layer's cache; slots >= start[b] are ignored.
+      k, v: (B, Hkv, T, Dh) the chunk's keys and values.
       start: (B,) position of each row's first chunk token.
     Returns:
       (B, H, T, Dh) float32.
     """
     cd = config.compute_dtype
-    T, scale = q.shape[2], 1 / math.sqrt(q.shape[-1])
-    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None]  # (B, 1, 1, S)
+    B, H, T, Dh = q.shape
+    Hkv, scale = k.shape[1], 1 / math.sqrt(Dh)
+    q = q.reshape(B, Hkv, H // Hkv, T, Dh)  # (B, Hkv, G, T, Dh)
+    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None, None]  # (B, 1, 1, 1, S)
     in_chunk = jnp.tril(jnp.ones((T, T), bool))  # (T, T)
-    s1 = jnp.where(earlier, matmul("bhtd,bhsd->bhts", q, k_cache, cd) * scale, -jnp.inf)  # (B, H, T, S)
-    s2 = jnp.where(in_chunk, matmul("bhtd,bhud->bhtu", q, k, cd) * scale, -jnp.inf)  # (B, H, T, T)
-    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, H, T, 1)
-    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, H, T, S), (B, H, T, T)
-    numerator = matmul("bhts,bhsd->bhtd", e1, v_cache, cd) + matmul("bhtu,bhud->bhtd", e2, v, cd)
-    return numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, H, T, Dh)
+    s1 = jnp.where(earlier, matmul("bkgtd,bksd->bkgts", q, k_cache, cd) * scale, -jnp.inf)  # (.., T, S)
+    s2 = jnp.where(in_chunk, matmul("bkgtd,bkud->bkgtu", q, k, cd) * scale, -jnp.inf)  # (.., T, T)
+    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, Hkv, G, T, 1)
+    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, Hkv, G, T, S), (B, Hkv, G, T, T)
+    numerator = matmul("bkgts,bksd->bkgtd", e1, v_cache, cd) + matmul("bkgtu,bkud->bkgtd", e2, v, cd)
+    out = numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, Hkv, G, T, Dh)
+    return out.reshape(B, H, T, Dh)
 
 
 def decode_step(
@@ -133,7 +138,7 @@ def decode_step(
     ks, vs = list(cache.k), list(cache.v)
     for i, layer in enumerate(weights.layers):
         h = norm(layer["ln1"], x, config=config)  # (B, T, D)
-        q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, T, Dh)
+        q, k, v = qkv_heads(layer["attn"], h, token_positions, config=config)  # (B, H|Hkv, T, Dh)
         out = attend_cache_and_chunk(q, ks[i], vs[i], k, v, positions, config)  # (B, H, T, Dh)
         ks[i], vs[i] = write_chunk(ks[i], k, positions), write_chunk(vs[i], v, positions)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)

@@ -1,14 +1,18 @@
 """The layers of a GPT, each a short pure function that follows its equation line by line.
 
-Shape letters: B batch, T query length, S key length, D model width, H heads, Dh head dim (D/H),
-F MLP width, V vocabulary, L layers. Parameters are float32; `compute_dtype` is the dtype of matmul
-inputs (float32 or bfloat16), whose products are accumulated and returned in float32. Softmax, norm
-statistics and logits are always float32.
+Shape letters: B batch, T query length, S key length, D model width, H heads, Hkv key/value heads,
+G = H / Hkv query heads per key/value head, Dh head dim (D/H), F MLP width, V vocabulary, L layers.
+Parameters are float32; `compute_dtype` is the dtype of matmul inputs (float32 or bfloat16), whose
+products are accumulated and returned in float32. Softmax, norm statistics, rotations and logits are
+always float32.
 
 References: Vaswani et al. 2017, "Attention is all you need"; Radford et al. 2019, "Language models
 are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Zhang and
 Sennrich 2019, "Root mean square layer normalization"; Hendrycks and Gimpel 2016, "Gaussian error
-linear units"; Shazeer 2020, "GLU variants improve Transformer".
+linear units"; Shazeer 2020, "GLU variants improve Transformer"; Su et al. 2021, "RoFormer: enhanced
+Transformer with rotary position embedding"; Ainslie et al. 2023, "GQA: training generalized
+multi-query Transformer models from multi-head checkpoints"; Shazeer 2019, "Fast Transformer decoding:
+one write-head is all you need"; Henry et al. 2020, "Query-key normalization for Transformers".
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "norm",
     "qkv_heads",
     "rms_norm",
+    "rotary",
     "sinusoidal_positions",
     "unembed",
 ]
@@ -145,11 +150,42 @@ def sinusoidal_positions(positions: jax.Array, d_model: int) -> jax.Array:
     return pe.reshape(*positions.shape, d_model)  # (..., D), sin and cos interleaved
 
 
+def rotary(x: jax.Array, positions: jax.Array, *, theta: float) -> jax.Array:
+    """Rotary position embedding (Su et al. 2021): each pair of dimensions (i, i + Dh/2) of a head is
+    rotated by an angle proportional to the position p,
+
+        ω_i = θ^(-2i/Dh),   i = 0 .. Dh/2 - 1
+        y_i        = x_i cos(p ω_i) - x_{i+Dh/2} sin(p ω_i)
+        y_{i+Dh/2} = x_i sin(p ω_i) + x_{i+Dh/2} cos(p ω_i)
+
+    Rotating a query at position m and a key at position n makes their dot product a function of
+    x_q, x_k and m - n only: attention sees relative positions. Position 0 is the identity.
+    Dimension i is paired with i + Dh/2 (GPT-NeoX's and Hugging Face's Llama layout); the paper pairs
+    2i with 2i + 1, the same rotation up to a fixed permutation of each head's dimensions.
+
+    Args:
+      x: (B, H, T, Dh) queries or keys, Dh even.
+      positions: (T,) or (B, T) int positions of the T tokens.
+      theta: the base θ.
+    Returns:
+      (B, H, T, Dh) float32.
+    """
+    half = x.shape[-1] // 2
+    omega = theta ** (-2.0 * jnp.arange(half, dtype=jnp.float32) / x.shape[-1])  # (Dh/2,)
+    angles = positions[..., None].astype(jnp.float32) * omega  # (T, Dh/2) or (B, T, Dh/2)
+    cos = jnp.expand_dims(jnp.cos(angles), -3)  # (1, T, Dh/2) or (B, 1, T, Dh/2): over heads
+    sin = jnp.expand_dims(jnp.sin(angles), -3)
+    x = x.astype(accumulation_dtype(x.dtype))
+    x1, x2 = x[..., :half], x[..., half:]  # (B, H, T, Dh/2) each
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)  # (B, H, T, Dh)
+
+
 def embed(params: Params, tokens: jax.Array, positions: jax.Array, *, config: GPTConfig) -> jax.Array:
     """Token plus position embedding:
 
         x_t = E[token_t] · s + P[p_t],   s = √D if `embed_scale` else 1,
-        P = a learned table (GPT-2) or `sinusoidal_positions`.
+        P = a learned table (GPT-2) or `sinusoidal_positions`; with rotary positions there is no P
+        (the position enters the attention, see `rotary`).
 
     Args:
       params: {"tokens": E (V, D), "positions": P (T, D) for learned positions}.
@@ -163,7 +199,9 @@ def embed(params: Params, tokens: jax.Array, positions: jax.Array, *, config: GP
         x = x * math.sqrt(config.d_model)
     if config.positional == "learned":
         return x + params["positions"][positions]  # (B, T, D)
-    return x + sinusoidal_positions(positions, config.d_model)  # (B, T, D)
+    if config.positional == "sinusoidal":
+        return x + sinusoidal_positions(positions, config.d_model)  # (B, T, D)
+    return x  # rope
 
 
 def unembed(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
@@ -201,50 +239,73 @@ def causal_mask(query_positions: jax.Array, key_positions: jax.Array) -> jax.Arr
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, config: GPTConfig) -> jax.Array:
-    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1):
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1), per query head h:
 
-        Attention(Q, K, V) = softmax(Q Kᵀ / √Dh + M) V,   M[t, s] = 0 if allowed else -∞
+        Attention(Q_h, K_g, V_g) = softmax(Q_h K_gᵀ / √Dh + M) V_g,   M[t, s] = 0 if allowed else -∞
 
-    The "math" path computes exactly that, softmax in float32; the "fused" path calls
-    `jax.nn.dot_product_attention` (tests check that the two agree).
+    where g = ⌊h / G⌋ is the key/value head that query head h shares with the G - 1 others of its
+    group (G = H / Hkv: G = 1 is multi-head attention, Hkv = 1 multi-query). The "math" path computes
+    exactly that, softmax in float32; the "fused" path calls `jax.nn.dot_product_attention` (tests
+    check that the two agree).
 
     Args:
       q: (B, H, T, Dh) queries.
-      k: (B, H, S, Dh) keys.
-      v: (B, H, S, Dh) values.
+      k: (B, Hkv, S, Dh) keys.
+      v: (B, Hkv, S, Dh) values.
       mask: bool, broadcastable to (B, H, T, S); True where attending is allowed.
     Returns:
       (B, H, T, Dh) float32.
     """
     cd = config.compute_dtype
+    B, H, T, Dh = q.shape
     if config.attention == "fused":
         out = jax.nn.dot_product_attention(
             q.astype(cd).transpose(0, 2, 1, 3),  # (B, T, H, Dh)
-            k.astype(cd).transpose(0, 2, 1, 3),  # (B, S, H, Dh)
-            v.astype(cd).transpose(0, 2, 1, 3),  # (B, S, H, Dh)
-            mask=jnp.broadcast_to(mask, (*q.shape[:2], q.shape[2], k.shape[2])),
+            k.astype(cd).transpose(0, 2, 1, 3),  # (B, S, Hkv, Dh)
+            v.astype(cd).transpose(0, 2, 1, 3),  # (B, S, Hkv, Dh)
+            mask=jnp.broadcast_to(mask, (B, H, T, k.shape[2])),
         )  # (B, T, H, Dh)
         return out.transpose(0, 2, 1, 3).astype(accumulation_dtype(cd))  # (B, H, T, Dh)
-    scores = matmul("bhtd,bhsd->bhts", q, k, cd) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    scores = jnp.where(mask, scores, -jnp.inf)  # (B, H, T, S)
-    weights = jax.nn.softmax(scores, axis=-1)  # (B, H, T, S)
-    return matmul("bhts,bhsd->bhtd", weights, v, cd)  # (B, H, T, Dh)
+    Hkv = k.shape[1]
+    q = q.reshape(B, Hkv, H // Hkv, T, Dh)  # (B, Hkv, G, T, Dh): query heads by the key head they share
+    scores = matmul("bkgtd,bksd->bkgts", q, k, cd) / math.sqrt(Dh)  # (B, Hkv, G, T, S)
+    scores = jnp.where(jnp.expand_dims(mask, -3), scores, -jnp.inf)  # (B, Hkv, G, T, S)
+    weights = jax.nn.softmax(scores, axis=-1)  # (B, Hkv, G, T, S)
+    out = matmul("bkgts,bksd->bkgtd", weights, v, cd)  # (B, Hkv, G, T, Dh)
+    return out.reshape(B, H, T, Dh)
 
 
-def qkv_heads(params: Params, x: jax.Array, *, config: GPTConfig) -> tuple[jax.Array, ...]:
-    """Projects x to queries, keys and values split into heads: [Q K V] = x W_qkv + b_qkv.
+def qkv_heads(
+    params: Params, x: jax.Array, positions: jax.Array, *, config: GPTConfig
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Queries, keys and values of every head, ready for `attention`:
+
+        [Q K V] = x W_qkv + b_qkv       Q: H heads, K and V: Hkv heads, each of Dh dimensions
+        Q, K ← RMSNorm(Q), RMSNorm(K)   per head, when `qk_norm`
+        Q, K ← RoPE(Q, p), RoPE(K, p)   when positional == "rope" (`rotary`)
 
     Args:
-      params: the attention params {"w_qkv" (D, 3D), "b_qkv" (3D,) when bias, ...}.
+      params: the attention params {"w_qkv" (D, (H + 2Hkv)·Dh), "b_qkv" when bias, "q_norm" and
+        "k_norm" {"scale" (Dh,)} when qk_norm, ...}.
       x: (B, T, D).
+      positions: (T,) or (B, T) int positions of the tokens (read by rotary positions only).
     Returns:
-      q, k, v: each (B, H, T, Dh) float32.
+      q (B, H, T, Dh), k and v (B, Hkv, T, Dh), float32.
     """
     B, T, _ = x.shape
-    qkv = linear(x, params["w_qkv"], params.get("b_qkv"), compute_dtype=config.compute_dtype)  # (B, T, 3D)
-    qkv = qkv.reshape(B, T, 3, config.n_heads, config.head_dim)  # (B, T, 3, H, Dh)
-    qkv = qkv.transpose(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
-    return qkv[0], qkv[1], qkv[2]
+    H, Hkv, Dh = config.n_heads, config.n_kv_heads, config.head_dim
+    qkv = linear(x, params["w_qkv"], params.get("b_qkv"), compute_dtype=config.compute_dtype)
+    q, k, v = jnp.split(qkv, [H * Dh, (H + Hkv) * Dh], axis=-1)  # (B, T, H·Dh), (B, T, Hkv·Dh) x 2
+    q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+    k = k.reshape(B, T, Hkv, Dh).transpose(0, 2, 1, 3)  # (B, Hkv, T, Dh)
+    v = v.reshape(B, T, Hkv, Dh).transpose(0, 2, 1, 3)  # (B, Hkv, T, Dh)
+    if config.qk_norm:
+        q = rms_norm(params["q_norm"], q, eps=config.norm_eps)  # (B, H, T, Dh)
+        k = rms_norm(params["k_norm"], k, eps=config.norm_eps)  # (B, Hkv, T, Dh)
+    if config.positional == "rope":
+        q = rotary(q, positions, theta=config.rope_theta)  # (B, H, T, Dh)
+        k = rotary(k, positions, theta=config.rope_theta)  # (B, Hkv, T, Dh)
+    return q, k, v
 
 
 def merge_heads(params: Params, out: jax.Array, *, config: GPTConfig) -> jax.Array:
@@ -263,17 +324,18 @@ def merge_heads(params: Params, out: jax.Array, *, config: GPTConfig) -> jax.Arr
 def causal_self_attention(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
     """Multi-head causal self-attention:
 
-        head_h = Attention(x W_q^h, x W_k^h, x W_v^h) with M = -∞ above the diagonal,
+        head_h = Attention(Q_h, K_g, V_g) with M = -∞ above the diagonal (`qkv_heads`, `attention`),
         y = Concat(head_1..head_H) W_out + b_out
 
     Args:
-      params: {"w_qkv" (D, 3D), "w_out" (D, D), "b_qkv" (3D,) and "b_out" (D,) when bias}.
+      params: {"w_qkv" (D, (H + 2Hkv)·Dh), "w_out" (D, D), "b_qkv" and "b_out" (D,) when bias,
+        "q_norm" and "k_norm" when qk_norm}.
       x: (B, T, D).
     Returns:
       (B, T, D) float32.
     """
-    q, k, v = qkv_heads(params, x, config=config)  # each (B, H, T, Dh)
     positions = jnp.arange(x.shape[1])  # (T,)
+    q, k, v = qkv_heads(params, x, positions, config=config)  # (B, H, T, Dh), (B, Hkv, T, Dh) x 2
     mask = causal_mask(positions, positions)  # (1, T, T)
     out = attention(q, k, v, mask, config=config)  # (B, H, T, Dh)
     return merge_heads(params, out, config=config)  # (B, T, D)

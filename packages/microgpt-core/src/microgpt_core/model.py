@@ -2,17 +2,23 @@
 
     x⁰ = Embed(tokens, positions)                      (B, T, D)
     xˡ = Block_l(xˡ⁻¹)  for l = 1..L  (one `lax.scan` over the stacked blocks)
-    logits = Unembed(LayerNorm_f(xᴸ))                  (B, T, V)
+    logits = Unembed(Norm_f(xᴸ))                       (B, T, V)
 
-Differences from GPT-2 (Radford et al. 2019), all of them configuration:
-  * positions may be sinusoidal (Vaswani et al. 2017) instead of a learned table;
-  * token embeddings may be scaled by √D (`embed_scale`), as in Vaswani et al.;
-  * the norm may be RMSNorm (Zhang and Sennrich 2019, as in Llama) instead of LayerNorm;
-  * the final norm and the biases are optional; the head may be untied;
-  * the MLP width `d_ff` is free (GPT-2: 4D); GELU may be exact instead of tanh, and the MLP may be
-    SiLU-gated (SwiGLU, Shazeer 2020, as in Llama) instead of GELU;
-  * dropout is applied to the embeddings and to each residual branch, not to attention weights;
-  * matmul inputs may be bfloat16 (`compute_dtype`), with float32 accumulation and statistics.
+GPT-2 -> Llama-style, as configuration (GPT-2, Radford et al. 2019, is the default; Llama 3 sets
+every line below, SmolLM all but the last):
+  * positions: a learned table added to the embeddings -> rotary embeddings (`positional="rope"`,
+    Su et al. 2021), which rotate queries and keys by their position, base `rope_theta`;
+  * norm: LayerNorm -> RMSNorm (`norm="rmsnorm"`, Zhang and Sennrich 2019): no centring, no bias;
+  * MLP: GELU(x W_in) W_out -> SwiGLU (`mlp="swiglu"`, Shazeer 2020): (SiLU(x W_gate) ⊙ x W_in) W_out;
+  * attention: H key/value heads -> fewer (`n_kv_heads`, grouped-query attention, Ainslie et al.
+    2023; 1 is multi-query, Shazeer 2019), so the KV cache shrinks by H / n_kv_heads;
+  * biases: in every linear layer and norm -> none (`bias=False`);
+  * head: tied to the token embeddings -> its own matrix (`tie_embeddings=False`; SmolLM ties).
+Further options: QK-norm (`qk_norm=True`: queries and keys RMS-normalised per head, as in OLMo 2 and
+Qwen3); sinusoidal positions (Vaswani et al. 2017) and token embeddings scaled by √D (`embed_scale`);
+no final norm; any MLP width `d_ff` (GPT-2: 4D) and exact GELU; dropout on the embeddings and each
+residual branch (not on attention weights); bfloat16 matmul inputs (`compute_dtype`) with float32
+accumulation and statistics.
 Differences from the original microGPT (kandarpa02/microGPT, 5.4M parameters):
   * blocks are stacked on a leading axis and run by `lax.scan`, so compile time does not grow with
     depth, and each layer is initialised from its own key (the original reused `key=0`);

@@ -5,7 +5,9 @@ Names (joined by "." they are also the safetensors keys):
     embed.tokens            (V, D)
     embed.positions         (T, D)      learned positions only
     blocks.ln1.scale        (L, D)      blocks.ln1.bias (L, D) when bias and layernorm
-    blocks.attn.w_qkv       (L, D, 3D)  blocks.attn.b_qkv (L, 3D) when bias
+    blocks.attn.w_qkv       (L, D, Q)   blocks.attn.b_qkv (L, Q) when bias; Q = (H + 2·Hkv)·Dh (3D
+                                        for multi-head attention): columns [queries | keys | values]
+    blocks.attn.q_norm.scale (L, Dh)    blocks.attn.k_norm.scale (L, Dh)                qk_norm only
     blocks.attn.w_out       (L, D, D)   blocks.attn.b_out (L, D) when bias
     blocks.ln2.scale        (L, D)      blocks.ln2.bias (L, D) when bias and layernorm
     blocks.mlp.w_gate       (L, D, F)   blocks.mlp.b_gate (L, F) when bias   swiglu MLP only
@@ -36,7 +38,7 @@ INIT_STD = 0.02  # GPT-2's N(0, 0.02)
 def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Every parameter's dotted name and shape for `config`, in a fixed order."""
     V, T, D = config.vocab_size, config.context_length, config.d_model
-    L, F = config.n_layers, config.d_ff
+    L, F, Q, Dh = config.n_layers, config.d_ff, config.qkv_dim, config.head_dim
     norm_bias = config.bias and config.norm == "layernorm"  # RMSNorm has a scale only
     shapes: dict[str, tuple[int, ...]] = {"embed.tokens": (V, D)}
     if config.positional == "learned":
@@ -45,14 +47,17 @@ def param_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
         shapes[f"blocks.{norm}.scale"] = (L, D)
         if norm_bias:
             shapes[f"blocks.{norm}.bias"] = (L, D)
-    shapes["blocks.attn.w_qkv"] = (L, D, 3 * D)
+    shapes["blocks.attn.w_qkv"] = (L, D, Q)
+    if config.qk_norm:
+        shapes["blocks.attn.q_norm.scale"] = (L, Dh)
+        shapes["blocks.attn.k_norm.scale"] = (L, Dh)
     shapes["blocks.attn.w_out"] = (L, D, D)
     if config.mlp == "swiglu":
         shapes["blocks.mlp.w_gate"] = (L, D, F)
     shapes["blocks.mlp.w_in"] = (L, D, F)
     shapes["blocks.mlp.w_out"] = (L, F, D)
     if config.bias:
-        shapes["blocks.attn.b_qkv"] = (L, 3 * D)
+        shapes["blocks.attn.b_qkv"] = (L, Q)
         shapes["blocks.attn.b_out"] = (L, D)
         if config.mlp == "swiglu":
             shapes["blocks.mlp.b_gate"] = (L, F)
@@ -74,6 +79,8 @@ _AXES = {
     "scale": ("layers", "embed"),
     "bias": ("layers", "embed"),
     "blocks.attn.w_qkv": ("layers", "embed", "heads"),
+    "blocks.attn.q_norm.scale": ("layers", "head_dim"),
+    "blocks.attn.k_norm.scale": ("layers", "head_dim"),
     "blocks.attn.b_qkv": ("layers", "heads"),
     "blocks.attn.w_out": ("layers", "heads", "embed"),
     "blocks.attn.b_out": ("layers", "embed"),

@@ -41,7 +41,8 @@ CPU_PEAK_MATMUL = 1024  # n of the n x n matmul timed for a CPU's peak (2048 was
 def flops_per_token(config: GPTConfig) -> float:
     """Training FLOPs (forward + backward) per token: 6 N + 12 L T D, N = matmul parameters."""
     D, L, F, V, T = config.d_model, config.n_layers, config.d_ff, config.vocab_size, config.context_length
-    matmul_params = L * (D * 3 * D + D * D + 2 * D * F) + D * V
+    mlp_matrices = 3 if config.mlp == "swiglu" else 2
+    matmul_params = L * (D * config.qkv_dim + D * D + mlp_matrices * D * F) + D * V
     return 6.0 * matmul_params + 12.0 * L * T * D
 
 

@@ -36,6 +36,7 @@ LOGICAL_AXIS_RULES: dict[str, str | None] = {
     "vocab": None,
     "seq": None,
     "heads": None,
+    "head_dim": None,
     "mlp": None,
     "layers": None,
 }
