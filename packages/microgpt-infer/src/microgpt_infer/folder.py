@@ -1,9 +1,18 @@
-"""`Model` (params, config, tokenizer) and `load_folder`: one model folder on disk, of either layout.
+"""`Model` (params, config, tokenizer) and `load_folder`: one model folder on disk, of any layout.
 
     ours     config.json (GPTConfig + format_version), model.safetensors,
              tokenizer.tiktoken + tokenizer_config.json   (what microgpt-train exports to runs/*/model)
-    GPT-2    config.json with "model_type": "gpt2", model.safetensors, vocab.json + merges.txt
-             (Hugging Face's layout, converted by `gpt2.py`)
+    GPT-2    config.json with "model_type": "gpt2", model.safetensors, and tokenizer.json or
+             vocab.json + merges.txt   (Hugging Face's layout, converted by `gpt2.py`)
+    Llama    config.json with "model_type": "llama", model.safetensors, tokenizer.json
+             (Hugging Face's layout, as SmolLM and Llama 3 ship; converted by `llama.py`)
+
+The tokenizer of a Hugging Face folder. `tokenizer.json` is what transformers' fast tokenizers run:
+it carries the split pattern and the special tokens, so it is read whenever the folder has one
+(`microgpt_data.tokenizer_json`; `tokenizers` is never imported). A GPT-2 folder without one is read
+from vocab.json + merges.txt, which assume GPT-2's own split pattern. The end-of-text token is the
+one config.json's `eos_token_id` names (the first, for a list), else tokenizer_config.json's
+`eos_token`, else the reader's default (`<|endoftext|>` for vocab.json + merges.txt).
 
 Every error names the file at fault. `model.load_model` finds the folder (a run folder's model, or a
 Hub repository's snapshot) and reads it here; `hub.push_to_hub` reads the folder it uploads here too.
@@ -11,20 +20,26 @@ Hub repository's snapshot) and reads it here; `hub.push_to_hub` reads the folder
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from microgpt_core import CheckpointError, GPTConfig, load_pretrained
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import Params
 from microgpt_data.errors import TokenizerFileError
-from microgpt_data.tokenizer import Tokenizer
+from microgpt_data.tokenizer import ENDOFTEXT, Tokenizer
+from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_data.tokenizer_files import GPT2_MERGES_FILE, GPT2_VOCAB_FILE
-from microgpt_infer import gpt2
+from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError
 
-__all__ = ["Model", "is_model_dir", "load_folder"]
+__all__ = ["HF_TOKENIZER_FILE", "Model", "is_model_dir", "load_folder"]
+
+HF_TOKENIZER_FILE = "tokenizer.json"  # Hugging Face tokenizers' one file (vocabulary, merges, pattern)
 
 
 @dataclass(frozen=True)
@@ -57,7 +72,7 @@ def is_model_dir(path: Path) -> bool:
 
 
 def load_folder(path: Path) -> Model:
-    """Reads a model folder of either layout (see the module docstring).
+    """Reads a model folder of any layout: ours, GPT-2's or Llama's (see the module docstring).
 
     Raises:
       ModelNotFoundError: `path` is not a folder.
@@ -77,13 +92,15 @@ def load_folder(path: Path) -> Model:
     if gpt2.is_gpt2_config(body):
         config = gpt2.gpt2_config(body, config_path)
         params = gpt2.load_gpt2_params(path / WEIGHTS_FILE, config)
-        tokenizer = _tokenizer(
-            lambda: Tokenizer.from_gpt2_files(path / GPT2_VOCAB_FILE, path / GPT2_MERGES_FILE), path
-        )
+        tokenizer = _hf_tokenizer(path, body, gpt2_files=True)
+    elif llama.is_llama_config(body):
+        config = llama.llama_config(body, config_path)
+        params = llama.load_llama_params(path / WEIGHTS_FILE, config)
+        tokenizer = _hf_tokenizer(path, body, gpt2_files=False)
     elif "model_type" in body:
         raise ModelFileError(
-            f"{config_path}: model_type {body['model_type']!r} is not supported; microgpt-infer reads "
-            "microGPT folders (no model_type) and GPT-2 folders (model_type 'gpt2')"
+            f"{config_path}: model_type {json.dumps(body['model_type'])} is not supported; microgpt-infer "
+            "reads microGPT folders (no model_type) and Hugging Face folders of model_type 'gpt2' or 'llama'"
         )
     else:
         try:
@@ -99,9 +116,66 @@ def load_folder(path: Path) -> Model:
     return Model(params=params, config=config, tokenizer=tokenizer, source=path)
 
 
-def _tokenizer(read, path: Path) -> Tokenizer:
+def _tokenizer(read: Callable[[], Tokenizer], path: Path) -> Tokenizer:
     try:
         return read()
     except TokenizerFileError as e:
         message = str(e)
         raise ModelFileError(message if str(path) in message else f"{path}: {message}") from None
+
+
+def _hf_tokenizer(path: Path, body: dict[str, Any], *, gpt2_files: bool) -> Tokenizer:
+    """The tokenizer of a Hugging Face folder: tokenizer.json, else (GPT-2) vocab.json + merges.txt,
+    with the end-of-text token config.json names (see the module docstring)."""
+    eos_id = body.get("eos_token_id")
+    eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id  # checked: an id, a non-empty list, null
+    spelling = _tokenizer_config_eos(path)
+    if (path / HF_TOKENIZER_FILE).is_file() or not gpt2_files:
+        from microgpt_data.tokenizer_json import read_tokenizer_json
+
+        tokenizer = _tokenizer(
+            lambda: read_tokenizer_json(path / HF_TOKENIZER_FILE, eot_token=spelling), path
+        )
+    else:
+        vocab, merges = path / GPT2_VOCAB_FILE, path / GPT2_MERGES_FILE
+        spelling = spelling or ENDOFTEXT
+        tokenizer = _tokenizer(lambda: Tokenizer.from_gpt2_files(vocab, merges, eot_token=spelling), path)
+    if eos_id is None or eos_id == tokenizer.eot_id:
+        return tokenizer
+    by_id = {i: token for token, i in tokenizer.special_tokens.items()}
+    if eos_id not in by_id:
+        raise ModelFileError(
+            f"{path / CONFIG_FILE}: eos_token_id {eos_id} is not a special token of the tokenizer "
+            f"({_tokenizer_files(path)} has {_some(tokenizer.special_tokens)}); the tokenizer files do not "
+            "belong to this model"
+        )
+    t = tokenizer
+    return _tokenizer(
+        lambda: Tokenizer(t.ranks, t.special_tokens, pattern=t.pattern, name=t.name, eot_token=by_id[eos_id]),
+        path,
+    )
+
+
+def _tokenizer_config_eos(path: Path) -> str | None:
+    """tokenizer_config.json's `eos_token` (a string, or an AddedToken's `content`), if it has one."""
+    file = path / TOKENIZER_CONFIG_FILE
+    if not file.is_file():
+        return None
+    body = read_json_object(file, error=ModelFileError)
+    eos = body.get("eos_token")
+    if isinstance(eos, dict):  # {"__type": "AddedToken", "content": "</s>", ...} in older files
+        eos = eos.get("content")
+    if eos is not None and (not isinstance(eos, str) or not eos):
+        raise ModelFileError(f"{file}: field 'eos_token' must be a non-empty string, got {json.dumps(eos)}")
+    return eos
+
+
+def _tokenizer_files(path: Path) -> str:
+    if (path / HF_TOKENIZER_FILE).is_file():
+        return str(path / HF_TOKENIZER_FILE)
+    return f"{path / GPT2_VOCAB_FILE} + {GPT2_MERGES_FILE}"
+
+
+def _some(special: dict[str, int], shown: int = 5) -> str:
+    items = [f"{token!r} ({i})" for token, i in sorted(special.items(), key=lambda item: item[1])]
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
