@@ -21,6 +21,7 @@ from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
 from microgpt_data.tokenizer_checks import check_text
 from microgpt_data.tokenizer_files import gpt2_byte_decoder
+from microgpt_data.tokenizer_json import tokenizer_json
 
 __all__ = ["train_bpe", "to_hf_tokenizer", "check_arguments"]
 
@@ -146,50 +147,19 @@ def train_bpe(
     return Tokenizer(ranks, special, pattern=pattern, name=name, eot_token=eot_token)
 
 
-def _merge_of(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
-    """The pair that BPE merged to make `token`: lowest-rank-first merging of its bytes, stopped
-    before `token`'s own rank, leaves exactly two parts."""
-    limit = ranks[token]
-    parts = [token[i : i + 1] for i in range(len(token))]
-    while len(parts) > 2:
-        best, best_rank = -1, limit
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and rank < best_rank:
-                best, best_rank = i, rank
-        if best < 0:
-            break
-        parts[best : best + 2] = [parts[best] + parts[best + 1]]
-    if len(parts) != 2:
-        raise DataError(f"token {token!r} (id {limit}) cannot be reached by merging lower-ranked tokens")
-    return parts[0], parts[1]
-
-
 def to_hf_tokenizer(tokenizer: Tokenizer) -> Any:
     """The same vocabulary as a Hugging Face ``tokenizers.Tokenizer`` (same ids, same merges).
 
-    For tokenizers made by `train_bpe` this is the trainer's own model; for any `Tokenizer` the merges
-    are recovered from the ranks. Special tokens are added as ``tokenizers`` special tokens, which
-    (like ``allow_special=True``) it parses inside text.
+    Built from `tokenizer_json.tokenizer_json`, the body `write_tokenizer_json` writes: for tokenizers
+    made by `train_bpe` this is the trainer's own model; for any `Tokenizer` the merges are recovered
+    from the ranks (`merges.merges_of`). Special tokens are added as ``tokenizers`` special tokens,
+    which (like ``allow_special=True``) it parses inside text.
     """
     tokenizers = _import_tokenizers()
-    ranks = tokenizer.ranks
-    encoder = {b: c for c, b in gpt2_byte_decoder().items()}
-
-    def spell(token: bytes) -> str:
-        return "".join(encoder[b] for b in token)
-
-    vocab = {spell(token): rank for token, rank in ranks.items()}
-    merges = [
-        tuple(spell(part) for part in _merge_of(ranks, token))
-        for token, _ in sorted(ranks.items(), key=lambda item: item[1])
-        if len(token) > 1
-    ]
-    hf = _pipeline(tokenizers, tokenizers.models.BPE(vocab=vocab, merges=merges), tokenizer.pattern)
-    for token, token_id in sorted(tokenizer.special_tokens.items(), key=lambda item: item[1]):
-        if hf.add_special_tokens([token]) != 1 or hf.token_to_id(token) != token_id:
-            raise DataError(
-                f"special token {token!r} would get another id than {token_id} in `tokenizers` "
-                "(its ids must follow the mergeable tokens without gaps)"
-            )
-    return hf
+    body = json.dumps(tokenizer_json(tokenizer))
+    try:
+        return tokenizers.Tokenizer.from_str(body)
+    except Exception as exc:  # tokenizers raises a bare Exception (a pattern its regex engine rejects)
+        raise DataError(
+            f"tokenizers cannot load this tokenizer (pattern {tokenizer.pattern!r}): {exc}"
+        ) from None

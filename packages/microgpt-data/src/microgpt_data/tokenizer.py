@@ -20,6 +20,10 @@ ids are integers in [0, 2**32) and unique, tokens are non-empty (an empty specia
 to it (a pattern that matches the empty string panics tiktoken; one that skips text loses it).
 Ids the tokenizer does not have (a model's padded vocabulary samples them) decode to U+FFFD, one each.
 
+Hugging Face's ``tokenizer.json`` is read and written by `microgpt_data.tokenizer_json`
+(``read_tokenizer_json``, ``write_tokenizer_json``; plain JSON, no ``tokenizers``): that module builds
+a `Tokenizer`, so it sits above this one (a classmethod here would make an import cycle).
+
 Importing this module never imports ``datasets`` or ``tokenizers`` and never touches the network;
 only `Tokenizer.from_tiktoken` downloads, and only when asked by name.
 """
@@ -37,6 +41,7 @@ from microgpt_data.errors import TokenizerDownloadError, TokenizerFileError
 from microgpt_data.tokenizer_checks import REPLACEMENT, check_tables, check_text, make_encoding
 from microgpt_data.tokenizer_files import (
     CONFIG_FILE,
+    GPT2_PATTERN,
     RANKS_FILE,
     TOKENIZER_FORMAT_VERSION,
     gpt2_byte_decoder,
@@ -56,8 +61,6 @@ __all__ = [
 ]
 
 ENDOFTEXT = "<|endoftext|>"
-# GPT-2's split pattern (contractions, letters, numbers, punctuation, whitespace), as tiktoken spells it.
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 class Tokenizer:

@@ -1,4 +1,4 @@
-"""The files a `Tokenizer` reads and writes, and GPT-2's byte alphabet.
+"""The files a `Tokenizer` reads and writes: its own, and GPT-2's ``vocab.json`` + ``merges.txt``.
 
 ``tokenizer.tiktoken`` (tiktoken's own rank format: one line per mergeable token, ``base64(bytes) id``,
 ids ascending) + ``tokenizer_config.json`` (``format_version``, ``name``, ``pattern``,
@@ -8,7 +8,10 @@ save never leaves a half-written file; they get the permissions a plain write wo
 umask).
 
 GPT-2 style ``vocab.json`` + ``merges.txt`` (GPT-2's own, and Hugging Face byte-level BPE) are read
-into the same ranks.
+into the same ranks (`read_gpt2_files`, through `merges.ranks_from_merges`, which the
+``tokenizer.json`` reader shares) and written from them (`write_gpt2_files`, merges recovered by
+`merges.merges_of`). GPT-2's byte alphabet (`gpt2_byte_decoder`) lives in `merges` and is re-exported
+here. Hugging Face's ``tokenizer.json`` is `tokenizer_json`'s.
 
 Reading validates at the boundary: every damaged file (truncated, not UTF-8, not JSON, nested too
 deep, wrong types, ids that are not integers in [0, 2**32) or repeat, a binary file under a tokenizer
@@ -23,11 +26,22 @@ import binascii
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from microgpt_core.files import write_atomic
 from microgpt_core.jsonfile import read_json_object
-from microgpt_data.errors import TokenizerFileError
+from microgpt_data.errors import DataError, TokenizerFileError
+from microgpt_data.merges import (
+    ID_LIMIT,
+    SPECIAL_SPELLING,
+    check_id,
+    gpt2_byte_decoder,
+    merges_of,
+    ranks_from_merges,
+    spell,
+)
 
 __all__ = [
     "RANKS_FILE",
@@ -39,6 +53,9 @@ __all__ = [
     "write_tokenizer_files",
     "read_tokenizer_files",
     "read_gpt2_files",
+    "write_gpt2_files",
+    "GPT2_PATTERN",
+    "TokenizerTables",
 ]
 
 RANKS_FILE = "tokenizer.tiktoken"
@@ -46,28 +63,23 @@ CONFIG_FILE = "tokenizer_config.json"
 GPT2_VOCAB_FILE = "vocab.json"  # GPT-2's own names, as a Hugging Face GPT-2 folder holds them
 GPT2_MERGES_FILE = "merges.txt"
 TOKENIZER_FORMAT_VERSION = 1
-_ID_LIMIT = 2**32  # tiktoken's ids are 32-bit unsigned
 _DECIMAL = re.compile(rb"[0-9]{1,10}")
+# GPT-2's split pattern (contractions, letters, numbers, punctuation, whitespace), as tiktoken spells it;
+# Hugging Face's ByteLevel pre-tokenizer (use_regex) splits with the same regular expression.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
-def gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's printable stand-ins for bytes (``"Ġ"`` for a space), mapped back to the byte values.
+class TokenizerTables(Protocol):
+    """What the writers here read of a `Tokenizer` (this module sits below `tokenizer`)."""
 
-    ``vocab.json``/``merges.txt`` files (GPT-2's and Hugging Face ``tokenizers``' byte-level BPE) spell
-    every byte as one printable character; this undoes that spelling.
-    """
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    byte_values, chars, extra = list(printable), list(printable), 0
-    for b in range(256):
-        if b not in printable:
-            byte_values.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(byte_values, chars, strict=True)}
+    @property
+    def ranks(self) -> dict[bytes, int]: ...
+
+    @property
+    def special_tokens(self) -> dict[str, int]: ...
+
+    @property
+    def pattern(self) -> str: ...
 
 
 def write_tokenizer_files(
@@ -128,7 +140,7 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
                 f"{config_path}: field 'special_tokens' holds an empty token; special tokens are "
                 "non-empty strings"
             )
-        _check_id(token_id, f"{config_path}: field 'special_tokens': the id of {token!r}")
+        check_id(token_id, f"{config_path}: field 'special_tokens': the id of {token!r}")
     if config["eot_token"] not in special:
         raise TokenizerFileError(
             f"{config_path}: field 'eot_token' {config['eot_token']!r} is not one of the special "
@@ -148,65 +160,18 @@ def read_gpt2_files(
 ) -> tuple[dict[bytes, int], dict[str, int]]:
     """(ranks, special_tokens) from ``vocab.json`` + ``merges.txt``; ids are kept.
 
-    Mergeable tokens are the 256 bytes and the result of each merge; any other vocabulary entry
-    (``<|endoftext|>``) is special, and `eot_token` is added after the largest id when missing.
-    tiktoken merges the lowest id first, so merged tokens' ids must rise in merge order: checked.
+    Mergeable tokens are the 256 bytes and the result of each merge (`merges.ranks_from_merges`); any
+    other vocabulary entry (``<|endoftext|>``) is special, and `eot_token` is added after the largest
+    id when missing. tiktoken merges the lowest id first, so merged tokens' ids must rise in merge
+    order: checked.
     """
     vocab_path, merges_path = Path(vocab_json), Path(merges_txt)
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise TokenizerFileError(f"{path} does not exist")
     vocab = read_json_object(vocab_path, error=TokenizerFileError, holds="a JSON object of tokens and ids")
-    for token, token_id in vocab.items():
-        if not token:
-            raise TokenizerFileError(f"{vocab_path}: holds an empty token; every token is non-empty")
-        _check_id(token_id, f"{vocab_path}: the id of {token!r}")
-    if len(set(vocab.values())) != len(vocab):
-        seen: set[int] = set()
-        repeated = sorted({i for i in vocab.values() if i in seen or seen.add(i)})
-        raise TokenizerFileError(f"{vocab_path}: ids must be unique; repeated ids include {repeated[:5]}")
-    decoder = gpt2_byte_decoder()
-
-    def to_bytes(token: str, where: str) -> bytes:
-        try:
-            return bytes(decoder[c] for c in token)
-        except KeyError:
-            raise TokenizerFileError(f"{where}: token {token!r} is not in GPT-2's byte alphabet") from None
-
-    ranks: dict[bytes, int] = {}
-    for char, byte in decoder.items():
-        if char not in vocab:
-            raise TokenizerFileError(f"{vocab_path} lacks the single-byte token {char!r} (byte {byte})")
-        ranks[bytes([byte])] = vocab[char]
-    mergeable = set(decoder)
-    previous = max(ranks.values())
-    lines = _read_text(merges_path).splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or (number == 1 and line.startswith("#version")):
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2 or not all(parts):
-            raise TokenizerFileError(
-                f"{merges_path}:{number}: expected two tokens separated by one space, got {line[:40]!r}"
-            )
-        merged = parts[0] + parts[1]
-        if merged not in vocab:
-            raise TokenizerFileError(
-                f"{merges_path}:{number}: merge result {merged!r} is not in {vocab_path}"
-            )
-        token_id = vocab[merged]
-        if merged in mergeable:
-            continue  # the same bytes reached by another merge: tiktoken keeps the first
-        if token_id <= previous:
-            raise TokenizerFileError(
-                f"{merges_path}:{number}: id {token_id} of {merged!r} does not rise in merge order; "
-                "tiktoken merges lowest id first, so ids must follow merges.txt"
-            )
-        previous = token_id
-        mergeable.add(merged)
-        ranks[to_bytes(merged, f"{merges_path}:{number}")] = token_id
-    special = {token: i for token, i in vocab.items() if token not in mergeable}
-    unmerged = sorted((i, t) for t, i in special.items() if not _SPECIAL_SPELLING.fullmatch(t))
+    ranks, special, _ = ranks_from_merges(vocab, _merge_lines(merges_path), vocab_where=str(vocab_path))
+    unmerged = sorted((i, t) for t, i in special.items() if not SPECIAL_SPELLING.fullmatch(t))
     if unmerged:  # ordinary tokens that no merge makes: merges.txt is cut short or another vocab's
         examples = ", ".join(repr(t) for _, t in unmerged[:3])
         raise TokenizerFileError(
@@ -219,16 +184,50 @@ def read_gpt2_files(
     return ranks, special
 
 
-# How special tokens are spelled in GPT-2 style vocabularies: <|endoftext|>, <s>, </s>, <pad>, [CLS].
-_SPECIAL_SPELLING = re.compile(r"<[^<>\s]+>|\[[^\[\]\s]+\]")
+def _merge_lines(path: Path) -> Iterator[tuple[str, str, str]]:
+    """``(where, left, right)`` for each merge line of a ``merges.txt`` (its ``#version`` header and
+    blank lines skipped)."""
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip() or (number == 1 and line.startswith("#version")):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2 or not all(parts):
+            raise TokenizerFileError(
+                f"{path}:{number}: expected two tokens separated by one space, got {line[:40]!r}"
+            )
+        yield f"{path}:{number}", parts[0], parts[1]
 
 
-def _check_id(value: object, where: str) -> None:
-    """`TokenizerFileError` unless `value` is an integer id in [0, 2**32) (not a bool, float or str)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _ID_LIMIT:
-        raise TokenizerFileError(
-            f"{where} must be an integer in [0, 2**32), got {type(value).__name__} {value!r:.40}"
+def write_gpt2_files(tokenizer: TokenizerTables, directory: str | os.PathLike) -> None:
+    """Writes GPT-2's ``vocab.json`` (every token, special ones too, in GPT-2's byte alphabet, by id)
+    and ``merges.txt`` (a ``#version: 0.2`` header, then one ``left right`` line per merge in rank
+    order, as ``transformers`` writes them) into `directory` (created), atomically: what
+    ``GPT2Tokenizer`` and `read_gpt2_files` read back to the same ids.
+
+    The two files carry no split pattern: their readers split text with GPT-2's. A tokenizer with
+    another `pattern` would give other ids there, so it is refused (write ``tokenizer.json`` instead,
+    `tokenizer_json.write_tokenizer_json`, which carries it).
+
+    Raises:
+      DataError: the tokenizer's pattern is not `GPT2_PATTERN`, or a token cannot be made by merging
+        lower-ranked tokens (no merges describe it).
+    """
+    if tokenizer.pattern != GPT2_PATTERN:
+        raise DataError(
+            f"{GPT2_VOCAB_FILE} + {GPT2_MERGES_FILE} carry no split pattern and their readers split with "
+            f"GPT-2's, but this tokenizer splits with {tokenizer.pattern!r}; write tokenizer.json "
+            "(microgpt_data.tokenizer_json.write_tokenizer_json) for it instead"
         )
+    ranks = tokenizer.ranks
+    vocab = {spell(token): i for token, i in ranks.items()}
+    vocab.update(tokenizer.special_tokens)
+    vocab = dict(sorted(vocab.items(), key=lambda item: item[1]))
+    lines = ["#version: 0.2", *(f"{spell(left)} {spell(right)}" for left, right in merges_of(ranks))]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(vocab, ensure_ascii=False, indent=2) + "\n"
+    write_atomic(directory / GPT2_VOCAB_FILE, text.encode())
+    write_atomic(directory / GPT2_MERGES_FILE, ("\n".join(lines) + "\n").encode())
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -266,7 +265,7 @@ def _parse_ranks(path: Path) -> dict[bytes, int]:
             raise TokenizerFileError(f"{path}:{number}: bad line {line[:40]!r} ({exc})") from None
         if not token:
             raise TokenizerFileError(f"{path}:{number}: the token is empty")
-        if not _DECIMAL.fullmatch(parts[1]) or int(parts[1]) >= _ID_LIMIT:
+        if not _DECIMAL.fullmatch(parts[1]) or int(parts[1]) >= ID_LIMIT:
             raise TokenizerFileError(
                 f"{path}:{number}: the id {parts[1][:20]!r} is not an integer in [0, 2**32)"
             )
