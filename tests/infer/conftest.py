@@ -1,4 +1,4 @@
-"""Fixtures of the microgpt-infer tests: a tiny saved model, the GPT-2 fixture, a loopback Hub."""
+"""Fixtures of the microgpt-infer tests: a tiny saved model, the GPT-2 and Llama fixtures, a loopback Hub."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from microgpt_data.tokenizer import Tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 GPT2_TINY = FIXTURES / "gpt2_tiny"
+LLAMA_TINY = FIXTURES / "llama_tiny"  # made by tests/fixtures/make_llama_tiny.py
+LLAMA_TIED = LLAMA_TINY / "tied"
 
 # A byte-level tokenizer (256 bytes + end-of-text) and a 2-layer model: compiles in a second or two.
 TINY_INFER = GPTConfig(vocab_size=257, context_length=64, d_model=32, n_layers=2, n_heads=4)

@@ -233,3 +233,34 @@ def test_the_string_false_is_not_taken_as_true(tmp_path):
     _edit(folder, tie_word_embeddings="false")
     with pytest.raises(ModelFileError, match=r"'tie_word_embeddings' must be true or false, got \"false\""):
         load_model(folder)
+
+
+def gpt2_tokenizer_json(folder) -> dict:
+    """The tokenizer.json of GPT-2's Hub repository (openai-community/gpt2), for the fixture's
+    vocabulary: ByteLevel pre-tokenizer with GPT-2's own regex (use_regex), BPE, <|endoftext|> added."""
+    vocab = json.loads((folder / "vocab.json").read_text())
+    merges = (folder / "merges.txt").read_text().splitlines()[1:]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return {
+        "version": "1.0", "truncation": None, "padding": None,
+        "added_tokens": [{"id": 269, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": True, "special": True}],
+        "normalizer": None, "pre_tokenizer": byte_level,
+        "post_processor": {**byte_level, "add_prefix_space": True, "trim_offsets": False},
+        "decoder": {**byte_level, "add_prefix_space": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "vocab": vocab,
+                  "merges": merges},
+    }  # fmt: skip
+
+
+def test_a_gpt2_folder_with_tokenizer_json_reads_it(tmp_path, gpt2):
+    """tokenizer.json (what transformers' fast tokenizer runs) wins over vocab.json + merges.txt."""
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "fast")
+    (folder / "tokenizer.json").write_text(json.dumps(gpt2_tokenizer_json(folder), ensure_ascii=False))
+    (folder / "vocab.json").unlink()
+    (folder / "merges.txt").unlink()
+    loaded = load_model(folder)
+    assert loaded.tokenizer == gpt2.tokenizer
+    for text, ids in zip(REFERENCE["texts"], REFERENCE["text_ids"], strict=True):
+        assert loaded.tokenizer.encode(text) == ids

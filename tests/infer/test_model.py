@@ -31,7 +31,7 @@ def test_loads_our_folder(model_dir, model):
         (lambda d: _truncate(d / "model.safetensors"), "model.safetensors", "truncated or corrupted"),
         (lambda d: (d / "tokenizer.tiktoken").unlink(), "tokenizer.tiktoken", "does not exist"),
         (lambda d: (d / "tokenizer_config.json").write_text("{"), "tokenizer_config.json", "not valid JSON"),
-        (lambda d: _set_config(d, model_type="llama"), "config.json", "model_type 'llama' is not supported"),
+        (lambda d: _set_config(d, model_type="t5"), "config.json", 'model_type "t5" is not supported'),
         (lambda d: _set_config(d, n_layers=3), "model.safetensors", "shape"),
         (lambda d: _set_config(d, d_model=30), "config.json", "d_model"),
     ],

@@ -34,12 +34,11 @@ from microgpt_data.errors import TokenizerFileError
 from microgpt_data.tokenizer import ENDOFTEXT, Tokenizer
 from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_data.tokenizer_files import GPT2_MERGES_FILE, GPT2_VOCAB_FILE
+from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, read_tokenizer_json
 from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError
 
-__all__ = ["HF_TOKENIZER_FILE", "Model", "is_model_dir", "load_folder"]
-
-HF_TOKENIZER_FILE = "tokenizer.json"  # Hugging Face tokenizers' one file (vocabulary, merges, pattern)
+__all__ = ["Model", "is_model_dir", "load_folder"]
 
 
 @dataclass(frozen=True)
@@ -129,16 +128,13 @@ def _hf_tokenizer(path: Path, body: dict[str, Any], *, gpt2_files: bool) -> Toke
     with the end-of-text token config.json names (see the module docstring)."""
     eos_id = body.get("eos_token_id")
     eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id  # checked: an id, a non-empty list, null
-    spelling = _tokenizer_config_eos(path)
-    if (path / HF_TOKENIZER_FILE).is_file() or not gpt2_files:
-        from microgpt_data.tokenizer_json import read_tokenizer_json
-
-        tokenizer = _tokenizer(
-            lambda: read_tokenizer_json(path / HF_TOKENIZER_FILE, eot_token=spelling), path
-        )
+    file = path / TOKENIZER_JSON_FILE
+    if file.is_file() or not gpt2_files:
+        spelling = _added_token(file, eos_id) if eos_id is not None else _tokenizer_config_eos(path)
+        tokenizer = _tokenizer(lambda: read_tokenizer_json(file, eot_token=spelling), path)
     else:
         vocab, merges = path / GPT2_VOCAB_FILE, path / GPT2_MERGES_FILE
-        spelling = spelling or ENDOFTEXT
+        spelling = _tokenizer_config_eos(path) or ENDOFTEXT
         tokenizer = _tokenizer(lambda: Tokenizer.from_gpt2_files(vocab, merges, eot_token=spelling), path)
     if eos_id is None or eos_id == tokenizer.eot_id:
         return tokenizer
@@ -149,11 +145,24 @@ def _hf_tokenizer(path: Path, body: dict[str, Any], *, gpt2_files: bool) -> Toke
             f"({_tokenizer_files(path)} has {_some(tokenizer.special_tokens)}); the tokenizer files do not "
             "belong to this model"
         )
-    t = tokenizer
+    t = tokenizer  # vocab.json + merges.txt whose end of text is not <|endoftext|>
     return _tokenizer(
         lambda: Tokenizer(t.ranks, t.special_tokens, pattern=t.pattern, name=t.name, eot_token=by_id[eos_id]),
         path,
     )
+
+
+def _added_token(file: Path, token_id: int) -> str | None:
+    """The spelling of `token_id` among tokenizer.json's added tokens, or None (the reader then
+    picks its default, and `_hf_tokenizer` says the id is not special)."""
+    if not file.is_file():
+        return None  # the reader names the missing file
+    body = read_json_object(file, error=ModelFileError, holds="a JSON object (a tokenizer)")
+    added = body.get("added_tokens")
+    for entry in added if isinstance(added, list) else []:
+        if isinstance(entry, dict) and entry.get("id") == token_id and isinstance(entry.get("content"), str):
+            return entry["content"]
+    return None
 
 
 def _tokenizer_config_eos(path: Path) -> str | None:
@@ -171,8 +180,8 @@ def _tokenizer_config_eos(path: Path) -> str | None:
 
 
 def _tokenizer_files(path: Path) -> str:
-    if (path / HF_TOKENIZER_FILE).is_file():
-        return str(path / HF_TOKENIZER_FILE)
+    if (path / TOKENIZER_JSON_FILE).is_file():
+        return str(path / TOKENIZER_JSON_FILE)
     return f"{path / GPT2_VOCAB_FILE} + {GPT2_MERGES_FILE}"
 
 
