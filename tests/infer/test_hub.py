@@ -11,7 +11,7 @@ import pytest
 from microgpt_core.card import SUMMARY_FILE
 from microgpt_infer import HubError, load_model, push_to_hub
 from microgpt_infer.hub import MODEL_FILES
-from tests.infer.conftest import GPT2_TINY
+from tests.infer.conftest import GPT2_TINY, LLAMA_TINY
 
 
 def assert_same_params(a, b) -> None:
@@ -279,3 +279,42 @@ def test_push_writes_the_card_again_for_the_repo_but_keeps_a_card_a_person_wrote
     (model_copy / "README.md").write_text("# My own words\n")
     push_to_hub(model_copy, "me/trained", commit_message="mine")
     assert hub.repos["me/trained"].files["README.md"] == b"# My own words\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face layouts (GPT-2's, Llama's; what export-hf writes) go up and come down as they are.
+@pytest.mark.parametrize("fixture", [GPT2_TINY, LLAMA_TINY], ids=["gpt2", "llama"])
+def test_push_to_hub_uploads_a_hugging_face_layout_that_loads_back(hub, fixture, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    folder = shutil.copytree(fixture, tmp_path / "hf", ignore=shutil.ignore_patterns("tied"))
+    push_to_hub(folder, "me/hf")
+    files = hub.repos["me/hf"].files
+    layout_files = {p.name for p in folder.iterdir()} - {"reference.json", "logits.npy"}  # not model files
+    assert set(files) == layout_files | {"README.md"}
+    card = files["README.md"].decode()
+    assert 'load_model("me/hf")' in card and 'AutoModelForCausalLM.from_pretrained("me/hf")' in card
+    assert "load_pretrained" not in card  # microgpt-core alone reads our layout only
+    loaded, local = load_model("me/hf"), load_model(folder)
+    assert_same_params(loaded, local)
+    assert loaded.tokenizer == local.tokenizer and loaded.config == local.config
+
+
+def test_llama_layout_from_the_hub(hub):
+    hub.add_folder("HuggingFaceTB/llama-tiny", LLAMA_TINY)
+    loaded = load_model("HuggingFaceTB/llama-tiny")
+    assert (loaded.config.positional, loaded.config.n_kv_heads) == ("rope", 2)
+    assert fetched(hub) == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_push_an_export(hub, model_dir, tmp_path, monkeypatch):
+    """export-hf, then push-to-hub: the card is written again for the repo, with both snippets."""
+    from microgpt_infer.export_hf import export_hf
+
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    out = export_hf(model_dir, tmp_path / "hf")
+    push_to_hub(out, "me/exported")
+    files = hub.repos["me/exported"].files
+    assert set(files) == {p.name for p in out.iterdir()}
+    card = files["README.md"].decode()
+    assert str(out) not in card and 'AutoTokenizer.from_pretrained("me/exported")' in card
+    assert_same_params(load_model("me/exported"), load_model(model_dir))

@@ -1,12 +1,16 @@
-"""microgpt_infer: sample from microGPT models (local, on the Hugging Face Hub) and GPT-2 checkpoints.
+"""microgpt_infer: sample from microGPT models (local, on the Hugging Face Hub), GPT-2 and Llama checkpoints.
 
     from microgpt_infer import generate_text, load_model, generate, push_to_hub
+    from microgpt_infer.export_hf import export_hf
 
-- `load_model(source, revision=None)`: a model folder (ours, or GPT-2 in Hugging Face's layout) or a
-  Hub repo id; returns a `Model(params, config, tokenizer, source)`.
+- `load_model(source, revision=None)`: a model folder (ours, or GPT-2 or Llama in Hugging Face's
+  layout) or a Hub repo id; returns a `Model(params, config, tokenizer, source)`.
 - `generate(model, prompts, ...)`: batched, streaming, stop strings, top-k/top-p.
 - `generate_text(rng, text, max_new_tokens=50, temperature=1.0)`: the original microGPT call.
-- `push_to_hub(model_dir, repo_id)`.
+- `push_to_hub(model_dir, repo_id)`: ours or a Hugging Face layout.
+- `export_hf.export_hf(model_dir, out_dir)`: our model in Hugging Face's GPT-2 or Llama layout, for
+  transformers (reached through its module, whose name it shares: a package attribute of that name
+  would be shadowed by the module once imported).
 
 Importing this package is cheap and touches no network: names load on first use (PEP 562), so
 `import microgpt_infer` imports neither JAX nor huggingface_hub until something needs them.
@@ -22,6 +26,7 @@ __version__ = "0.1.0"
 
 
 __all__ = [
+    "ExportError",
     "HubError",
     "InferError",
     "Model",
@@ -50,11 +55,13 @@ __getattr__, __dir__ = lazy_names(
         "UnsupportedModelError": "microgpt_infer.errors",
         "HubError": "microgpt_infer.errors",
         "PromptTooLongError": "microgpt_infer.errors",
+        "ExportError": "microgpt_infer.errors",
     },
 )
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_infer.errors import (
+        ExportError,
         HubError,
         InferError,
         ModelFileError,

@@ -1,8 +1,9 @@
-"""Command-line entry points: `generate` (sample text, streamed) and `push-to-hub`.
+"""Command-line entry points: `generate` (sample text, streamed), `push-to-hub` and `export-hf`.
 
     generate "Once upon a time" --model runs/quickstart/model --max-new-tokens 100 --seed 1
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
+    export-hf runs/quickstart/model hf/quickstart          # Hugging Face's layout, for transformers
 
 Bad input prints one `error: ...` line on stderr and exits 2 (a traceback only with --debug), and
 nothing reaches stdout before the generation has started: every argument is checked first, and the
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 
 from microgpt_data.commands import EXIT_INTERRUPTED, Parser, fail
 
-__all__ = ["main", "push_main"]
+__all__ = ["export_main", "main", "push_main"]
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
 
@@ -204,6 +205,37 @@ def push_main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as err:
         return fail(err, args.debug)
     print(url)
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """`export-hf MODEL_DIR OUT_DIR`: writes a model in Hugging Face's GPT-2 or Llama layout."""
+    p = Parser(
+        prog="export-hf",
+        description="Write a microGPT model in Hugging Face's own layout (config.json, model.safetensors, "
+        "tokenizer.json, tokenizer_config.json, a model card), which transformers' from_pretrained "
+        "loads: GPT-2's for GPT-2-style models, Llama's for Llama-style ones.",
+        epilog="The folder is written whole or not at all; an existing non-empty OUT_DIR is replaced only "
+        "with --force. Upload it with push-to-hub.",
+    )
+    p.add_argument("model_dir", help="a model folder, a run folder (runs/NAME) or a Hub repo id (org/name)")
+    p.add_argument("out_dir", help="the folder to write (created if missing)")
+    p.add_argument(
+        "--layout", metavar="gpt2|llama", help="the layout to write (default: the one the model fits)"
+    )
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    args = p.parse_args(argv)
+    _notes_to_stderr()
+    try:
+        from microgpt_infer.export_hf import export_hf
+
+        out = export_hf(args.model_dir, args.out_dir, layout=args.layout, force=args.force)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (ValueError, OSError) as err:
+        return fail(err, args.debug)
+    print(out)
     return 0
 
 

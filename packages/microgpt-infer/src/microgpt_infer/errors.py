@@ -13,6 +13,7 @@ __all__ = [
     "UnsupportedModelError",
     "HubError",
     "PromptTooLongError",
+    "ExportError",
 ]
 
 
@@ -38,3 +39,8 @@ class HubError(InferError):
 
 class PromptTooLongError(InferError):
     """A prompt plus `max_new_tokens` does not fit in the model's context (and cropping was not asked)."""
+
+
+class ExportError(InferError):
+    """A model cannot be exported to the Hugging Face layout asked for (names the fields in the way),
+    or the destination folder is in the way (not empty, a file, the model's own folder)."""

@@ -7,7 +7,9 @@
 repository and says what to do.
 
 `push_to_hub` creates the repository if needed and uploads one commit holding the weights, the
-config, the tokenizer files and a model card (`README.md`, written if the folder has none).
+config, the tokenizer files and a model card (`README.md`, written if the folder has none), for a
+folder of any layout `folder.load_folder` reads: ours, or Hugging Face's GPT-2 or Llama layout (what
+`export_hf` writes), whose card also shows how to load it with `transformers` (`hf_layout_card`).
 
 Time bound. huggingface_hub 2.4's shared HTTP client has no timeout, and some of its calls pass
 ``timeout=None`` explicitly (the repository lookup that starts a download, every upload call), so a
@@ -31,16 +33,19 @@ https://huggingface.co).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
-from microgpt_core import card
+from microgpt_core import GPTConfig, card
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import count_params
-from microgpt_data import tokenizer_files
+from microgpt_data import tokenizer_files, tokenizer_json
 from microgpt_data.errors import DataSourceError
 from microgpt_data.hub import HUB_TIMEOUT_VAR, hub_endpoint, hub_timeout_seconds
+from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import HubError, ModelFileError
 from microgpt_infer.folder import load_folder
 
@@ -48,20 +53,22 @@ __all__ = [
     "MODEL_FILES",
     "download",
     "endpoint",
+    "hf_layout_card",
     "push_to_hub",
     "model_card",
 ]
 
 TIMEOUT_ENV = HUB_TIMEOUT_VAR  # seconds a request may wait to connect, or for the next bytes
 
-# Everything a model folder of either layout may hold (folder.py): nothing else is fetched or pushed.
+# Everything a model folder of any layout may hold (folder.py): nothing else is fetched or pushed.
 MODEL_FILES = (
     CONFIG_FILE,
     WEIGHTS_FILE,
     tokenizer_files.RANKS_FILE,
-    tokenizer_files.CONFIG_FILE,
+    tokenizer_files.CONFIG_FILE,  # ours, or transformers' tokenizer_config.json in its layouts
     tokenizer_files.GPT2_VOCAB_FILE,
     tokenizer_files.GPT2_MERGES_FILE,
+    tokenizer_json.TOKENIZER_JSON_FILE,
     card.CARD_FILE,
     card.SUMMARY_FILE,
 )
@@ -232,9 +239,36 @@ def _first_line(e: BaseException) -> str:
     return next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
 
 
+_TRANSFORMERS_USE = """
+## Use with transformers
+
+It is stored in Hugging Face's own layout, so `transformers` reads it too:
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained({location})
+model = AutoModelForCausalLM.from_pretrained({location})
+ids = tokenizer({prompt}, return_tensors="pt").input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=50, do_sample=True)[0]))
+```
+"""
+
+
+def hf_layout_card(
+    config: GPTConfig, location: str, *, name: str, n_params: int, summary: dict[str, Any] | None = None
+) -> str:
+    """The card of a folder in Hugging Face's GPT-2 or Llama layout: `microgpt_core.card`'s, without
+    its microgpt-core snippet (`load_pretrained` reads our layout only), and a `transformers` one."""
+    text = card.model_card(config, location, name=name, n_params=n_params, summary=summary, on_hub=True)
+    prompt = ((summary or {}).get("run") or {}).get("sample_prompt", "Once upon a time")
+    return text + _TRANSFORMERS_USE.format(location=json.dumps(location), prompt=json.dumps(prompt))
+
+
 def model_card(model_dir: Path, repo_id: str) -> str:
     """The `README.md` to upload: the folder's own card if a person wrote or edited it, else the card
-    of `microgpt_core.card` for the repo (with the training summary the folder holds, if any)."""
+    of `microgpt_core.card` for the repo (with the training summary the folder holds, if any; with a
+    `transformers` snippet for a folder in Hugging Face's layout)."""
     model = load_folder(model_dir)  # also checks that the folder loads
     readme = model_dir / card.CARD_FILE
     if readme.is_file():
@@ -244,8 +278,12 @@ def model_card(model_dir: Path, repo_id: str) -> str:
     summary, path = None, model_dir / card.SUMMARY_FILE
     if path.is_file():
         summary = read_json_object(path, error=ModelFileError, holds="a JSON object (a training summary)")
+    n_params = count_params(model.params)
+    body = read_json_object(model_dir / CONFIG_FILE, error=ModelFileError)
+    if gpt2.is_gpt2_config(body) or llama.is_llama_config(body):
+        return hf_layout_card(model.config, repo_id, name=repo_id, n_params=n_params, summary=summary)
     return card.model_card(
-        model.config, repo_id, name=repo_id, n_params=count_params(model.params), summary=summary, on_hub=True
+        model.config, repo_id, name=repo_id, n_params=n_params, summary=summary, on_hub=True
     )
 
 
@@ -264,7 +302,7 @@ def push_to_hub(
     config, the tokenizer files and `README.md` (a generated model card when the folder has none).
 
     Args:
-      model_dir: a folder `load_model` can read (ours or GPT-2 layout).
+      model_dir: a folder `load_model` can read (ours, or Hugging Face's GPT-2 or Llama layout).
       repo_id: `org/name` (created if missing, `private` as given; an existing repo is reused).
       private: create the repository private.
       token: Hub token with write access (default `$HF_TOKEN` or the saved login).
