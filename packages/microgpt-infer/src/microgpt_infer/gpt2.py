@@ -4,7 +4,7 @@ A folder saved by `transformers` (`GPT2LMHeadModel.save_pretrained`, or download
 
     config.json         {"model_type": "gpt2", "n_embd", "n_layer", "n_head", "n_positions", ...}
     model.safetensors   "transformer.h.0.attn.c_attn.weight", ... (or without "transformer.")
-    vocab.json, merges.txt
+    tokenizer.json, or vocab.json + merges.txt   (read by folder.py)
 
 GPT-2 is one configuration of our model: learned positions, biases, a final layer norm, tied
 embeddings, tanh GELU. Its `Conv1D` layers store weights as (in, out), which is our `x W` layout

@@ -1,7 +1,7 @@
 """`load_model`: a `Model` from a folder, a training run folder or a Hub repository.
 
-`load_model(source)` takes a model folder of either layout (ours, or GPT-2 in Hugging Face's; read
-by `folder.load_folder`), a training run folder (``runs/<name>``: its ``model/``, or
+`load_model(source)` takes a model folder of any layout (ours, or GPT-2 or Llama in Hugging Face's;
+read by `folder.load_folder`), a training run folder (``runs/<name>``: its ``model/``, or
 for a run that has not finished its newest checkpoint's model, with a warning naming the step; see
 `microgpt_core.folders`), or a Hub repository id (`org/name`), which is fetched into the Hugging
 Face cache by `hub.download` first. Every error names the file at fault.
@@ -39,7 +39,8 @@ def load_model(
     """Loads a model from a local folder or a Hugging Face Hub repository.
 
     Args:
-      source: a folder (ours or GPT-2 in Hugging Face's layout), a training run folder (its `model/`,
+      source: a folder (ours, or GPT-2 or Llama in Hugging Face's layout: `config.json` with
+        `model_type` "gpt2" or "llama"), a training run folder (its `model/`,
         else its newest checkpoint, with a logged warning naming the step), or a Hub repo id
         `org/name` (a str). An existing path always wins over a repo id of the same spelling; a
         `Path` is never a repo id.
