@@ -53,7 +53,7 @@ def bound_program(config):
         self_only = jnp.ones((1, 1, 1, 1), bool)  # (B, H, T, S) with S = 1: the token itself
         for layer in weights.layers:
             h = layer_norm(layer["ln1"], x, eps=config.norm_eps)  # (B, 1, D)
-            q, k, v = qkv_heads(layer["attn"], h, config=config)  # each (B, H, 1, Dh)
+            q, k, v = qkv_heads(layer["attn"], h, position[:, None], config=config)  # each (B, H, 1, Dh)
             x = x + merge_heads(layer["attn"], attention(q, k, v, self_only, config=config), config=config)
             x = x + mlp(layer["mlp"], layer_norm(layer["ln2"], x, eps=config.norm_eps), config=config)
         return greedy(linear(x, weights.head, compute_dtype=config.compute_dtype)[:, 0])  # (B,)

@@ -93,9 +93,22 @@ def test_upgrade_reads_current_and_refuses_newer_format_versions():
         GPTConfig.upgrade({**config.to_dict(), "format_version": True})
 
 
+# config.json as microgpt-core wrote it before issue 14 (no norm, mlp, n_kv_heads, rope_theta, qk_norm).
+BEFORE_ISSUE_14 = {
+    "vocab_size": 2048, "context_length": 128, "d_model": 128, "n_layers": 2, "n_heads": 4, "d_ff": 512,
+    "positional": "learned", "bias": True, "final_norm": True, "tie_embeddings": True, "embed_scale": False,
+    "norm_eps": 1e-05, "dropout": 0.0, "gelu": "tanh", "attention": "math", "compute_dtype": "bfloat16",
+    "format_version": 1,
+}  # fmt: skip
+
+
 def test_a_config_json_written_before_a_field_existed_loads_with_its_default():
     written_before_norm = {k: v for k, v in GPTConfig(**BASE).to_dict().items() if k != "norm"}
     assert GPTConfig.upgrade({**written_before_norm, "format_version": 1}).norm == "layernorm"
+    old = GPTConfig.upgrade(BEFORE_ISSUE_14)  # the one function every reader goes through
+    assert (old.norm, old.mlp, old.positional, old.qk_norm) == ("layernorm", "gelu", "learned", False)
+    assert old.n_kv_heads == old.n_heads == 4 and old.qkv_dim == 3 * 128  # its w_qkv is (L, D, 3D)
+    assert GPTConfig.upgrade({**old.to_dict(), "format_version": 1}) == old
 
 
 def test_config_is_frozen_and_hashable():

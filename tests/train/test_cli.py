@@ -72,6 +72,19 @@ def test_boolean_fields_are_switches_that_also_take_a_value(argv, value):
     assert cli.resolve_config(cli.build_parser().parse_args(["--progress", "off"])).progress is False
 
 
+def test_every_architecture_option_is_a_flag():
+    gpt2 = ["--positional", "learned", "--norm", "layernorm", "--mlp", "gelu", "--bias", "--d-ff", "512"]
+    model = cli.resolve_config(cli.build_parser().parse_args([*gpt2, "--n-kv-heads", "4"])).model
+    assert (model.positional, model.norm, model.mlp, model.bias, model.n_kv_heads) == (
+        "learned", "layernorm", "gelu", True, 4
+    )  # fmt: skip
+    argv = ["--positional", "rope", "--rope-theta", "500000", "--n-kv-heads", "1", "--qk-norm", "--no-bias"]
+    model = cli.resolve_config(cli.build_parser().parse_args(argv)).model
+    assert (model.positional, model.rope_theta, model.n_kv_heads, model.qk_norm, model.bias) == (
+        "rope", 500000.0, 1, True, False
+    )  # fmt: skip
+
+
 def test_boolean_fields_from_toml(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("fsdp = true\nprogress = false\n[model]\nbias = false\n")
@@ -91,6 +104,8 @@ def test_boolean_fields_from_toml(tmp_path):
         (["--preset", "tiny"], "unknown preset 'tiny'"),
         (["--batch-size", "6", "--grad-accum", "4"], "divisible by grad_accum"),
         (["--d-model", "100", "--n-heads", "3"], "divisible by n_heads"),
+        (["--n-heads", "4", "--n-kv-heads", "3"], "n_kv_heads (3) must divide n_heads (4)"),
+        (["--rope-theta", "0.5", "--positional", "rope"], "rope_theta must be a finite number > 1"),
         (["--sample-tokens", "4096"], "context_length"),
         (["--coordinator", "127.0.0.1:1"], "go together"),
     ],
