@@ -206,20 +206,22 @@ def check_merge_paths(
         position.setdefault(pair, i)
         first.setdefault(pair[0] + pair[1], i)
     ordered = sorted((token for token in ranks if len(token) > 1), key=ranks.__getitem__)
+    names = [spell(token) for token in ordered]
     for k, token in enumerate(ordered):
-        limit = first[spell(ordered[k + 1])] if k + 1 < len(ordered) else len(listed)
+        limit = first[names[k + 1]] if k + 1 < len(ordered) else len(listed)
         parts = bpe_parts(ranks, token, ranks[token])
         if len(parts) != 2:
             raise TokenizerFileError(
-                f"{where(first[spell(token)])}: token {spell(token)!r} (id {ranks[token]}) cannot be "
-                "made by merging tokens of lower ids, which tiktoken needs (it merges lowest id first)"
+                f"{where(first[names[k]])}: token {names[k]!r} (id {ranks[token]}) cannot be made by "
+                "merging tokens of lower ids, which tiktoken needs (it merges lowest id first)"
             )
-        pair = (spell(parts[0]), spell(parts[1]))
+        cut = len(parts[0])  # one character per byte in GPT-2's alphabet
+        pair = (names[k][:cut], names[k][cut:])
         at = position.get(pair)
         if at is None or at >= limit:
             found = "is not listed" if at is None else f"is listed only at {where(at)}, after later tokens"
             raise TokenizerFileError(
-                f"{where(first[spell(token)])}: token {spell(token)!r} (id {ranks[token]}): tiktoken makes "
+                f"{where(first[names[k]])}: token {names[k]!r} (id {ranks[token]}): tiktoken makes "
                 f"it from {pair[0]!r} + {pair[1]!r}, a merge that {found}; tiktoken's ids would differ "
                 "from tokenizers' (merges must make each token the way lowest-id-first merging does)"
             )

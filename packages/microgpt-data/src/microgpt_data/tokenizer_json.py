@@ -324,7 +324,7 @@ def _merge_pairs(merges: list, at: str) -> Iterator[tuple[str, str, str]]:
     for i, merge in enumerate(merges):
         if isinstance(merge, str) and merge.count(" ") == 1:
             left, right = merge.split(" ")
-        elif isinstance(merge, list) and len(merge) == 2 and all(isinstance(m, str) for m in merge):
+        elif type(merge) is list and len(merge) == 2 and type(merge[0]) is str and type(merge[1]) is str:
             left, right = merge
         else:
             left = right = ""
