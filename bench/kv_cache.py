@@ -5,9 +5,9 @@
 
 A Llama-style model (rotary positions, RMSNorm, SwiGLU, no biases; D 256, L 4, H 8, V 8192, random
 weights) with n_kv_heads = H, H/2, ..., 1. For each:
-  cache_bytes        the bytes of the `KVCache` that `init_cache` allocates for `--batch` rows of
-                     `--context` positions (what `generate_tokens` preallocates): measured as the
-                     growth of the bytes of JAX's live arrays when the cache is made, and checked
+  cache_bytes        the bytes of the `KVCache` that `init_cache` allocates, jitted, for `--batch`
+                     rows of `--context` positions (what `generate_tokens` preallocates): measured
+                     as the growth of the bytes of JAX's live arrays when the cache is made, and checked
                      against L x B x Hkv x S x Dh x 2 (keys and values) x the dtype's size;
   ratio_vs_mha       multi-head's cache bytes / this one's (H / Hkv by construction);
   decode_tokens_per_s  greedy `generate_tokens`, 16-token prompt, --new tokens, batch --batch
@@ -36,7 +36,8 @@ def live_bytes() -> int:
 
 def measure(config: GPTConfig, batch: int, new: int, repeats: int) -> dict:
     before = live_bytes()
-    cache = jax.block_until_ready(init_cache(config, batch, config.context_length))
+    # Inside jit, as in `generate_tokens` (outside it, k and v are one buffer of zeros until written).
+    cache = jax.block_until_ready(jax.jit(lambda: init_cache(config, batch, config.context_length))())
     allocated = live_bytes() - before
     expected = 2 * config.n_layers * batch * config.n_kv_heads * config.context_length * config.head_dim
     expected *= jnp.dtype(config.compute_dtype).itemsize

@@ -24,6 +24,14 @@ def test_flops_per_token_of_the_seed_model():
     assert flops_per_token(SEED_CONFIG) == 6 * matmul_params + 12 * L * T * D == 34_603_008
 
 
+def test_flops_per_token_counts_grouped_key_value_heads_and_the_gate():
+    llama = SEED_CONFIG.replace(n_kv_heads=2, mlp="swiglu", d_ff=688, positional="rope")
+    D, L, F, V, T, Dh = 256, 4, 688, 8192, 256, 64
+    qkv = D * (4 + 2 * 2) * Dh  # 4 query heads, 2 key and 2 value heads
+    matmul_params = L * (qkv + D * D + 3 * D * F) + D * V  # gate, in and out
+    assert flops_per_token(llama) == 6 * matmul_params + 12 * L * T * D
+
+
 def test_peak_override_wins():
     assert peak_flops_per_device(SEED_CONFIG, 123e12) == 123e12
 

@@ -87,8 +87,9 @@ def attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig) 
         m = max(max_s s₁, max_u s₂)
         out = (exp(s₁ - m) V_cache + exp(s₂ - m) V_chunk) / (Σ_s exp(s₁ - m) + Σ_u exp(s₂ - m))
 
-    with query heads grouped by the key/value head they share, as in `layers.attention`. M₂ always
-    keeps the diagonal, so no row is empty.
+    with the G = H / Hkv query heads that share a key/value head stacked along the query axis, (B,
+    Hkv, G·T, Dh), so that every product is a 4-D batched matmul (for multi-head attention, G = 1,
+    exactly the layout of one head per key head). M₂ always keeps the diagonal, so no row is empty.
 
     Args:
       q: (B, H, T, Dh) the chunk's queries.
@@ -101,15 +102,16 @@ def attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig) 
     cd = config.compute_dtype
     B, H, T, Dh = q.shape
     Hkv, scale = k.shape[1], 1 / math.sqrt(Dh)
-    q = q.reshape(B, Hkv, H // Hkv, T, Dh)  # (B, Hkv, G, T, Dh)
-    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None, None]  # (B, 1, 1, 1, S)
-    in_chunk = jnp.tril(jnp.ones((T, T), bool))  # (T, T)
-    s1 = jnp.where(earlier, matmul("bkgtd,bksd->bkgts", q, k_cache, cd) * scale, -jnp.inf)  # (.., T, S)
-    s2 = jnp.where(in_chunk, matmul("bkgtd,bkud->bkgtu", q, k, cd) * scale, -jnp.inf)  # (.., T, T)
-    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, Hkv, G, T, 1)
-    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, Hkv, G, T, S), (B, Hkv, G, T, T)
-    numerator = matmul("bkgts,bksd->bkgtd", e1, v_cache, cd) + matmul("bkgtu,bkud->bkgtd", e2, v, cd)
-    out = numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, Hkv, G, T, Dh)
+    G = H // Hkv
+    q = q.reshape(B, Hkv, G * T, Dh)  # (B, Hkv, G·T, Dh): a group's heads one after another
+    earlier = jnp.arange(k_cache.shape[2]) < start[:, None, None, None]  # (B, 1, 1, S)
+    in_chunk = jnp.tile(jnp.tril(jnp.ones((T, T), bool)), (G, 1))  # (G·T, T)
+    s1 = jnp.where(earlier, matmul("bktd,bksd->bkts", q, k_cache, cd) * scale, -jnp.inf)  # (B, Hkv, G·T, S)
+    s2 = jnp.where(in_chunk, matmul("bktd,bkud->bktu", q, k, cd) * scale, -jnp.inf)  # (B, Hkv, G·T, T)
+    m = jnp.maximum(s1.max(-1, keepdims=True), s2.max(-1, keepdims=True))  # (B, Hkv, G·T, 1)
+    e1, e2 = jnp.exp(s1 - m), jnp.exp(s2 - m)  # (B, Hkv, G·T, S), (B, Hkv, G·T, T)
+    numerator = matmul("bkts,bksd->bktd", e1, v_cache, cd) + matmul("bktu,bkud->bktd", e2, v, cd)
+    out = numerator / (e1.sum(-1, keepdims=True) + e2.sum(-1, keepdims=True))  # (B, Hkv, G·T, Dh)
     return out.reshape(B, H, T, Dh)
 
 

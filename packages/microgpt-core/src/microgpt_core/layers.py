@@ -295,10 +295,8 @@ def qkv_heads(
     B, T, _ = x.shape
     H, Hkv, Dh = config.n_heads, config.n_kv_heads, config.head_dim
     qkv = linear(x, params["w_qkv"], params.get("b_qkv"), compute_dtype=config.compute_dtype)
-    q, k, v = jnp.split(qkv, [H * Dh, (H + Hkv) * Dh], axis=-1)  # (B, T, H·Dh), (B, T, Hkv·Dh) x 2
-    q = q.reshape(B, T, H, Dh).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
-    k = k.reshape(B, T, Hkv, Dh).transpose(0, 2, 1, 3)  # (B, Hkv, T, Dh)
-    v = v.reshape(B, T, Hkv, Dh).transpose(0, 2, 1, 3)  # (B, Hkv, T, Dh)
+    heads = qkv.reshape(B, T, H + 2 * Hkv, Dh).transpose(0, 2, 1, 3)  # (B, H + 2Hkv, T, Dh)
+    q, k, v = heads[:, :H], heads[:, H : H + Hkv], heads[:, H + Hkv :]  # (B, H|Hkv|Hkv, T, Dh)
     if config.qk_norm:
         q = rms_norm(params["q_norm"], q, eps=config.norm_eps)  # (B, H, T, Dh)
         k = rms_norm(params["k_norm"], k, eps=config.norm_eps)  # (B, Hkv, T, Dh)
