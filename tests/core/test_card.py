@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from microgpt_core import SEED_CONFIG
 from microgpt_core.card import MARKER, is_generated, model_card
 
@@ -52,3 +54,12 @@ def test_the_card_names_the_positions_and_the_attention():
     assert "| positions / norm / MLP | rope (theta 500000) / rmsnorm / swiglu |" in card
     assert "| attention | grouped-query, 2 key/value heads, QK-norm |" in card
     assert "| attention | multi-query |" in model_card(llama.replace(n_kv_heads=1), "x", name="x", n_params=1)
+
+
+def test_a_card_for_hugging_faces_layout_names_transformers_as_its_library():
+    card = model_card(SEED_CONFIG, "me/x", name="me/x", n_params=1, on_hub=True, library="transformers")
+    assert card.startswith("---\nlibrary_name: transformers\n") and is_generated(card)
+    with pytest.raises(
+        ValueError, match=r"library must be one of \['microgpt', 'transformers'\], got 'torch'"
+    ):
+        model_card(SEED_CONFIG, "x", name="x", n_params=1, library="torch")

@@ -59,6 +59,13 @@ def test_defaults_and_derived_values():
     assert config.head_dim == 8
     assert config.replace(d_model=64).d_ff == 256  # the default ratio follows the width
     assert config.replace(d_model=64, d_ff=100).d_ff == 100
+    swiglu = config.replace(mlp="swiglu")  # Llama's width: 2/3 of 4D, rounded up to a multiple of 32
+    assert (
+        swiglu.d_ff == 96
+        and swiglu.replace(d_model=128).d_ff == 352
+        and swiglu.replace(mlp="gelu").d_ff == 128
+    )
+    assert GPTConfig(**BASE, mlp="swiglu", d_ff=40).replace(d_model=64).d_ff == 40  # a chosen width stays
     assert config.n_kv_heads == 4 and config.qkv_dim == 3 * 32  # multi-head by default
     assert config.replace(n_heads=8).n_kv_heads == 8  # and it stays multi-head with more heads
     grouped = config.replace(n_kv_heads=2)

@@ -292,6 +292,7 @@ def test_push_to_hub_uploads_a_hugging_face_layout_that_loads_back(hub, fixture,
     layout_files = {p.name for p in folder.iterdir()} - {"reference.json", "logits.npy"}  # not model files
     assert set(files) == layout_files | {"README.md"}
     card = files["README.md"].decode()
+    assert card.startswith("---\nlibrary_name: transformers\n")  # the Hub shows transformers' snippet
     assert 'load_model("me/hf")' in card and 'AutoModelForCausalLM.from_pretrained("me/hf")' in card
     assert "load_pretrained" not in card  # microgpt-core alone reads our layout only
     loaded, local = load_model("me/hf"), load_model(folder)

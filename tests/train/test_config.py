@@ -49,7 +49,9 @@ def test_unknown_preset_lists_the_valid_ones():
 def test_merge_flat_and_nested_model_keys():
     run = preset("quickstart").merge({"max_steps": 7, "d_model": 64, "model": {"n_layers": 2}})
     assert run.max_steps == 7 and run.model.d_model == 64 and run.model.n_layers == 2
-    assert run.model.d_ff == 256  # the default ratio follows the width
+    assert run.model.d_ff == 192  # the default width follows: SwiGLU's ⌈(2/3 · 4 · 64) / 32⌉ · 32
+    gelu = preset("quickstart").merge({"model": {"mlp": "gelu"}}).model
+    assert gelu.d_ff == 4 * 128  # and the kind of MLP
 
 
 @pytest.mark.parametrize(

@@ -16,14 +16,15 @@ from typing import Any
 
 from microgpt_core.config import GPTConfig
 
-__all__ = ["CARD_FILE", "MARKER", "SUMMARY_FILE", "is_generated", "model_card"]
+__all__ = ["CARD_FILE", "LIBRARIES", "MARKER", "SUMMARY_FILE", "is_generated", "model_card"]
 
 CARD_FILE = "README.md"
 SUMMARY_FILE = "training_summary.json"  # a trained model's summary, beside its card
 
+LIBRARIES = ("microgpt", "transformers")  # the library_name values of the cards written here
 MARKER = "<!-- microgpt model card: push-to-hub rewrites it for the repo; edit it and it is kept as is -->"
 _FRONT_MATTER = """---
-library_name: microgpt
+library_name: {library}
 pipeline_tag: text-generation
 tags:
 - microgpt
@@ -35,7 +36,7 @@ tags:
 
 def is_generated(text: str) -> bool:
     """Whether `text` is a card this module wrote and nobody edited since (its marker is intact)."""
-    return text.startswith(_FRONT_MATTER) and MARKER in text
+    return any(text.startswith(_FRONT_MATTER.format(library=lib)) for lib in LIBRARIES) and MARKER in text
 
 
 def model_card(
@@ -46,6 +47,7 @@ def model_card(
     n_params: int,
     summary: dict[str, Any] | None = None,
     on_hub: bool = False,
+    library: str = "microgpt",
 ) -> str:
     """A Markdown card with Hub metadata.
 
@@ -59,7 +61,11 @@ def model_card(
         unigram_entropy, train_seconds, sample, and `run`, the run config); None for a model that
         was not trained by microgpt-train.
       on_hub: `location` is a Hub repo id (the card then shows no local-folder snippet).
+      library: the Hub's `library_name`: "microgpt" for our layout, "transformers" for a folder in
+        Hugging Face's layout (the Hub then shows transformers' snippet and widget).
     """
+    if library not in LIBRARIES:
+        raise ValueError(f"library must be one of {list(LIBRARIES)}, got {library!r}")
     summary = summary or {}
     run = summary.get("run") or {}
     rows = [
@@ -97,7 +103,7 @@ def model_card(
             f"{summary.get('step')} of {run.get('max_steps')} (the run had not finished)"
         )
     sections = [
-        _FRONT_MATTER,
+        _FRONT_MATTER.format(library=library),
         MARKER,
         "",
         f"# {name}",

@@ -41,7 +41,9 @@ class GPTConfig:
         shares one key/value head: Hkv = H is multi-head attention, 1 < Hkv < H grouped-query
         attention (Ainslie et al. 2023, Llama 2 70B and later), Hkv = 1 multi-query attention
         (Shazeer 2019). The KV cache holds Hkv heads.
-      d_ff: hidden width F of the MLP (default 4 * d_model).
+      d_ff: hidden width F of the MLP. Default 4 · d_model for GELU; for SwiGLU, as Llama does, 2/3
+        of that rounded up to a multiple of 32 (⌈8 · d_model / 96⌉ · 32), so the three matrices of
+        the gated MLP hold about as many weights as GELU's two.
       positional: "learned" (a table, GPT-2), "sinusoidal" (Vaswani et al. 2017, no parameters) or
         "rope" (rotary embeddings, Su et al. 2021, Llama: queries and keys rotated by their position
         inside attention; no parameters, and head_dim must be even).
@@ -91,7 +93,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
-            object.__setattr__(self, "d_ff", 4 * self.d_model if isinstance(self.d_model, int) else None)
+            object.__setattr__(self, "d_ff", _default_d_ff(self.d_model, self.mlp))
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         self.validate()
@@ -163,8 +165,12 @@ class GPTConfig:
     # ----------------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> GPTConfig:
         """A copy with some fields changed (validated again)."""
-        if "d_model" in changes and "d_ff" not in changes and self.d_ff == 4 * self.d_model:
-            changes["d_ff"] = None  # keep the default ratio when only the width changes
+        if (
+            {"d_model", "mlp"} & set(changes)
+            and "d_ff" not in changes
+            and self.d_ff == _default_d_ff(self.d_model, self.mlp)
+        ):
+            changes["d_ff"] = None  # a default width follows the model width and the MLP kind
         if "n_heads" in changes and "n_kv_heads" not in changes and self.n_kv_heads == self.n_heads:
             changes["n_kv_heads"] = None  # multi-head attention stays multi-head
         return dataclasses.replace(self, **changes)
@@ -206,6 +212,14 @@ class GPTConfig:
                 f"({FORMAT_VERSION}); upgrade microgpt-core"
             )
         return cls.from_dict(data)
+
+
+def _default_d_ff(d_model: object, mlp: object) -> int | None:
+    if isinstance(d_model, bool) or not isinstance(d_model, int):
+        return None  # validate() names the bad d_model
+    if mlp == "swiglu":
+        return -(-8 * d_model // 96) * 32  # ⌈(2/3 · 4D) / 32⌉ · 32
+    return 4 * d_model
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -260,7 +260,9 @@ def hf_layout_card(
 ) -> str:
     """The card of a folder in Hugging Face's GPT-2 or Llama layout: `microgpt_core.card`'s, without
     its microgpt-core snippet (`load_pretrained` reads our layout only), and a `transformers` one."""
-    text = card.model_card(config, location, name=name, n_params=n_params, summary=summary, on_hub=True)
+    text = card.model_card(
+        config, location, name=name, n_params=n_params, summary=summary, on_hub=True, library="transformers"
+    )
     prompt = ((summary or {}).get("run") or {}).get("sample_prompt", "Once upon a time")
     return text + _TRANSFORMERS_USE.format(location=json.dumps(location), prompt=json.dumps(prompt))
 

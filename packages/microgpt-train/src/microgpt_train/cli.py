@@ -49,7 +49,7 @@ _MODEL_HELP = {
     "n_layers": "Transformer blocks L",
     "n_heads": "attention heads H (must divide d-model)",
     "n_kv_heads": "key/value heads (default n-heads; must divide it: grouped-query, 1 = multi-query)",
-    "d_ff": "MLP hidden width F (default 4 x d-model)",
+    "d_ff": "MLP hidden width F (default 4 x d-model; for swiglu 2/3 of that, rounded up to 32)",
     "positional": "positions: learned | sinusoidal | rope",
     "rope_theta": "base theta of the rotary frequencies (positional rope)",
     "norm": "normalisation: layernorm | rmsnorm",

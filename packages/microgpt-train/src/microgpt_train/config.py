@@ -214,8 +214,17 @@ PRESETS: dict[str, RunConfig] = {
         # positions, RMSNorm, SwiGLU, grouped-query attention, no biases) beats GPT-2's in the same
         # time (measured by bench/architectures.py; figures in bench/README.md).
         model=GPTConfig(
-            vocab_size=2048, context_length=128, d_model=128, n_layers=2, n_heads=4, n_kv_heads=2,
-            d_ff=352, positional="rope", norm="rmsnorm", mlp="swiglu", bias=False, compute_dtype="bfloat16",
+            vocab_size=2048,
+            context_length=128,
+            d_model=128,
+            n_layers=2,
+            n_heads=4,
+            n_kv_heads=2,
+            positional="rope",
+            norm="rmsnorm",
+            mlp="swiglu",
+            bias=False,
+            compute_dtype="bfloat16",
         ),  # fmt: skip
         data="pydocs",
         batch_size=16,
