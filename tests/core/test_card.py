@@ -10,9 +10,10 @@ from microgpt_core import SEED_CONFIG
 from microgpt_core.card import MARKER, is_generated, model_card
 
 SUMMARY = {
-    "step": 300, "tokens": 1000, "eval_loss": 4.5, "unigram_entropy": 6.0, "train_seconds": 12.0,
-    "sample": "The list of",
-    "run": {"data": "pydocs", "max_steps": 800, "batch_size": 16, "sample_prompt": "The"},
+    "step": 300, "tokens": 1000, "eval_loss": 4.5, "eval_bits_per_byte": 2.125, "unigram_entropy": 6.0,
+    "train_seconds": 12.0, "machine": "AMD EPYC, 2 cores", "sample": "The list of",
+    "run": {"data": "pydocs", "max_steps": 800, "batch_size": 16, "sample_prompt": "The",
+            "weights_dtype": "bfloat16"},
 }  # fmt: skip
 
 
@@ -29,6 +30,9 @@ def test_a_trained_models_card_states_its_training_and_where_it_is():
     )
     assert 'load_pretrained("runs/seed/model")' in card and "```text\nThe list of\n```" in card
     assert json.dumps(SUMMARY["run"], indent=2) in card
+    assert "| validation bits per byte | 2.125 |" in card and "| machine | AMD EPYC, 2 cores |" in card
+    assert "| weights stored as | bfloat16 (they load as float32) |" in card
+    assert "Python's own documentation" in card and "no general model" in card  # what it was trained on
 
 
 def test_on_the_hub_the_card_names_the_repo_and_no_local_folder():

@@ -119,6 +119,28 @@ def test_save_creates_missing_folders_and_casts_to_float32(tmp_path, tiny_config
         assert value.dtype == np.float32, name
 
 
+def test_bfloat16_storage_halves_the_file_and_loads_as_the_rounded_float32(tmp_path, tiny_config):
+    params = random_params(tiny_config)
+    full = save_pretrained(tmp_path / "f32", params, tiny_config)
+    half = save_pretrained(tmp_path / "bf16", params, tiny_config, dtype="bfloat16")
+    with safe_open(half / WEIGHTS_FILE, framework="numpy") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}  # noqa: SIM118
+    # The tensor bytes: the file less its 8-byte header length and JSON header.
+    data = lambda d: len(raw := (d / WEIGHTS_FILE).read_bytes()) - 8 - int.from_bytes(raw[:8], "little")  # noqa: E731
+    assert data(half) * 2 == data(full)
+    loaded, config = load_pretrained(half)
+    assert config == tiny_config
+    for name, value in flatten(loaded).items():
+        assert value.dtype == np.float32, name
+        rounded = np.asarray(flatten(params)[name]).astype(jax.numpy.bfloat16).astype(np.float32)
+        np.testing.assert_array_equal(value, rounded, err_msg=name)
+    with pytest.raises(
+        CheckpointError, match=r"dtype must be one of \['bfloat16', 'float32'\], got 'float16'"
+    ):
+        save_pretrained(tmp_path / "f16", params, tiny_config, dtype="float16")
+    assert not (tmp_path / "f16").exists()
+
+
 def test_save_overwrites_an_existing_checkpoint(saved, tiny_config):
     new = random_params(tiny_config, seed=3)
     save_pretrained(saved, new, tiny_config)

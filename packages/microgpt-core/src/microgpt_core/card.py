@@ -60,7 +60,8 @@ def model_card(
       summary: a training run's summary (`training_summary.json`: step, tokens, eval_loss,
         unigram_entropy, train_seconds, sample, and `run`, the run config); None for a model that
         was not trained by microgpt-train.
-      on_hub: `location` is a Hub repo id (the card then shows no local-folder snippet).
+      on_hub: `location` is a Hub repo id, or the name of the model microgpt-infer ships (the card
+        then shows no local-folder snippet).
       library: the Hub's `library_name`: "microgpt" for our layout, "transformers" for a folder in
         Hugging Face's layout (the Hub then shows transformers' snippet and widget).
     """
@@ -88,8 +89,11 @@ def model_card(
             ("tokens seen", f"{summary.get('tokens', 0):,}"),
             ("validation loss (nats/token)", _fmt(eval_loss)),
             ("validation perplexity", _fmt(ppl)),
+            ("validation bits per byte", _fmt(summary.get("eval_bits_per_byte"))),
             ("unigram baseline (nats/token)", _fmt(summary.get("unigram_entropy"))),
             ("training time (s)", _fmt(summary.get("train_seconds"), 0)),
+            ("machine", summary.get("machine", "-")),
+            ("weights stored as", f"{run.get('weights_dtype', 'float32')} (they load as float32)"),
         ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     prompt = run.get("sample_prompt", "Once upon a time")
@@ -148,8 +152,9 @@ def model_card(
             "",
             "## Limitations",
             "",
-            f"A small model trained briefly on `{run.get('data')}`: it imitates the surface of its training",
-            "text and knows no facts. Do not rely on what it writes.",
+            f"A small model trained briefly on `{run.get('data')}`{_DATA.get(run.get('data'), '')}:",
+            "it imitates the surface of its training text and knows no facts, so it is no general model:",
+            "a prompt from elsewhere gets text in the style of that data. Do not rely on what it writes.",
             "",
             "## Training config",
             "",
@@ -159,6 +164,15 @@ def model_card(
         ]
     sections += ["", "## Configuration", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]
     return "\n".join(sections)
+
+
+# What the built-in corpora are, for the card's limitations.
+_DATA = {
+    "pydocs": (
+        " (English prose from Python's own documentation: the reference manual's topic pages and the"
+        " standard library's docstrings)"
+    ),
+}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -1,8 +1,9 @@
 """The microGPT file format: `config.json` + `model.safetensors` in one folder; never pickle.
 
     config.json         GPTConfig.to_dict() plus "format_version", pretty-printed JSON
-    model.safetensors   every parameter under its dotted name (`params.flatten`), float32,
-                        metadata {"format": "np"}
+    model.safetensors   every parameter under its dotted name (`params.flatten`), float32 (or
+                        bfloat16 when saved with dtype="bfloat16", half the size; it loads as
+                        float32), metadata {"format": "np"}
 
 `save_pretrained` writes each file under a temporary name in the same folder and renames it into
 place, so a crash never leaves a half-written file under a final name. `load_pretrained` reads
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -34,6 +36,7 @@ from microgpt_core.params import Params, flatten, param_shapes, unflatten
 __all__ = [
     "CONFIG_FILE",
     "WEIGHTS_FILE",
+    "STORED_DTYPES",
     "CheckpointError",
     "load_pretrained",
     "read_safetensors",
@@ -43,7 +46,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
-_DTYPE = "F32"  # safetensors' name for float32, the only dtype parameters are stored in
+# The dtypes parameters may be stored in, by name, with safetensors' name and numpy's dtype.
+STORED_DTYPES = {"float32": ("F32", np.dtype(np.float32)), "bfloat16": ("BF16", np.dtype(ml_dtypes.bfloat16))}
 _DTYPE_NAMES = {  # safetensors' dtype names, as numpy spells them (for messages)
     "F64": "float64",
     "F32": "float32",
@@ -67,7 +71,9 @@ class CheckpointError(ValueError):
 
 # ------------------------------------------------------------------------------------------------
 # Saving.
-def save_pretrained(directory: str | os.PathLike[str], params: Params, config: GPTConfig) -> Path:
+def save_pretrained(
+    directory: str | os.PathLike[str], params: Params, config: GPTConfig, *, dtype: str = "float32"
+) -> Path:
     """Writes `config.json` and `model.safetensors` for `params` of `config` into `directory`.
 
     The folder is created if missing. Both files are written under temporary names first and only
@@ -75,17 +81,22 @@ def save_pretrained(directory: str | os.PathLike[str], params: Params, config: G
 
     Args:
       directory: destination folder.
-      params: nested dict of arrays matching `param_shapes(config)` (any float dtype; stored float32).
+      params: nested dict of arrays matching `param_shapes(config)` (any float dtype).
       config: the model's configuration.
+      dtype: how the weights are stored: "float32", or "bfloat16" (rounded to nearest even: half the
+        file, 8 bits of mantissa; `load_pretrained` widens them back to float32).
     Returns:
       The folder as a `Path`.
     Raises:
-      CheckpointError: `params` does not match `config` (names or shapes), or `directory` is a file.
+      CheckpointError: `params` does not match `config` (names or shapes), `dtype` is not one of
+        `STORED_DTYPES`, or `directory` is a file.
     """
     directory = Path(directory)
+    if dtype not in STORED_DTYPES:
+        raise CheckpointError(f"cannot save: dtype must be one of {sorted(STORED_DTYPES)}, got {dtype!r}")
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"{directory}: exists and is not a directory")
-    tensors = _tensors_to_save(params, config)
+    tensors = _tensors_to_save(params, config, STORED_DTYPES[dtype][1])
     weights = safetensors.numpy.save(tensors, metadata={"format": "np"})
     body = {"format_version": FORMAT_VERSION, **config.to_dict()}
     text = json.dumps(body, indent=2) + "\n"
@@ -104,8 +115,8 @@ def save_pretrained(directory: str | os.PathLike[str], params: Params, config: G
     return directory
 
 
-def _tensors_to_save(params: Params, config: GPTConfig) -> dict[str, np.ndarray]:
-    """Flat {name: float32 numpy array}, checked against `param_shapes(config)`."""
+def _tensors_to_save(params: Params, config: GPTConfig, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """Flat {name: numpy array of `dtype`}, checked against `param_shapes(config)`."""
     flat = flatten(params)
     expected = param_shapes(config)
     where = "cannot save: params do not match the config"
@@ -119,7 +130,8 @@ def _tensors_to_save(params: Params, config: GPTConfig) -> dict[str, np.ndarray]
             raise CheckpointError(
                 f"{where}: tensor {name!r} has shape {tuple(value.shape)}; expected {shape}"
             )
-        tensors[name] = np.ascontiguousarray(np.asarray(jax.device_get(value), dtype=np.float32))
+        host = np.asarray(jax.device_get(value), dtype=np.float32)
+        tensors[name] = np.ascontiguousarray(host.astype(dtype))
     return tensors
 
 
@@ -134,7 +146,8 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
       (params, config): params as a nested dict of float32 `jax.Array`s.
     Raises:
       CheckpointError: a file is missing, unreadable, truncated or corrupted, config.json is not a
-        valid config, or a tensor is missing, unexpected, mis-shaped, not float32 or not finite.
+        valid config, or a tensor is missing, unexpected, mis-shaped, not float32 or bfloat16, or not
+        finite.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -148,7 +161,10 @@ def load_pretrained(directory: str | os.PathLike[str]) -> tuple[Params, GPTConfi
         )
     config = _read_config(directory / CONFIG_FILE)
     arrays = read_safetensors(
-        directory / WEIGHTS_FILE, param_shapes(config), expected_by=f"the config in {CONFIG_FILE}"
+        directory / WEIGHTS_FILE,
+        param_shapes(config),
+        expected_by=f"the config in {CONFIG_FILE}",
+        dtypes=[name for name, _ in STORED_DTYPES.values()],
     )
     return unflatten({name: jnp.asarray(value) for name, value in arrays.items()}), config
 
@@ -169,7 +185,7 @@ def read_safetensors(
     path: str | os.PathLike[str],
     shapes: Mapping[str, tuple[int, ...]],
     *,
-    dtypes: Collection[str] = (_DTYPE,),
+    dtypes: Collection[str] = ("F32",),
     rename: Callable[[str], str | None] | None = None,
     expected_by: str | None = None,
 ) -> dict[str, np.ndarray]:
