@@ -17,10 +17,8 @@ round with its quartiles: below 1 means this checkout is faster.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ import tempfile
 from pathlib import Path
 
 from _args import batch_sizes
+
+from microgpt_train.metrics import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT, NEW, COLD_NEW = 16, 256, 50
@@ -111,14 +111,6 @@ def compare(new: list[float], base: list[float]) -> dict:
         "base_s": round(statistics.median(base), 4),
         "new_vs_base": [round(q, 3) for q in (quartiles[0], statistics.median(ratios), quartiles[2])],
     }
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> None:

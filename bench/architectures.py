@@ -28,7 +28,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from microgpt_core.card import SUMMARY_FILE
 from microgpt_core.folders import MODEL_DIR
 from microgpt_train import PRESETS, evaluate_model, init_state, make_optimizer, make_train_step
 from microgpt_train.loop import train
+from microgpt_train.metrics import cpu_model
 
 QUICKSTART = PRESETS["quickstart"]
 GPT2 = dict(
@@ -55,17 +55,6 @@ VARIANTS = {
     "llama": LLAMA,
     "llama-qknorm": {**LLAMA, "qk_norm": True},
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def step_timer(run):

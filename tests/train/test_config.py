@@ -68,6 +68,10 @@ def test_merge_flat_and_nested_model_keys():
         ({"sample_tokens": 500}, "context_length"),
         ({"max_steps": "10"}, "integer"),
         ({"fsdp": "yes"}, "true or false"),
+        (
+            {"weights_dtype": "float16"},
+            r"weights_dtype must be one of \['bfloat16', 'float32'\], got 'float16'",
+        ),
     ],
 )
 def test_bad_values_name_the_field(updates, match):

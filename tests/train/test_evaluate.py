@@ -65,6 +65,7 @@ def _expected(model_dir, data_file, split: str, batches: int) -> dict:
         "tokens": len(windows) * B * T,
         "unigram_entropy": float(-(p * np.log(p)).sum()),
         "windows": len(windows),
+        "targets": rows[:, 1:].ravel(),
     }
 
 
@@ -83,6 +84,13 @@ def test_the_loss_is_the_mean_cross_entropy_of_the_packed_windows(model_dir, dat
     assert result["loss"] > 1.2 * math.log(TINY_MODEL.vocab_size)  # N(0, 1) weights: far from uniform
     assert result["perplexity"] == pytest.approx(math.exp(expected["loss"]), rel=1e-5)
     assert result["unigram_entropy"] == pytest.approx(expected["unigram_entropy"], rel=1e-9)
+    # Bits per byte by hand: each predicted token's bytes of text (the end-of-text token has none).
+    tokenizer = Tokenizer.load(model_dir)
+    n_bytes = sum(len(tokenizer.token_bytes(int(t))) for t in expected["targets"] if t != tokenizer.eot_id)
+    assert result["bytes"] == n_bytes
+    assert result["bits_per_byte"] == pytest.approx(
+        expected["loss"] / math.log(2) * expected["tokens"] / n_bytes, rel=1e-5
+    )
 
 
 def test_the_validation_split_is_the_default_and_differs_from_train(model_dir):

@@ -102,3 +102,19 @@ def test_an_export_cut_between_two_renames_is_repaired(tmp_path, monkeypatch):
     export_model(model, _params(2), _tokenizer(), run, {"step": 2})
     assert json.loads((model / "training_summary.json").read_text())["step"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_weights_dtype_bfloat16_exports_a_folder_half_the_size_that_loads_as_float32(tmp_path):
+    config = GPTConfig(vocab_size=257, context_length=16, d_model=32, n_layers=1, n_heads=2)
+    params = unflatten({n: np.full(s, 1 / 3, np.float32) for n, s in param_shapes(config).items()})
+    sizes = {}
+    for dtype in ("float32", "bfloat16"):
+        run = RunConfig(model=config, name=dtype, sample_tokens=8, weights_dtype=dtype)
+        folder = export_model(tmp_path / dtype / "model", params, _tokenizer(), run, {"step": 1})
+        sizes[dtype] = (folder / "model.safetensors").stat().st_size
+        loaded, _ = load_pretrained(folder)
+        value = loaded["embed"]["tokens"]
+        assert value.dtype == np.float32
+        assert float(value[0, 0]) == (np.float32(1 / 3) if dtype == "float32" else 0.333984375)  # bf16's 1/3
+        assert f"| weights stored as | {dtype} (they load as float32) |" in (folder / "README.md").read_text()
+    assert sizes["bfloat16"] < 0.55 * sizes["float32"]

@@ -34,6 +34,7 @@ def test_run_folder_has_everything(tiny_run_dir):
     evals = [r for r in records if "eval_loss" in r]
     assert [r["step"] for r in evals] == [3, 6]
     assert evals[-1]["eval_perplexity"] == pytest.approx(math.exp(evals[-1]["eval_loss"]))
+    assert all(0 < r["eval_bits_per_byte"] < r["eval_loss"] / math.log(2) for r in evals)  # > 1 byte/token
     assert (tiny_run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert Checkpoints(tiny_run_dir / "checkpoints", keep=2).latest_step() == 6
 
@@ -49,6 +50,8 @@ def test_model_folder_loads_with_tokenizer_and_card(tiny_run_dir):
     assert "validation loss" in card and "unigram baseline" in card and "## Sample" in card
     summary = json.loads((model / "training_summary.json").read_text())
     assert summary["step"] == 6 and summary["eval_loss"] > 0
+    assert summary["machine"] and "| machine | " + summary["machine"] + " |" in card
+    assert f"| validation bits per byte | {summary['eval_bits_per_byte']:.3f} |" in card
     assert params["blocks"]["attn"]["w_qkv"].shape == (2, 32, 96)
 
 
@@ -57,6 +60,9 @@ def test_evaluate_reads_the_export(tiny_run_dir, capsys):
     result = evaluate_model(tiny_run_dir / "model", "pydocs", batches=2, batch_size=4)
     assert result["tokens"] == 2 * 4 * TINY_MODEL.context_length
     assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    assert result["bits_per_byte"] == pytest.approx(
+        result["loss"] / math.log(2) * result["tokens"] / result["bytes"]
+    )
     assert evaluate_main(["--model", str(tiny_run_dir / "model"), "--batches", "1", "--batch-size", "2"]) == 0
     assert "perplexity" in json.loads(capsys.readouterr().out)
     assert evaluate_main(["--model", str(tiny_run_dir / "model"), "--seq-len", "999"]) == 2

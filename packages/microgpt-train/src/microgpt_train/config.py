@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
+from microgpt_core.checkpoint import STORED_DTYPES
 from microgpt_core.folders import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
 RESUMABLE_CHANGES = frozenset({
     "eval_every", "eval_batches", "sample_every", "sample_tokens", "sample_prompt",
     "checkpoint_every", "keep_checkpoints", "log_every", "peak_flops", "progress", "max_steps",
+    "weights_dtype",
 })  # fmt: skip
 
 
@@ -83,6 +85,10 @@ class RunConfig:
     checkpoint_every: int = _f(200, "save an orbax checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _f(2, "checkpoints to keep")
     log_every: int = _f(10, "write metrics.jsonl every N steps")
+    weights_dtype: str = _f(
+        "float32",
+        "dtype of the exported model.safetensors: float32, or bfloat16 (half the size; loads as float32)",
+    )
     peak_flops: float = _f(0.0, "peak FLOP/s per device for MFU (0: measured on CPU, else a table)")
     progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
 
@@ -132,6 +138,10 @@ class RunConfig:
         if self.batch_size % self.grad_accum:
             raise RunConfigError(
                 f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        if self.weights_dtype not in STORED_DTYPES:
+            raise RunConfigError(
+                f"weights_dtype must be one of {sorted(STORED_DTYPES)}, got {self.weights_dtype!r}"
             )
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise RunConfigError(f"name must be a plain folder name, got {self.name!r}")
@@ -236,6 +246,39 @@ PRESETS: dict[str, RunConfig] = {
         sample_every=400,
         sample_tokens=48,
         checkpoint_every=200,
+    ),
+    # The model microgpt-infer ships (`load_model("default")`, `generate_text(rng, text)`): the
+    # quickstart's Llama-style block, 6 x 256 wide with a 256-token context, 4.95M parameters stored
+    # in bfloat16 (9.9 MB), trained for 1200 steps (about 6 epochs of pydocs' 0.79M training tokens,
+    # about 29 minutes on 2 CPU cores). Every eval reads the whole validation split (11 batches).
+    "default": RunConfig(
+        name="default",
+        model=GPTConfig(
+            vocab_size=2048,
+            context_length=256,
+            d_model=256,
+            n_layers=6,
+            n_heads=8,
+            n_kv_heads=4,
+            positional="rope",
+            norm="rmsnorm",
+            mlp="swiglu",
+            bias=False,
+            dropout=0.1,
+            compute_dtype="bfloat16",
+        ),  # fmt: skip
+        data="pydocs",
+        batch_size=16,
+        max_steps=1200,
+        learning_rate=2e-3,
+        warmup_steps=100,
+        eval_every=300,
+        eval_batches=11,
+        sample_every=600,
+        sample_tokens=48,
+        sample_prompt="Once upon a time",
+        checkpoint_every=600,
+        weights_dtype="bfloat16",
     ),
     # The original microGPT (kandarpa02/microGPT): 5.3M parameters on OpenWebText-10k.
     "seed-5m": RunConfig(

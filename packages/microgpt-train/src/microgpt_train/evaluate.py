@@ -1,8 +1,13 @@
-"""`evaluate --model DIR --data SPEC`: validation loss and perplexity of a model.
+"""`evaluate --model DIR --data SPEC`: validation loss, perplexity and bits per byte of a model.
+
+Bits per byte are the loss in bits over the bytes of text the predicted tokens stand for (special
+tokens count 0 bytes), so models with different tokenizers compare on the same text.
 
 uv run evaluate --model runs/quickstart/model --data pydocs --batches 16
 uv run evaluate --model runs/quickstart --data pydocs     # a run folder: its model/, or its newest
                                                           # checkpoint when the run did not finish
+uv run evaluate --model packages/microgpt-infer/src/microgpt_infer/default_model --batches 100000
+                                        # the model microgpt-infer ships, on the whole validation split
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ def evaluate_model(
     model_dir: str | Path, data: str, *, split: str = "validation", batches: int = 16, batch_size: int = 8,
     seq_len: int | None = None, text_column: str = "text", log=None,
 ) -> dict[str, float]:  # fmt: skip
-    """Mean next-token loss (nats/token) and perplexity over the first `batches` windows of `data`.
+    """Mean next-token loss (nats/token), perplexity and bits per byte over the first `batches`
+    windows of `data` (all of them when the split has fewer).
 
     `model_dir` is a model folder or a run folder (see `microgpt_core.folders.find_model_folder`);
     `log` is called with a note when a run folder's checkpoint stands in for its missing model.
+    Returns:
+      {"loss", "perplexity", "bits_per_byte", "tokens" (predicted), "bytes" (of text they stand
+      for), "unigram_entropy"}.
     """
     for name, value in (("batches", batches), ("batch-size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -35,7 +44,7 @@ def evaluate_model(
     from microgpt_core import load_pretrained
     from microgpt_core.folders import find_model_folder
     from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
-    from microgpt_train.metrics import unigram_entropy
+    from microgpt_train.metrics import bits_per_byte, text_bytes, unigram_entropy
     from microgpt_train.step import make_eval_step
 
     folder, note = find_model_folder(model_dir)
@@ -58,13 +67,19 @@ def evaluate_model(
             s, n = eval_step(params, jax.numpy.asarray(batch))
             total, count = total + float(s), count + float(n)
             seen.append(batch[:, 1:])
-    loss = total / count
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(count),
-            "unigram_entropy": unigram_entropy(np.concatenate(seen))}  # fmt: skip
+    if not seen:
+        raise ValueError(f"{data} ({split}): no window of {seq_len + 1} tokens to evaluate")
+    loss, targets = total / count, np.concatenate(seen)
+    n_bytes = text_bytes(targets, tokenizer)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+            "bits_per_byte": bits_per_byte(loss, int(count), n_bytes), "tokens": int(count),
+            "bytes": n_bytes, "unigram_entropy": unigram_entropy(targets)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="evaluate", description="Loss and perplexity of a model on a dataset.")
+    parser = Parser(
+        prog="evaluate", description="Loss, perplexity and bits per byte of a model on a dataset."
+    )
     parser.add_argument(
         "--model",
         required=True,

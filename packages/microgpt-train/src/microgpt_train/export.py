@@ -42,7 +42,7 @@ def write_model_folder(
     names `final` (default `directory`): where the folder will be read from."""
     directory = Path(directory)
     host = _to_numpy(params)
-    save_pretrained(directory, host, run.model)
+    save_pretrained(directory, host, run.model, dtype=run.weights_dtype)
     tokenizer.save(directory)
     summary = {**summary, "run": run.to_dict()}
     card = model_card(

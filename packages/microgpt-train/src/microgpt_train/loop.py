@@ -39,8 +39,11 @@ from microgpt_train.interrupts import StopFlag, TrainingInterrupted
 from microgpt_train.metrics import (
     METRICS_FILE,
     MetricsLog,
+    bits_per_byte,
     flops_per_token,
+    machine,
     peak_flops_per_device,
+    text_bytes,
     unigram_entropy,
 )
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
@@ -70,6 +73,10 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
             f"{run.micro_batch}) must be divisible by the {n_devices} devices; use a batch_size that is a "
             f"multiple of {n_devices * run.grad_accum}"
         )
+
+
+# What a checkpoint's summary holds of the last evaluation (a resumed run starts from it).
+_EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_bits_per_byte")
 
 
 def to_host(tree: Any) -> Any:
@@ -178,7 +185,7 @@ class _Trainer:
             done = {
                 "train_seconds": summary.get("train_seconds", 0.0),
                 "sample": summary.get("sample", ""),
-                "eval": {k: summary[k] for k in ("eval_loss", "eval_perplexity") if k in summary},
+                "eval": {k: summary[k] for k in _EVAL_KEYS if k in summary},
             }
             say(f"resumed from step {start}")
             if saved is not None and saved.get("max_steps") != run.max_steps:
@@ -190,7 +197,11 @@ class _Trainer:
         run = self.run
         with make_loader(run, self.tokenizer, "validation", shuffle=False) as val_loader:
             self.val_local = [next(val_loader) for _ in range(run.eval_batches)]
-        self.baseline = unigram_entropy(np.stack(self.val_local)[..., 1:])
+        targets = np.stack(self.val_local)[..., 1:]
+        self.baseline = unigram_entropy(targets)
+        # The bytes of text that every process's validation targets stand for, for bits per byte.
+        local = np.asarray([text_bytes(targets, self.tokenizer)], np.int64)
+        self.val_bytes = int(to_host(local).sum())
 
     def _build(self) -> None:
         run, config = self.run, self.run.model
@@ -211,6 +222,7 @@ class _Trainer:
         self.schedule = learning_rate_schedule(run)
         self.flops = flops_per_token(config)
         self.peak = peak_flops_per_device(config, run.peak_flops) * jax.device_count()
+        self.machine = machine()
         self.say(
             f"{count_params(self.state['params']):,} parameters on {jax.device_count()} device(s) in "
             f"{jax.process_count()} process(es); unigram baseline of the validation tokens: "
@@ -233,7 +245,17 @@ class _Trainer:
             s, n = self.eval_step(self.state["params"], batch)
             total, count = total + float(s), count + float(n)
         loss = total / count
-        return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0))}
+        return {
+            "eval_loss": loss,
+            "eval_perplexity": math.exp(min(loss, 50.0)),
+            "eval_bits_per_byte": bits_per_byte(loss, int(count), self.val_bytes),
+        }
+
+    def _eval_line(self, step: int, result: dict[str, float]) -> str:
+        return (
+            f"step {step}: eval loss {result['eval_loss']:.4f}, perplexity {result['eval_perplexity']:.1f}, "
+            f"{result['eval_bits_per_byte']:.3f} bits/byte (unigram {self.baseline:.3f} nats)"
+        )
 
     def _sample(self, step: int) -> str:
         run, config, tokenizer = self.run, self.run.model, self.tokenizer
@@ -252,7 +274,8 @@ class _Trainer:
     def _summary(self, step: int, done: dict, seconds: float) -> dict[str, Any]:
         return {
             "step": step, "tokens": step * self.run.tokens_per_step, "unigram_entropy": self.baseline,
-            "train_seconds": done["train_seconds"] + seconds, "sample": done["sample"], **done["eval"],
+            "train_seconds": done["train_seconds"] + seconds, "machine": self.machine,
+            "sample": done["sample"], **done["eval"],
         }  # fmt: skip
 
     def _save(self, step: int, done: dict, seconds: float) -> None:
@@ -281,10 +304,7 @@ class _Trainer:
                         if (run.eval_every and step % run.eval_every == 0) or step == run.max_steps:
                             done["eval"] = self._evaluate()
                             record = {"step": step, **record, **done["eval"]}
-                            progress.write(
-                                f"step {step}: eval loss {done['eval']['eval_loss']:.4f}, perplexity "
-                                f"{done['eval']['eval_perplexity']:.1f} (unigram {self.baseline:.3f})"
-                            )
+                            progress.write(self._eval_line(step, done["eval"]))
                         if (run.sample_every and step % run.sample_every == 0) or step == run.max_steps:
                             done["sample"] = self._sample(step)
                             progress.write(f"step {step} sample:\n{textwrap.indent(done['sample'], '    ')}")
@@ -346,7 +366,8 @@ class _Trainer:
         prefix = "uv run " if os.environ.get("UV") else ""
         prompt = json.dumps(self.run.sample_prompt)
         self.say(
-            f"model saved to {where}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.1f}) vs "
+            f"model saved to {where}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.1f}, "
+            f"{summary.get('eval_bits_per_byte', float('nan')):.3f} bits/byte) vs "
             f"unigram {self.baseline:.3f}, {summary['train_seconds']:.0f} s of training\n"
             f"next:\n  {prefix}generate --model {where} {prompt}\n"
             f"  {prefix}evaluate --model {where} --data {self.run.data}"

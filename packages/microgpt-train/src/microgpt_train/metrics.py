@@ -11,9 +11,12 @@ next, so it is measured once per process.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,17 @@ import numpy as np
 
 from microgpt_core import GPTConfig
 
-__all__ = ["METRICS_FILE", "MetricsLog", "flops_per_token", "peak_flops_per_device", "unigram_entropy"]
+__all__ = [
+    "METRICS_FILE",
+    "MetricsLog",
+    "bits_per_byte",
+    "cpu_model",
+    "flops_per_token",
+    "machine",
+    "peak_flops_per_device",
+    "text_bytes",
+    "unigram_entropy",
+]
 
 METRICS_FILE = "metrics.jsonl"  # in the run folder: one JSON record per logged step or evaluation
 
@@ -78,6 +91,44 @@ def unigram_entropy(tokens: np.ndarray) -> float:
     counts = np.bincount(np.asarray(tokens).ravel())
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows of it."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> str:
+    """What the run trains on, for its summary and card: the accelerators, or the CPU and the cores
+    this process may use (e.g. "AMD EPYC, 2 cores"), with the process count when there are several."""
+    devices = jax.devices()
+    if devices[0].platform == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        what = f"{cpu_model()}, {cores} cores"
+    else:
+        what = f"{len(devices)} x {devices[0].device_kind}"
+    return what if jax.process_count() == 1 else f"{what} per process, {jax.process_count()} processes"
+
+
+def text_bytes(tokens: np.ndarray, tokenizer: Any) -> int:
+    """The UTF-8 bytes of text that `tokens` stand for: the sum of each id's byte length, with
+    special tokens (end of text) counted as 0 bytes, as they stand for no text."""
+    lengths = np.asarray([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], np.int64)
+    lengths[list(tokenizer.special_tokens.values())] = 0
+    return int(lengths[np.asarray(tokens).ravel()].sum())
+
+
+def bits_per_byte(loss: float, tokens: int, n_bytes: int) -> float:
+    """bits/byte = (loss / ln 2) x tokens / bytes: the mean loss `loss` (nats per token) over
+    `tokens` predicted tokens that stand for `n_bytes` bytes of text, as bits per byte of that text,
+    so models with different tokenizers compare on the same text."""
+    if n_bytes <= 0:
+        raise ValueError(f"bits per byte needs text: {tokens} tokens stand for {n_bytes} bytes")
+    return loss / math.log(2) * tokens / n_bytes
 
 
 class MetricsLog:
