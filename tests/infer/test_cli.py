@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,11 +147,20 @@ def test_a_reader_that_stops_reading_ends_it_quietly(long_model_dir):
     assert proc.returncode == 141 and err == b"", err.decode()
 
 
-def test_no_model_anywhere_says_how_to_get_one(tmp_path, monkeypatch, capsys):
+def test_no_model_named_uses_the_shipped_one_and_says_so(tmp_path, monkeypatch, capsys, model_dir):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MICROGPT_MODEL", raising=False)
+    shutil.copytree(model_dir, tmp_path / "runs" / "mine" / "model")  # there, but never picked
+    assert main(["Once upon a time", "--max-new-tokens", "4", "--seed", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Once upon a time") and len(out) > len("Once upon a time\n")
+    assert "generate: using the model microgpt-infer ships (default: " in err and "runs" not in err
+    monkeypatch.setenv("MICROGPT_MODEL", str(tmp_path / "missing"))
     assert main(["hi"]) == 2
-    assert "uv run train" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"using $MICROGPT_MODEL={tmp_path / 'missing'}" in err and "uv run train" in err
+    assert main(["hi", "--max-new-tokens", "2", "--model", str(model_dir)]) == 0  # --model wins
+    assert "generate: using" not in capsys.readouterr().err
 
 
 def test_push_to_hub_cli_errors(tmp_path, capsys):

@@ -260,8 +260,9 @@ def test_generate_text_like_the_original(model, model_dir, monkeypatch, tmp_path
     assert greedy == "Hello" + generate(model, "Hello", rng=1, max_new_tokens=N, temperature=0)
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MICROGPT_MODEL", raising=False)
-    with pytest.raises(ModelNotFoundError, match=r"uv run train.*MICROGPT_MODEL"):
-        generate_text(rng, "Hello")
     monkeypatch.setenv("MICROGPT_MODEL", str(model_dir))
     assert generate_text(rng, "Hello") == out
+    monkeypatch.setenv("MICROGPT_MODEL", str(tmp_path / "missing"))
+    with pytest.raises(ModelNotFoundError, match=r"no such folder.*uv run train.*MICROGPT_MODEL"):
+        generate_text(rng, "Hello")
+    assert generate_text(rng, "Hello", model=model_dir) == out  # model= before $MICROGPT_MODEL

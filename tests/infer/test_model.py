@@ -66,21 +66,34 @@ def test_not_found_says_how_to_get_a_model(tmp_path):
         load_model("bad name!")
 
 
-def test_default_model_env_then_newest_run(tmp_path, monkeypatch, model_dir):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MICROGPT_MODEL", raising=False)
-    with pytest.raises(ModelNotFoundError, match=r"MICROGPT_MODEL is not set .*runs/\*/model.*uv run train"):
-        find_default_model()
-    import os
+def test_default_model_is_env_then_shipped_never_a_run_folder(tmp_path, monkeypatch, model_dir):
     import shutil
 
-    for i, name in enumerate(["b-old", "a-new"]):
-        shutil.copytree(model_dir, tmp_path / "runs" / name / "model")
-        os.utime(tmp_path / "runs" / name / "model" / "config.json", ns=(i * 10**9, i * 10**9))
-    (tmp_path / "runs" / "c-empty" / "model").mkdir(parents=True)  # no config.json: ignored
-    assert find_default_model() == str(tmp_path / "runs" / "a-new" / "model").removeprefix(f"{tmp_path}/")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MICROGPT_MODEL", raising=False)
+    shutil.copytree(model_dir, tmp_path / "runs" / "new" / "model")
+    assert find_default_model() == "default"  # not runs/new/model
+    monkeypatch.setenv("MICROGPT_MODEL", " ")
+    assert find_default_model() == "default"
     monkeypatch.setenv("MICROGPT_MODEL", str(model_dir))
     assert find_default_model() == str(model_dir)
+    assert load_model("runs/new").config == TINY_INFER  # a run folder, when named
+
+
+def test_a_folder_named_default_is_a_path_not_the_shipped_model(tmp_path, monkeypatch, model_dir):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    for source in (Path("default"), "./default"):
+        with pytest.raises(ModelNotFoundError, match="no such folder"):
+            load_model(source)
+    shutil.copytree(model_dir, tmp_path / "default")
+    assert load_model("./default").config == load_model(Path("default")).config == TINY_INFER
+    assert load_model("default").config != TINY_INFER  # the str name is the shipped model
+    with pytest.raises(
+        ModelNotFoundError, match=r"revision='main' applies to Hub repo ids, not to \"default\""
+    ):
+        load_model("default", revision="main")
 
 
 def test_loaded_params_equal_saved(model, model_dir):

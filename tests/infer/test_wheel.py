@@ -1,9 +1,11 @@
-"""microgpt-infer installed alone from wheels, as a user would: no training stack comes with it.
+"""microgpt-infer installed alone from wheels, as a user would: no training stack comes with it, and the
+model it ships answers the original microGPT's example on first use.
 
 Builds wheels of core, data and infer with `uv build`, creates a fresh venv, and runs
 `pip install --find-links DIST microgpt-infer`: our three packages from the wheels, third-party ones
-from the package index (pip's cache makes later runs fast). Then generates text from a saved model
-with the installed package and its `generate` command.
+from the package index (pip's cache makes later runs fast). Then, from an empty folder with
+`HF_HUB_OFFLINE=1`, a fresh home and none of our environment variables, runs the original's example
+verbatim, and generates text from a saved model with the installed package and its `generate` command.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,11 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
     dist = tmp_path / "dist"
     for package in ("microgpt-core", "microgpt-data", "microgpt-infer"):
         _run(["uv", "build", "-q", "--wheel", "--package", package, "-o", str(dist)], cwd=ROOT, timeout=120)
+    wheel = next(dist.glob("microgpt_infer-*.whl"))
+    assert wheel.stat().st_size < 15_000_000, f"{wheel.name}: {wheel.stat().st_size:,} bytes"
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {Path(n).name for n in archive.namelist() if "/default_model/" in n}
+    assert {"config.json", "model.safetensors", "tokenizer.tiktoken", "README.md"} <= shipped, shipped
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
@@ -48,6 +56,36 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
     installed = {re.sub(r"[-_.]+", "-", item["name"]).lower() for item in json.loads(listing)}
     assert {"microgpt-core", "microgpt-data", "microgpt-infer", "jax", "huggingface-hub"} <= installed
     assert not installed & set(ABSENT), sorted(installed & set(ABSENT))
+
+    # The original's example, verbatim but for the import, where a new user would run it.
+    empty, home = tmp_path / "empty", tmp_path / "home"
+    empty.mkdir()
+    home.mkdir()
+    clean = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+    }
+    example = (
+        "import jax\n"
+        "from microgpt_infer import generate_text\n"
+        "\n"
+        "rng = jax.random.PRNGKey(443)\n"
+        'text = generate_text(rng=rng, text="Once upon a time")\n'
+        "print(text)\n"
+    )
+    out = _run([str(python), "-c", example], env=clean, cwd=empty, timeout=300)
+    assert (
+        out.stdout.startswith("Once upon a time") and len(out.stdout.strip()) > len("Once upon a time") + 20
+    )
+    assert list(empty.iterdir()) == []  # nothing written where it ran
+    cli = _run(
+        [str(bin_dir / "generate"), "Once upon a time", "--max-new-tokens", "8"],
+        env=clean,
+        cwd=empty,
+        timeout=300,
+    )
+    assert cli.stdout.startswith("Once upon a time") and "using the model microgpt-infer ships" in cli.stderr
 
     script = (
         "import jax, microgpt_infer, sys\n"

@@ -76,12 +76,12 @@ def greedy_by_full_forward(model, full_forward, text: str) -> str:
 
 
 @pytest.mark.slow
-def test_trained_model_is_exported_and_found(trained, monkeypatch):
+def test_trained_model_is_exported_and_loads_from_its_run_folder(trained, monkeypatch):
     run_dir, model = trained
     assert model.config.d_model == MODEL.d_model and model.tokenizer.eot_id == 256
-    monkeypatch.chdir(run_dir.parent.parent)  # runs/props/model is the newest run
+    monkeypatch.chdir(run_dir.parent.parent)
     monkeypatch.delenv("MICROGPT_MODEL", raising=False)
-    out = generate_text(jax.random.key(0), "The", N, 0.0)
+    out = generate_text(jax.random.key(0), "The", N, 0.0, model="runs/props")  # the run's model/
     assert out == "The" + generate(model, "The", rng=0, max_new_tokens=N, temperature=0)
 
 

@@ -1,5 +1,6 @@
 """Command-line entry points: `generate` (sample text, streamed), `push-to-hub` and `export-hf`.
 
+    generate "Once upon a time"                  # the shipped model (stderr says so)
     generate "Once upon a time" --model runs/quickstart/model --max-new-tokens 100 --seed 1
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
@@ -72,11 +73,14 @@ def _generate_parser() -> argparse.ArgumentParser:
         prog="generate",
         description="Sample a continuation of a prompt from a microGPT model (or a GPT-2 checkpoint), "
         "streaming it to stdout as it is generated.",
-        epilog="The model defaults to $MICROGPT_MODEL, else the newest runs/*/model under the current "
-        "folder. Ctrl-C stops the generation (exit status 130).",
+        epilog="The model defaults to $MICROGPT_MODEL, else the model microgpt-infer ships (default; "
+        "trained on Python's documentation), and stderr says which; a training run's model is used "
+        "when named (--model runs/NAME/model). Ctrl-C stops the generation (exit status 130).",
     )
     p.add_argument("prompt", nargs="?", help="the prompt text (default: read stdin, UTF-8)")
-    p.add_argument("--model", help="a model folder or a Hugging Face Hub repo id (org/name)")
+    p.add_argument(
+        "--model", help="default (the shipped model), a model folder or a Hugging Face Hub repo id (org/name)"
+    )
     p.add_argument("--revision", help="Hub branch, tag or commit (Hub repo ids only)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=50, help="tokens to generate at most")
     p.add_argument(
@@ -134,9 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         from microgpt_infer.generation import generate
-        from microgpt_infer.model import find_default_model, load_model
+        from microgpt_infer.model import default_model_note, find_default_model, load_model
 
-        model = load_model(args.model or find_default_model(), args.revision)
+        source = args.model or find_default_model()
+        if not args.model:
+            print(f"generate: {default_model_note(source)}", file=sys.stderr, flush=True)
+        model = load_model(source, args.revision)
         echo = [] if args.no_prompt_echo else [prompt]  # written with the first piece, not before
 
         def write(text: str) -> None:

@@ -36,7 +36,7 @@ from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import InferError, PromptTooLongError
 from microgpt_infer.folder import Model
-from microgpt_infer.model import find_default_model, load_model
+from microgpt_infer.model import DEFAULT_MODEL_DIR, find_default_model, is_default, load_model
 from microgpt_infer.row_text import RowText, check_stops
 
 __all__ = ["generate", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
@@ -274,13 +274,13 @@ def _resolve(model: Model | str | os.PathLike[str] | None) -> Model:
             f"model must be a Model, a model folder or a Hub repo id (str or path), or None, got "
             f"{type(model).__name__}"
         )
-    source = os.fspath(model) if model is not None else find_default_model()
-    path = Path(source).expanduser()
+    source = model if model is not None else find_default_model()
+    path = DEFAULT_MODEL_DIR if is_default(source) else Path(os.fspath(source)).expanduser()
     stamp = tuple(
         (path / name).stat().st_mtime_ns if (path / name).exists() else 0
         for name in (CONFIG_FILE, WEIGHTS_FILE)
     )
-    key = (str(path.resolve()) if path.exists() else source, stamp)
+    key = (str(path.resolve()) if path.exists() else os.fspath(source), stamp)
     if key not in _LOADED:
         _LOADED.clear()  # keep one model in memory
         _LOADED[key] = load_model(source)
@@ -306,13 +306,15 @@ def generate_text(
         an int seed.
       text: the prompt.
       max_new_tokens, temperature: as in the original (temperature 0: greedy).
-      model: a `Model`, a model folder or a Hub repo id; default `$MICROGPT_MODEL`, else the newest
-        `runs/*/model` under the current folder. Loaded once and kept for later calls.
+      model: a `Model`, "default" (the model this package ships), a model folder (a training run's:
+        "runs/NAME/model") or a Hub repo id; default `$MICROGPT_MODEL`, else "default". Loaded once
+        and kept for later calls.
       top_k, top_p, stop, on_token: see `generate`.
     Returns:
       The prompt and its continuation, as one string.
     Raises:
-      ModelNotFoundError: no model was given or found; the message says how to get one.
+      ModelNotFoundError: the model named is neither a folder nor a repo id; the message says how
+        to get one.
     """
     resolved = _resolve(model)
     continuation = generate(

@@ -1,10 +1,15 @@
-"""`load_model`: a `Model` from a folder, a training run folder or a Hub repository.
+"""`load_model`: a `Model` from the shipped model, a folder, a training run folder or a Hub repository.
 
-`load_model(source)` takes a model folder of any layout (ours, or GPT-2 or Llama in Hugging Face's;
-read by `folder.load_folder`), a training run folder (``runs/<name>``: its ``model/``, or
-for a run that has not finished its newest checkpoint's model, with a warning naming the step; see
-`microgpt_core.folders`), or a Hub repository id (`org/name`), which is fetched into the Hugging
-Face cache by `hub.download` first. Every error names the file at fault.
+`load_model(source)` takes "default" (`DEFAULT_MODEL`: the model this package ships, in
+`DEFAULT_MODEL_DIR`, trained by `uv run train --preset default`), a model folder of any layout
+(ours, or GPT-2 or Llama in Hugging Face's; read by `folder.load_folder`), a training run folder
+(``runs/<name>``: its ``model/``, or for a run that has not finished its newest checkpoint's model,
+with a warning naming the step; see `microgpt_core.folders`), or a Hub repository id (`org/name`),
+which is fetched into the Hugging Face cache by `hub.download` first. Every error names the file at
+fault.
+
+When no model is named, `find_default_model` picks `$MICROGPT_MODEL`, else the shipped model: a
+run folder is used only when named, never picked because it is there.
 """
 
 from __future__ import annotations
@@ -14,19 +19,29 @@ import os
 import re
 from pathlib import Path
 
-from microgpt_core.checkpoint import CONFIG_FILE
-from microgpt_core.folders import MODEL_DIR, ModelFolderError, find_model_folder, is_run_folder
+from microgpt_core.folders import ModelFolderError, find_model_folder, is_run_folder
 from microgpt_infer import hub
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import HubError, ModelFileError, ModelNotFoundError
-from microgpt_infer.folder import Model, is_model_dir, load_folder
+from microgpt_infer.folder import Model, load_folder
 
-__all__ = ["HOW_TO_GET_A_MODEL", "MODEL_ENV", "find_default_model", "load_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_MODEL_DIR",
+    "HOW_TO_GET_A_MODEL",
+    "MODEL_ENV",
+    "default_model_note",
+    "find_default_model",
+    "is_default",
+    "load_model",
+]
 
 MODEL_ENV = "MICROGPT_MODEL"
+DEFAULT_MODEL = "default"  # the name of the shipped model (a folder of that name: "./default")
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 HOW_TO_GET_A_MODEL = (
-    "train one with `uv run train` (it exports runs/<name>/model), or pass model= a model folder or a "
-    f"Hugging Face Hub repo id (org/name), or set ${MODEL_ENV} to one"
+    f'pass model= "{DEFAULT_MODEL}" (the model microgpt-infer ships), a model folder (`uv run train` '
+    f"exports runs/<name>/model) or a Hugging Face Hub repo id (org/name), or set ${MODEL_ENV} to one"
 )
 # A Hub repository id: "name" or "org/name" (letters, digits, "-", "_", "."), as huggingface_hub checks.
 _REPO_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
@@ -39,8 +54,9 @@ def load_model(
     """Loads a model from a local folder or a Hugging Face Hub repository.
 
     Args:
-      source: a folder (ours, or GPT-2 or Llama in Hugging Face's layout: `config.json` with
-        `model_type` "gpt2" or "llama"), a training run folder (its `model/`,
+      source: "default" (the str `DEFAULT_MODEL`: the model this package ships; a folder named
+        default is "./default" or a `Path`), a folder (ours, or GPT-2 or Llama in Hugging Face's
+        layout: `config.json` with `model_type` "gpt2" or "llama"), a training run folder (its `model/`,
         else its newest checkpoint, with a logged warning naming the step), or a Hub repo id
         `org/name` (a str). An existing path always wins over a repo id of the same spelling; a
         `Path` is never a repo id.
@@ -54,6 +70,12 @@ def load_model(
       HubError: the Hub refused or failed the download (names the repository and what to do).
     """
     enable_compilation_cache()  # before anything compiles (see compile_cache.py)
+    if is_default(source):
+        if revision is not None:
+            raise ModelNotFoundError(
+                f'revision={revision!r} applies to Hub repo ids, not to "{DEFAULT_MODEL}"'
+            )
+        return load_folder(DEFAULT_MODEL_DIR)
     path = Path(os.fspath(source)).expanduser()
     if path.exists():
         if revision is not None:
@@ -87,20 +109,22 @@ def model_folder(path: Path) -> Path:
     return folder
 
 
-def find_default_model(runs_dir: str | os.PathLike[str] = "runs") -> str:
-    """The model `generate_text` uses when none is given: `$MICROGPT_MODEL`, else the newest
-    `runs/*/model` folder (by the modification time of its config.json).
+def is_default(source: object) -> bool:
+    """Whether `source` names the shipped model: the str "default" (a `Path` is always a folder)."""
+    return isinstance(source, str) and source == DEFAULT_MODEL
 
-    Raises:
-      ModelNotFoundError: neither exists; the message says how to get a model.
-    """
-    env = os.environ.get(MODEL_ENV, "").strip()
-    if env:
-        return env
-    candidates = [p for p in Path(runs_dir).glob(f"*/{MODEL_DIR}") if is_model_dir(p)]
-    if candidates:
-        return str(max(candidates, key=lambda p: (p / CONFIG_FILE).stat().st_mtime_ns))
-    raise ModelNotFoundError(
-        f"no model given, ${MODEL_ENV} is not set and there is no {Path(runs_dir) / '*' / MODEL_DIR} "
-        f"folder under {Path.cwd()}; {HOW_TO_GET_A_MODEL}"
+
+def find_default_model() -> str:
+    """The model `generate_text` and the `generate` CLI use when none is named: `$MICROGPT_MODEL`
+    when set, else "default", the model this package ships. Nothing under runs/ is picked."""
+    return os.environ.get(MODEL_ENV, "").strip() or DEFAULT_MODEL
+
+
+def default_model_note(source: str) -> str:
+    """One line for stderr saying which model `find_default_model` chose, and how to choose another."""
+    if os.environ.get(MODEL_ENV, "").strip():
+        return f"using ${MODEL_ENV}={source} (name another with --model)"
+    return (
+        f"using the model microgpt-infer ships ({DEFAULT_MODEL}: {DEFAULT_MODEL_DIR}), trained on "
+        f"Python's documentation; name another with --model or ${MODEL_ENV}"
     )
