@@ -3,8 +3,8 @@
 Shape letters: B batch, T query length, S key length, D model width, H heads, Hkv key/value heads,
 G = H / Hkv query heads per key/value head, Dh head dim (D/H), F MLP width, V vocabulary, L layers.
 Parameters are float32; `compute_dtype` is the dtype of matmul inputs (float32 or bfloat16), whose
-products are accumulated and returned in float32. Softmax, norm statistics, rotations and logits are
-always float32.
+products are accumulated and returned in float32, in the backward pass too (`precision.matmul`).
+Softmax, norm statistics, rotations and logits are always float32.
 
 References: Vaswani et al. 2017, "Attention is all you need"; Radford et al. 2019, "Language models
 are unsupervised multitask learners" (GPT-2); Ba et al. 2016, "Layer normalization"; Zhang and
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
+from microgpt_core.precision import accumulation_dtype, matmul  # x w in compute_dtype, float32 result
 
 __all__ = [
     "attention",
@@ -47,19 +48,6 @@ __all__ = [
 ]
 
 Params = dict[str, Any]
-
-
-def accumulation_dtype(dtype: Any) -> Any:
-    """float32, or wider when `dtype` is wider (float64 gradient checks)."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def matmul(spec: str, x: jax.Array, w: jax.Array, compute_dtype: Any) -> jax.Array:
-    """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 (or wider) result."""
-    out_dtype = accumulation_dtype(compute_dtype)
-    return jnp.einsum(
-        spec, x.astype(compute_dtype), w.astype(compute_dtype), preferred_element_type=out_dtype
-    )
 
 
 def linear(
