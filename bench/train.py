@@ -11,8 +11,8 @@ embeddings, no final norm, dropout 0.1 like the peer), batch 16 x 256, one AdamW
 `microgpt_train.make_train_step` (warmup + cosine schedule, clipping, donated state): tokens/s = 16 *
 256 / seconds of one step (median of --repeats after a compile-and-warm call; `best` is the fastest).
 MFU = tokens/s x (6 N + 12 L T D) / peak, with the peak of `microgpt_train.metrics` (on a CPU: the
-fastest of 5 timed 1024 x 1024 matmuls in the compute dtype, in this process; reported as
-`peak_*_gflops`).
+fastest of 5 timed 1024 x 1024 matmuls the way the model multiplies, inputs in the compute dtype and
+float32 accumulation, in this process; printed as `peak_f32_gflops` and `peak_bf16_gflops`).
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ PRESETS: dict[str, RunConfig] = {
     # The model microgpt-infer ships (`load_model("default")`, `generate_text(rng, text)`): the
     # quickstart's Llama-style block, 6 x 256 wide with a 256-token context, 4.95M parameters stored
     # in bfloat16 (9.9 MB), trained for 1200 steps (about 6 epochs of pydocs' 0.79M training tokens,
-    # about 29 minutes on 2 CPU cores). Every eval reads the whole validation split (11 batches).
+    # about 20 minutes on 2 CPU cores). Every eval reads the whole validation split (11 batches).
     "default": RunConfig(
         name="default",
         model=GPTConfig(

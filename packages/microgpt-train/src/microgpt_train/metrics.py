@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from microgpt_core import GPTConfig
+from microgpt_core.precision import accumulation_dtype
 
 __all__ = [
     "METRICS_FILE",
@@ -71,11 +72,13 @@ def peak_flops_per_device(config: GPTConfig, override: float = 0.0) -> float:
 
 @functools.cache
 def _cpu_peak(dtype: str) -> float:
-    """FLOP/s of this process's fastest of 5 timed n x n matmuls in `dtype` (n = CPU_PEAK_MATMUL),
-    measured once per process."""
+    """FLOP/s of this process's fastest of 5 timed n x n matmuls (n = CPU_PEAK_MATMUL) the way the
+    model multiplies in `dtype`: both inputs in `dtype`, products accumulated and returned in float32
+    (`layers.matmul`), measured once per process. For bfloat16 that is the CPU's bfloat16 rate
+    (AVX512-BF16, AMX): a bfloat16 result instead takes a slower path on XLA's CPU backend."""
     n = CPU_PEAK_MATMUL
     a = jnp.ones((n, n), dtype)
-    matmul = jax.jit(lambda a: a @ a)
+    matmul = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=accumulation_dtype(dtype)))
     matmul(a).block_until_ready()  # compile
     best = math.inf
     for _ in range(5):
