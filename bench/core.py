@@ -14,8 +14,9 @@ tied and scaled embeddings, no final norm), random weights, this machine's CPU. 
             The peer's calls are interleaved with ours, one after each (`PeerServer`): the decode
             speed of this shared VM drifts from minute to minute, and a ratio of figures taken
             minutes apart drifts with it. `decode_bN_round_ratios` gives each round's ratio.
-  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, jitted with the library's
-            `compiler_options(config)`: tokens/s.
+  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, as `evaluate` runs it
+            (`compiler_options(config)`, `unroll=layer_unroll(config)`, and in a process of its
+            own that calls `keep_host_memory` first, as the `evaluate` command does): tokens/s.
   cold50    a fresh process: `load_pretrained` of a saved model, then a 50-token greedy generation,
             compilation included: seconds of that first call (`cold50_first_call_s`) and from the
             process start, imports included (`cold50_process_s`).
@@ -42,7 +43,7 @@ from _timing import rate, timed
 
 from microgpt_core import SEED_CONFIG as SEED
 from microgpt_core import GPTConfig, forward, generate_tokens, init_params, save_pretrained
-from microgpt_core.fastpath import compiler_options
+from microgpt_core.fastpath import compiler_options, keep_host_memory, layer_unroll
 
 PROMPT, NEW = 16, 256
 
@@ -66,8 +67,28 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: Peer
 
 def bench_eval(params, config: GPTConfig, repeats: int) -> dict[str, float]:
     tokens = jax.random.randint(jax.random.key(2), (16, 256), 0, config.vocab_size)
-    fn = jax.jit(lambda p, t: forward(p, t, config), compiler_options=compiler_options(config))
+    unroll = layer_unroll(config)
+    fn = jax.jit(lambda p, t: forward(p, t, config, unroll=unroll), compiler_options=compiler_options(config))
     return rate(16 * 256, timed(lambda: fn(params, tokens), repeats, warmup=2, sync=jax.block_until_ready))
+
+
+def eval_figures(repeats: int) -> dict:
+    """The eval rows in this (fresh) process, set up as the `evaluate` command sets up its own."""
+    kept = keep_host_memory()  # before JAX's first computation, as `evaluate` and `train` do
+    params = init_params(jax.random.key(0), SEED)
+    return {
+        "eval_keep_host_memory": kept,
+        "eval_f32_tokens_per_s": bench_eval(params, SEED, repeats),
+        "eval_bf16_tokens_per_s": bench_eval(params, SEED.replace(compute_dtype="bfloat16"), repeats),
+    }
+
+
+def eval_in_fresh_process(repeats: int) -> dict:
+    """`eval_figures` in a child process: `keep_host_memory` must come before JAX's first computation,
+    and decoding (this process) runs as `generate` runs it, without it."""
+    command = [sys.executable, os.path.abspath(__file__), "--eval-only", "--repeats", str(repeats)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 COLD = """
@@ -106,7 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median reported)")
     parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face / PyTorch peer")
+    parser.add_argument("--eval-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.eval_only:  # the child process of eval_in_fresh_process
+        print(json.dumps(eval_figures(args.repeats)))
+        return
 
     decode_config = SEED.replace(context_length=PROMPT + NEW)
     params = init_params(jax.random.key(0), SEED)
@@ -119,10 +144,7 @@ def main(argv: list[str] | None = None) -> None:
             server.close()
     for batch, figures in decode.items():
         result[f"decode_b{batch}_tokens_per_s"] = figures["ours"]
-    result["eval_f32_tokens_per_s"] = bench_eval(params, SEED, args.repeats)
-    result["eval_bf16_tokens_per_s"] = bench_eval(
-        params, SEED.replace(compute_dtype="bfloat16"), args.repeats
-    )
+    result.update(eval_in_fresh_process(args.repeats))
     result["cold50"] = bench_cold(params, decode_config)
 
     peer_args = ("--what", "first50,eval", "--bf16", "--repeats", str(args.repeats))

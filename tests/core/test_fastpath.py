@@ -1,5 +1,12 @@
 """The fast decode path equals the reference path: `fastpath.decode_step` gives the logits and cache of
-`cache.forward_cached` (and so of `model.forward`), and the XLA options change no result."""
+`cache.forward_cached` (and so of `model.forward`), and the XLA options, the unrolled layer loop and
+`keep_host_memory` change no result."""
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +15,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgpt_core import forward, init_cache, init_params
-from microgpt_core.fastpath import compiler_options, decode_step, decode_weights, split_cache
+from microgpt_core import cross_entropy, forward, init_cache, init_params
+from microgpt_core.fastpath import (
+    KEEP_HOST_MEMORY_ENV,
+    compiler_options,
+    decode_step,
+    decode_weights,
+    keep_host_memory,
+    layer_unroll,
+    split_cache,
+)
 from tests.conftest import config_strategy
 
 T = 16
@@ -105,3 +120,75 @@ def test_compiler_options_change_no_result(tiny_config, tiny_params, dtype, deco
     options = compiler_options(config, decode=decode)
     tuned = jax.jit(lambda p, t: forward(p, t, config), compiler_options=options)(tiny_params, tokens)
     np.testing.assert_allclose(tuned, plain, atol=1e-5 if dtype == "float32" else 2e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_unrolled_layer_loop_gives_the_same_loss_and_gradients(tiny_config, tiny_params, dtype):
+    """`unroll=True` (what `layer_unroll` picks on CPU) against the rolled scan, dropout included:
+    each block gets the same key either way."""
+    config = tiny_config.replace(compute_dtype=dtype, dropout=0.1)
+    tokens = jax.random.randint(jax.random.key(4), (2, 9), 0, config.vocab_size)
+
+    def loss(params, unroll):
+        logits = forward(params, tokens[:, :-1], config, rng=jax.random.key(5), train=True, unroll=unroll)
+        return cross_entropy(logits, tokens[:, 1:])
+
+    grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    (rolled, rolled_grads), (unrolled, unrolled_grads) = grad(tiny_params, 1), grad(tiny_params, True)
+    tolerance = 1e-5 if dtype == "float32" else 1e-3
+    np.testing.assert_allclose(unrolled, rolled, rtol=tolerance)
+    for a, b in zip(jax.tree.leaves(unrolled_grads), jax.tree.leaves(rolled_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * 1e-2)
+
+
+def test_layer_unroll_unrolls_up_to_twelve_layers_on_cpu(tiny_config):
+    assert jax.default_backend() == "cpu"
+    assert layer_unroll(tiny_config) is True
+    assert layer_unroll(tiny_config.replace(n_layers=12)) is True
+    assert layer_unroll(tiny_config.replace(n_layers=13)) == 1
+
+
+# A 64 MB buffer inside one executable (as a train step's logits are): the page faults of three
+# calls after four (the allocator settles in a call or two).
+_FAULTS = textwrap.dedent("""
+    import resource, sys
+    from microgpt_core.fastpath import keep_host_memory
+    kept = keep_host_memory()
+    import jax, jax.numpy as jnp
+    f = jax.jit(lambda x, z: jnp.sin(x[:, None] * x[None, :]) @ z)  # a (4096, 4096) float32 temporary
+    x, z = jnp.linspace(0, 1, 4096), jnp.ones((4096, 8))
+    for _ in range(4):
+        f(x, z).block_until_ready()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        f(x, z).block_until_ready()
+    print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+def _faults(**env: str) -> tuple[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    kept, faults = out.stdout.split()
+    return kept, int(faults)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_host_memory sets glibc's malloc")
+def test_keep_host_memory_lets_a_second_call_reuse_the_first_calls_pages():
+    """With it, three calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault almost no page in
+    again (glibc's default: every page of every call); it is off with MICROGPT_KEEP_HOST_MEMORY=0."""
+    kept, faults = _faults(**{KEEP_HOST_MEMORY_ENV: "1"})
+    assert kept == "True" and faults < 500, faults
+    kept, _ = _faults(**{KEEP_HOST_MEMORY_ENV: "0"})
+    assert kept == "False"
+
+
+def test_keep_host_memory_does_nothing_once_the_backends_exist():
+    jax.devices()  # this test process has used JAX already
+    assert keep_host_memory() is False

@@ -46,7 +46,13 @@ Params = dict[str, Any]
 
 
 def hidden_states(
-    params: Params, tokens: jax.Array, config: GPTConfig, *, rng: jax.Array | None = None, train: bool = False
+    params: Params,
+    tokens: jax.Array,
+    config: GPTConfig,
+    *,
+    rng: jax.Array | None = None,
+    train: bool = False,
+    unroll: int | bool = 1,
 ) -> jax.Array:
     """The residual stream after the last block (and the final norm, if any).
 
@@ -56,6 +62,8 @@ def hidden_states(
       config: the model's configuration.
       rng: dropout key, used only when `train` is true.
       train: apply dropout (needs `rng`).
+      unroll: blocks per iteration of the scan (`lax.scan`'s `unroll`; True: all of them, no loop).
+        The same numbers, compiled differently; `fastpath.layer_unroll` picks it for speed.
     Returns:
       (B, T, D) float32.
     """
@@ -72,14 +80,20 @@ def hidden_states(
         return block(layer_params, x, config=config, rng=layer_rng), None
 
     layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
-    x, _ = jax.lax.scan(layer, x, (params["blocks"], layer_rngs))  # (B, T, D)
+    x, _ = jax.lax.scan(layer, x, (params["blocks"], layer_rngs), unroll=unroll)  # (B, T, D)
     if config.final_norm:
         x = norm(params["final_norm"], x, config=config)  # (B, T, D)
     return x
 
 
 def forward(
-    params: Params, tokens: jax.Array, config: GPTConfig, *, rng: jax.Array | None = None, train: bool = False
+    params: Params,
+    tokens: jax.Array,
+    config: GPTConfig,
+    *,
+    rng: jax.Array | None = None,
+    train: bool = False,
+    unroll: int | bool = 1,
 ) -> jax.Array:
     """Next-token logits for every position.
 
@@ -89,10 +103,11 @@ def forward(
       config: the model's configuration.
       rng: dropout key, used only when `train` is true.
       train: apply dropout (needs `rng`).
+      unroll: as in `hidden_states`.
     Returns:
       logits: (B, T, V) float32; logits[b, t] scores the token at position t + 1.
     """
-    x = hidden_states(params, tokens, config, rng=rng, train=train)  # (B, T, D)
+    x = hidden_states(params, tokens, config, rng=rng, train=train, unroll=unroll)  # (B, T, D)
     return unembed(params, x, config=config)  # (B, T, V)
 
 

@@ -255,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = resolve_config(args)
-    from microgpt_train import distributed  # imports JAX: after the cheap checks
+    from microgpt_core.fastpath import keep_host_memory  # imports JAX: after the cheap checks
+
+    keep_host_memory()  # before JAX's first computation
+    from microgpt_train import distributed
 
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, heartbeat_timeout_s=args.heartbeat_timeout

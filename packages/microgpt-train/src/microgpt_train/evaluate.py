@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-column", default="text", help="column holding the text")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
+    from microgpt_core.fastpath import keep_host_memory  # imports JAX: after the argument checks
+
+    keep_host_memory()  # before JAX's first computation
     try:
         result = evaluate_model(
             args.model, args.data, split=args.split, batches=args.batches, batch_size=args.batch_size,

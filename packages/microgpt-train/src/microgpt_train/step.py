@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from microgpt_core import GPTConfig, cross_entropy, forward, init_params
-from microgpt_core.fastpath import compiler_options
+from microgpt_core.fastpath import compiler_options, layer_unroll
 
 __all__ = ["init_state", "loss_fn", "make_eval_step", "make_train_step", "split_micro_batches"]
 
@@ -33,7 +33,7 @@ def loss_fn(
 ) -> jax.Array:
     """Next-token cross-entropy of a (B, T+1) window batch: inputs w[:, :-1], targets w[:, 1:]."""
     inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
-    logits = forward(params, inputs, config, rng=rng, train=train)  # (B, T, V)
+    logits = forward(params, inputs, config, rng=rng, train=train, unroll=layer_unroll(config))  # (B, T, V)
     return cross_entropy(logits, targets)
 
 
