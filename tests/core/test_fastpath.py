@@ -148,8 +148,9 @@ def test_layer_unroll_unrolls_up_to_twelve_layers_on_cpu(tiny_config):
     assert layer_unroll(tiny_config.replace(n_layers=13)) == 1
 
 
-# A 64 MB buffer inside one executable (as a train step's logits are): the page faults of three
-# calls after four (the allocator settles in a call or two).
+# A 64 MB buffer inside one executable (as a train step's logits are): the page faults of the last 20
+# of 60 calls. With the memory kept, the heap grows for the first few calls (more on a busy machine,
+# where buffers are freed later) and then stops; without, every call faults every page.
 _FAULTS = textwrap.dedent("""
     import resource, sys
     from microgpt_core.fastpath import keep_host_memory
@@ -157,10 +158,10 @@ _FAULTS = textwrap.dedent("""
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x, z: jnp.sin(x[:, None] * x[None, :]) @ z)  # a (4096, 4096) float32 temporary
     x, z = jnp.linspace(0, 1, 4096), jnp.ones((4096, 8))
-    for _ in range(4):
+    for _ in range(40):
         f(x, z).block_until_ready()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
+    for _ in range(20):
         f(x, z).block_until_ready()
     print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """)
@@ -181,10 +182,10 @@ def _faults(**env: str) -> tuple[str, int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_host_memory sets glibc's malloc")
 def test_keep_host_memory_lets_a_second_call_reuse_the_first_calls_pages():
-    """With it, three calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault almost no page in
+    """With it, 20 calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault almost no page in
     again (glibc's default: every page of every call); it is off with MICROGPT_KEEP_HOST_MEMORY=0."""
     kept, faults = _faults(**{KEEP_HOST_MEMORY_ENV: "1"})
-    assert kept == "True" and faults < 500, faults
+    assert kept == "True" and faults < 16_384, faults
     kept, _ = _faults(**{KEEP_HOST_MEMORY_ENV: "0"})
     assert kept == "False"
 
@@ -192,3 +193,9 @@ def test_keep_host_memory_lets_a_second_call_reuse_the_first_calls_pages():
 def test_keep_host_memory_does_nothing_once_the_backends_exist():
     jax.devices()  # this test process has used JAX already
     assert keep_host_memory() is False
+
+
+def test_keep_host_memory_refuses_a_setting_it_does_not_know(monkeypatch):
+    monkeypatch.setenv(KEEP_HOST_MEMORY_ENV, "yes")
+    with pytest.raises(ValueError, match="MICROGPT_KEEP_HOST_MEMORY must be 0 or 1, got 'yes'"):
+        keep_host_memory()

@@ -205,9 +205,9 @@ def layer_unroll(config: GPTConfig) -> int | bool:
     (True) up to 12 layers, else the loop (1); other backends keep the loop.
 
     A rolled loop stores what the backward pass needs of every block into stacked buffers that XLA
-    first fills with zeros and then slices, converts and transposes again in the backward loop, and
-    runs one block at a time, so one CPU core waits while the other multiplies. Unrolled, those
-    copies are fused into their producers and independent products of two blocks run side by side.
+    first fills with zeros, then slices, converts and transposes again in the backward loop.
+    Unrolled, each block's residuals are buffers of their own, and XLA fuses those conversions and
+    transposes into the operations that make them.
     """
     if jax.default_backend() != "cpu" or config.n_layers > _UNROLL_MAX_LAYERS:
         return 1
@@ -228,14 +228,19 @@ def keep_host_memory() -> bool:
     when freed, so every call faults every page in again: about 260,000 page faults (0.4 s of
     system time) per seed-size training step. One arena (`M_ARENA_MAX` 1), no `mmap` for large
     blocks (`M_MMAP_MAX` 0) and no trimming (`M_TRIM_THRESHOLD`) make the second step reuse the
-    first step's pages. The costs: the process keeps its peak memory until it exits, and its
-    threads share one arena's lock, which slows a batch-8 decode loop by about 30%: so training and
-    evaluation processes call this, and `generate` does not.
+    first step's pages. The costs: the process keeps what it freed until it exits, so it holds
+    2-4x the resident memory (bench/README.md), and its threads share one arena's lock, which
+    slows a batch-8 decode loop by about 30%: so training and evaluation processes call this, and
+    `generate` does not.
 
     Does nothing (False) where the C library is not glibc, once JAX's backends exist (too late to
-    help), or with the environment variable MICROGPT_KEEP_HOST_MEMORY=0.
+    help), or with the environment variable MICROGPT_KEEP_HOST_MEMORY=0 (1, the default, is on; any
+    other value is a ValueError).
     """
-    if os.environ.get(KEEP_HOST_MEMORY_ENV, "1") == "0":
+    setting = os.environ.get(KEEP_HOST_MEMORY_ENV, "1")
+    if setting not in ("0", "1"):
+        raise ValueError(f"{KEEP_HOST_MEMORY_ENV} must be 0 or 1, got {setting!r}")
+    if setting == "0":
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or _backends_initialized():
         return False
