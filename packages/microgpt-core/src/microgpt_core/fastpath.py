@@ -166,7 +166,7 @@ def compiler_options(config: GPTConfig, *, decode: bool = False) -> dict[str, An
 
       * decoding in float32 turns off XLA's YNNPACK dot fusions, whose matrix-vector products ran
         slower than XLA's own (training and evaluation keep them: with `keep_host_memory` their
-        float32 train step is 1.2-1.4x faster with them, and bfloat16 needs them everywhere);
+        float32 train step is 1.1-1.4x faster with them, and bfloat16 needs them everywhere);
       * decoding turns on region-based copy insertion, without which XLA copies every layer's cache
         on every decode step instead of updating it in place;
       * decoding on a CPU with AVX-512 lets XLA's generated code use 512-bit vectors (default 256).
