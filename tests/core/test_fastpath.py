@@ -149,7 +149,7 @@ def test_layer_unroll_unrolls_up_to_twelve_layers_on_cpu(tiny_config):
 
 
 # A 64 MB buffer inside one executable (as a train step's logits are): the page faults of the last 20
-# of 60 calls. With the memory kept, the heap grows for the first few calls (more on a busy machine,
+# of 80 calls. With the memory kept, the heap grows for the first few calls (more on a busy machine,
 # where buffers are freed later) and then stops; without, every call faults every page.
 _FAULTS = textwrap.dedent("""
     import resource, sys
@@ -158,7 +158,7 @@ _FAULTS = textwrap.dedent("""
     import jax, jax.numpy as jnp
     f = jax.jit(lambda x, z: jnp.sin(x[:, None] * x[None, :]) @ z)  # a (4096, 4096) float32 temporary
     x, z = jnp.linspace(0, 1, 4096), jnp.ones((4096, 8))
-    for _ in range(40):
+    for _ in range(60):
         f(x, z).block_until_ready()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
@@ -182,10 +182,10 @@ def _faults(**env: str) -> tuple[str, int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_host_memory sets glibc's malloc")
 def test_keep_host_memory_lets_a_second_call_reuse_the_first_calls_pages():
-    """With it, 20 calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault almost no page in
-    again (glibc's default: every page of every call); it is off with MICROGPT_KEEP_HOST_MEMORY=0."""
+    """With it, most of 20 calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault no page in
+    again (glibc's default: every page of every call, 327,680); off with MICROGPT_KEEP_HOST_MEMORY=0."""
     kept, faults = _faults(**{KEEP_HOST_MEMORY_ENV: "1"})
-    assert kept == "True" and faults < 16_384, faults
+    assert kept == "True" and faults < 5 * 16_384, faults
     kept, _ = _faults(**{KEEP_HOST_MEMORY_ENV: "0"})
     assert kept == "False"
 
