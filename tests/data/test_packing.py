@@ -248,7 +248,7 @@ def test_not_a_dataset(make_dataset, small_tokenizer):
 
 
 def test_empty_data_and_too_little_data(make_dataset, small_tokenizer):
-    with pytest.raises(DataSourceError, match="the dataset got no documents in epoch 0: it is empty"):
+    with pytest.raises(DataSourceError, match="^the dataset: no documents in epoch 0: it is empty"):
         next(PackedLoader(make_dataset([]), small_tokenizer, batch_size=1, seq_len=4))
     with pytest.raises(DataSourceError, match="fewer than one batch of 8 x 65 = 520"):
         next(PackedLoader(make_dataset(["tiny"]), small_tokenizer, batch_size=8, seq_len=64, epochs=1))
@@ -292,3 +292,74 @@ def test_resume_through_local_files_and_the_split_filter(small_tokenizer, tmp_pa
                 got = head + list(resumed)
             assert len(got) == len(expected)
             assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True)), k
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_a_one_paragraph_file_packs_alike_on_any_process_count(small_tokenizer, tmp_path, split):
+    """A file of one document is split by position (it gave one empty split, and "no documents"): each
+    split is the stream of its piece, the same for every process count, and resumes exactly."""
+    from microgpt_data import load_text_dataset
+
+    (path := tmp_path / "story.txt").write_text("A short story on one line, told in plain words. " * 40)
+    dataset = load_text_dataset(path, split)
+    options = dict(batch_size=2, seq_len=3, epochs=1)
+    single = global_batches(dataset, small_tokenizer, 1, **options)
+    assert single and all(
+        np.array_equal(a, b)
+        for a, b in zip(global_batches(dataset, small_tokenizer, 2, **options), single, strict=True)
+    )
+    stream = stream_of(small_tokenizer, [row["text"] for row in dataset])
+    assert np.array_equal(np.concatenate(single).reshape(-1), stream[: len(single) * 8])
+    with PackedLoader(dataset, small_tokenizer, **options) as first:
+        head = take(first, 2)
+        state = json.loads(json.dumps(first.state_dict()))
+    with PackedLoader(dataset, small_tokenizer, **options) as resumed:
+        resumed.load_state_dict(state)
+        assert all(np.array_equal(a, b) for a, b in zip(head + list(resumed), single, strict=True))
+
+
+def test_an_empty_split_names_the_hub_dataset(fake_hub, monkeypatch, make_dataset, small_tokenizer):
+    """A Hub dataset cannot be read ahead, so its split is by hash alone: two documents in train."""
+    import zlib
+
+    import datasets
+
+    from microgpt_data import load_text_dataset
+
+    fake_hub(200)
+    documents = [t for t in (f"document {i}" for i in range(9)) if zlib.crc32(t.encode()) % 20][:2]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: make_dataset(documents))
+    loader = PackedLoader(
+        load_text_dataset("org/name", "validation"), small_tokenizer, batch_size=1, seq_len=4
+    )
+    with pytest.raises(
+        DataSourceError,
+        match=r"^Hub dataset org/name \(validation split; 1 in 20 .*\): no documents in epoch 0",
+    ):
+        next(loader)
+
+
+def test_too_little_text_names_the_file(small_tokenizer, tmp_path):
+    from microgpt_data import load_text_dataset
+
+    (path := tmp_path / "tiny.txt").write_text("only a few words here")
+    loader = PackedLoader(load_text_dataset(path), small_tokenizer, batch_size=8, seq_len=64, epochs=1)
+    with pytest.raises(
+        DataSourceError, match=r"tiny.txt \(train split\): 1 epoch\(s\) gave \d+ tokens, fewer"
+    ):
+        next(loader)
+
+
+def test_a_read_error_of_another_kind_becomes_a_data_source_error(small_tokenizer):
+    import datasets
+
+    def broken():
+        yield {"text": "fine words"}
+        raise RuntimeError("the disk is gone")
+
+    dataset = datasets.IterableDataset.from_generator(
+        broken, features=datasets.Features({"text": datasets.Value("string")})
+    )
+    loader = PackedLoader(dataset, small_tokenizer, batch_size=1, seq_len=4)
+    with pytest.raises(DataSourceError, match=r"^the dataset: cannot read: RuntimeError: the disk is gone"):
+        next(loader)

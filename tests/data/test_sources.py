@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 
 import pytest
 
@@ -83,6 +84,89 @@ def test_a_20_mb_line_reads_as_documents_in_both_splits(tmp_path):
     assert sum(len(doc) + 1 for doc in train + validation) - 1 == path.stat().st_size  # minus the cut spaces
 
 
+def hashed_to(validation: bool, stem: str) -> str:
+    """A text the content rule (CRC-32 divisible by 20) puts in validation, or in train."""
+    return next(
+        f"{stem} {i}." for i in range(1000) if (zlib.crc32(f"{stem} {i}.".encode()) % 20 == 0) == validation
+    )
+
+
+def assert_split_by_position(spec, documents: list[str]) -> tuple[list[str], list[str]]:
+    """Both splits hold text; train then validation is the source's text, one document cut in two;
+    the same on a second call."""
+    train, validation = both_splits(spec)
+    assert "".join(train).strip() and "".join(validation).strip()
+    assert "".join(train + validation) == "".join(documents)
+    assert len(train) + len(validation) in (len(documents), len(documents) + 1)
+    assert both_splits(spec) == (train, validation)
+    return train, validation
+
+
+def test_a_small_one_paragraph_txt_has_both_splits(tmp_path):
+    """The content rule put the one document in one split: the other was empty and training (or its
+    evaluation) stopped with "the dataset got no documents in epoch 0"."""
+    text = "A short story on one line, told in about a hundred words. " * 8
+    (path := tmp_path / "story.txt").write_text(text + "\n")
+    train, validation = assert_split_by_position(path, [text])
+    assert validation[0].startswith(" ") and 0 < len(validation[0]) < len(text) / 10
+
+
+def test_a_one_document_txt_that_hashes_to_validation_still_trains(tmp_path):
+    document = hashed_to(True, "The only document of the file, number")
+    (path := tmp_path / "one.txt").write_text(document)
+    assert_split_by_position(path, [document])
+
+
+def test_identical_repeated_pieces_split_by_position(tmp_path):
+    """A repeated text cut into identical documents: all had one CRC-32, so all were in one split."""
+    from microgpt_data.text_files import MAX_DOCUMENT_CHARS, text_documents
+
+    path = tmp_path / "repeated.txt"
+    line = "the same line of text\n"
+    path.write_text(line * (MAX_DOCUMENT_CHARS // len(line) * 4))  # one paragraph: 4 identical pieces
+    documents = list(text_documents(path))
+    assert len(documents) == 4 and len(set(documents)) == 1
+    train, validation = assert_split_by_position(path, documents)
+    assert 0.03 < sum(map(len, validation)) / len(path.read_text()) < 0.07
+
+
+def test_a_jsonl_of_two_rows_has_both_splits(tmp_path):
+    rows = [hashed_to(False, "first row"), hashed_to(False, "and the second, a longer row of the file")]
+    path = write_jsonl(tmp_path / "two.jsonl", [{"text": t} for t in rows])
+    train, validation = assert_split_by_position(path, rows)
+    assert train[0] == rows[0]
+
+
+def test_a_folder_of_few_documents_has_both_splits(tmp_path):
+    folder = tmp_path / "notes"
+    (folder / "b").mkdir(parents=True)
+    documents = [hashed_to(False, "note a"), hashed_to(False, "a longer note b in a subfolder")]
+    (folder / "a.txt").write_text(documents[0])
+    (folder / "b" / "b.txt").write_text(documents[1] + "\n\n\n")
+    assert_split_by_position(folder, documents)
+
+
+def test_many_documents_split_by_content_exactly(tmp_path):
+    path = write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in DOCS])
+    by_hash = [t for t in DOCS if zlib.crc32(t.encode()) % 20 == 0]
+    assert both_splits(path) == ([t for t in DOCS if t not in by_hash], by_hash)
+
+
+def test_the_dataset_carries_its_name(tmp_path):
+    from microgpt_data.sources import source_label
+
+    (path := tmp_path / "x.txt").write_text("a few words")
+    assert source_label(load_text_dataset(path, "validation")) == f"{path} (validation split)"
+    assert source_label(load_text_dataset("pydocs")) == "pydocs (train split)"
+    assert source_label(["not", "a", "dataset"]) is None
+
+
+def test_a_single_character_names_the_file(tmp_path):
+    (path := tmp_path / "x.txt").write_text("\n x \n")
+    with pytest.raises(DataSourceError, match=r"x.txt' holds a single character of text: too little"):
+        load_text_dataset(path)
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
@@ -95,8 +179,8 @@ def test_a_20_mb_line_reads_as_documents_in_both_splits(tmp_path):
 def test_txt_line_ends_and_paragraphs(tmp_path, data, expected):
     path = tmp_path / "doc.txt"
     path.write_bytes(data)
-    train, validation = both_splits(path)
-    assert sorted(train + validation) == sorted(expected)
+    train, validation = both_splits(path)  # so few documents: split by position, one of them cut
+    assert "".join(train + validation) == "".join(expected)
 
 
 @pytest.mark.parametrize("data", [b"", b"\n\n", b"  \r\n\t\n"], ids=["empty", "newlines", "whitespace"])

@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from microgpt_data.errors import DataError, DataSourceError, LoaderStateError
+from microgpt_data.errors import DataError, DataSourceError, InvalidTextError, LoaderStateError
 from microgpt_data.shuffle import shuffled
+from microgpt_data.sources import source_label
 from microgpt_data.tokenizer import Tokenizer
 
 __all__ = ["PackedLoader", "pack_tokens", "pack_windows", "STATE_VERSION"]
@@ -99,6 +100,8 @@ class PackedLoader:
     Args:
       dataset: a ``datasets.IterableDataset`` (or ``Dataset``) with a ``text`` column, e.g. from
         `microgpt_data.load_text_dataset`. Resuming needs the same data again (same spec and split).
+        Errors start with the name `load_text_dataset` gave it (``data.txt (train split): ...``),
+        else with "the dataset".
       tokenizer: the `Tokenizer`; its `eot_id` ends every document.
       batch_size: B, rows of the *global* batch (all processes together); a multiple of
         `process_count`.
@@ -154,6 +157,7 @@ class PackedLoader:
             raise DataError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
         from datasets import Dataset
 
+        self._source = source_label(dataset) or "the dataset"
         if isinstance(dataset, Dataset):
             dataset = dataset.to_iterable_dataset(num_shards=min(64, max(1, len(dataset))))
         if not hasattr(dataset, "state_dict"):
@@ -236,8 +240,27 @@ class PackedLoader:
     def _documents(self, state: dict) -> Iterator[str]:
         """This epoch's documents (from the dataset position in `state`) through the shuffle buffer."""
         self._dataset.load_state_dict(state["dataset"] or self._start)
-        texts = (example["text"] for example in self._dataset)
-        return shuffled(texts, state, size=self.shuffle_buffer, seed=self.seed)
+        return shuffled(self._texts(), state, size=self.shuffle_buffer, seed=self.seed)
+
+    def _texts(self) -> Iterator[str]:
+        """The dataset's texts; an error of reading them that is not a `DataError` names the source."""
+        examples = iter(self._dataset)
+        while True:
+            try:
+                example = next(examples)
+            except StopIteration:
+                return
+            except DataError:
+                raise
+            except Exception as exc:  # e.g. a JSON row that cannot be parsed
+                raise DataSourceError(f"{self._source}: cannot read: {type(exc).__name__}: {exc}") from exc
+            yield example["text"]
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        try:
+            return self._tokenizer.encode_batch(texts)
+        except InvalidTextError as exc:
+            raise InvalidTextError(f"{self._source}: {exc}") from None
 
     def _produce(self, start: _State, out: queue.Queue, stop: threading.Event) -> None:
         def put(item: tuple) -> bool:
@@ -279,22 +302,19 @@ class PackedLoader:
                         windows = windows[:0]
                         break
                     seen = True
-                    encoded = self._tokenizer.encode_batch(chunk)
+                    encoded = self._encode(chunk)
                     docs_read += len(chunk)
                     tokens_read += sum(map(len, encoded)) + len(chunk)
                     windows, carry = pack_tokens(carry, encoded, eot, need)  # (n, B*(T+1)), (< need,)
                 if stop.is_set():
                     return
                 if not seen:
-                    raise DataSourceError(
-                        f"the dataset got no documents in epoch {st['epoch']}: it is empty (or its "
-                        "split holds none)"
-                    )
+                    raise DataSourceError(f"{self._source}: no documents in epoch {st['epoch']}: it is empty")
                 st.update(epoch=st["epoch"] + 1, dataset=None, buffer=[], draws=0, source_done=False)
             if st["batches"] == 0:
                 raise DataSourceError(
-                    f"{self.epochs} epoch(s) gave {len(carry)} tokens, fewer than one batch of "
-                    f"{self.batch_size} x {self.seq_len + 1} = {need}; use a smaller batch_size/seq_len"
+                    f"{self._source}: {self.epochs} epoch(s) gave {len(carry)} tokens, fewer than one batch "
+                    f"of {self.batch_size} x {self.seq_len + 1} = {need}; use a smaller batch_size/seq_len"
                 )
             put(("end", None, _State(**{**st, "buffer": (), "carry": carry.copy(), "finished": True})))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there

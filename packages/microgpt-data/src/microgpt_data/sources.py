@@ -15,9 +15,18 @@ A `spec` is one of:
   retrying for ~25 s or waiting forever.
 
 The result always has exactly one column, ``text`` (renamed from `text_column`). Splits: pydocs has
-its own. Local files and Hub datasets are split from their ``train`` data by content: a document is
-in ``validation`` when the CRC-32 of its UTF-8 text is divisible by `VALIDATION_EVERY` (about 1 in
-20), else in ``train``; deterministic, independent of order and of the number of processes.
+its own. A local source (a file, or a folder's files in turn) is split by `microgpt_data.splits`:
+by the CRC-32 of each document's text (about 1 in 20 to ``validation``) wherever that gives both
+splits text, which reading the source until both have a document shows (a few dozen documents, for
+most data); otherwise (one document, a few, identical pieces) by position, the last 1/20 of the
+source's characters to ``validation``, cut at a whitespace. So both splits hold text whenever the
+source holds two characters of it. A Hub dataset cannot be read ahead: it is split by the CRC-32
+rule alone. Both rules are deterministic, independent of the number of processes, and the same on
+every call.
+
+The dataset carries its name, ``SPEC (SPLIT split)`` (`source_label`), and `PackedLoader` starts its
+errors with it, e.g. ``data.txt (validation split): 1 epoch(s) gave 50 tokens, fewer than one batch``
+or, for a Hub split left empty, ``Hub dataset org/name (validation split; ...): no documents``.
 
 ``datasets`` is imported only inside these functions (the ``streaming`` extra): importing this
 module stays cheap.
@@ -25,19 +34,21 @@ module stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
-import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from microgpt_data.corpora.pydocs import VALIDATION_EVERY, pydocs_documents
+from microgpt_data.corpora.pydocs import pydocs_documents
 from microgpt_data.errors import DataSourceError
 from microgpt_data.hub import hub_timeout_seconds, open_hub_dataset
+from microgpt_data.splits import VALIDATION_EVERY, checked_text, in_validation, scan_splits, split_by_position
 from microgpt_data.text_files import text_documents
 
-__all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id"]
+__all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id", "source_label"]
 
 SPLITS = ("train", "validation")
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -63,13 +74,24 @@ def is_hub_id(spec: str) -> bool:
     return bool(_HUB_ID.match(spec)) and Path(spec.split(":")[0]).suffix.lower() not in SUFFIXES
 
 
-def _in_split(example: dict, *, validation: bool) -> bool:
-    text = example["text"]
-    if text is None:
-        return False
-    if not isinstance(text, str):
-        raise DataSourceError(f"the text column holds {type(text).__name__} values, not text: {text!r:.60}")
-    return (zlib.crc32(text.encode("utf-8", "replace")) % VALIDATION_EVERY == 0) == validation
+_LABEL = "microgpt_source"  # the attribute that carries a dataset's name for error messages
+
+
+def source_label(dataset: Any) -> str | None:
+    """``SPEC (SPLIT split)`` for a dataset `load_text_dataset` returned (None for any other), the
+    name `PackedLoader` gives it in errors."""
+    label = getattr(dataset, _LABEL, None)
+    return label if isinstance(label, str) else None
+
+
+def _labelled(ds: Any, label: str) -> Any:
+    setattr(ds, _LABEL, label)
+    return ds
+
+
+def _in_split(example: dict, *, validation: bool, where: str) -> bool:
+    text = checked_text(example["text"], where)
+    return text is not None and in_validation(text) == validation
 
 
 def _text_files_generator(paths: list[str]):
@@ -123,14 +145,21 @@ def _local_files(path: Path) -> dict[str, list[str]]:
     return groups
 
 
-def _first(ds: Any, where: str) -> dict | None:
-    """The first example (None when there is none); a file that cannot be parsed is named."""
+@contextlib.contextmanager
+def _reading(where: str) -> Iterator[None]:
+    """Names `where` in the errors of reading it (pyarrow/json parse errors, unreadable files)."""
     try:
-        return next(iter(ds), None)
+        yield
     except DataSourceError:
         raise
-    except Exception as exc:  # pyarrow/json parse errors, unreadable files
+    except Exception as exc:
         raise DataSourceError(f"cannot read {where}: {type(exc).__name__}: {exc}") from None
+
+
+def _first(ds: Any, where: str) -> dict | None:
+    """The first example (None when there is none); a file that cannot be parsed is named."""
+    with _reading(where):
+        return next(iter(ds), None)
 
 
 def _text_column(ds: Any, text_column: str, where: str) -> Any:
@@ -193,34 +222,69 @@ def load_text_dataset(
         raise DataSourceError(f"split must be one of {SPLITS}, got {split!r}")
     spec_str = os.fspath(spec)
     if spec_str == "pydocs":
-        return _pydocs(split)
+        return _labelled(_pydocs(split), f"pydocs ({split} split)")
     path = Path(spec_str).expanduser()
     if path.exists():
-        datasets = _import_datasets()
-        parts = []
-        for builder, files in _local_files(path).items():
-            try:
-                if builder == "text":
-                    ds = _text_files(datasets, files)
-                else:
-                    ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
-            except Exception as exc:
-                raise DataSourceError(
-                    f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}"
-                ) from None
-            # A .txt file's column is always called "text"; the text column applies to the others.
-            parts.append(
-                _text_column(ds, "text" if builder == "text" else text_column, f"{path} ({builder})")
-            )
-        ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+        ds = _local_split(path, spec_str, split, text_column)
     elif is_hub_id(spec_str):  # its first example is read (within bounded time) by _hub
         ds = _hub(spec_str, text_column, timeout=hub_timeout_seconds(hub_timeout))
-        return ds.filter(functools.partial(_in_split, validation=split == "validation"))
+        ds = ds.filter(functools.partial(_in_split, validation=split == "validation", where=spec_str))
+        hashed = f"1 in {VALIDATION_EVERY} documents to validation by a hash of their text"
+        return _labelled(ds, f"Hub dataset {spec_str} ({split} split; {hashed})")
     else:
         raise DataSourceError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
-    if _first(ds, spec_str) is None:
+    return _labelled(ds, f"{spec_str} ({split} split)")
+
+
+def _local(datasets: Any, path: Path, text_column: str) -> Any:
+    """The local file or folder at `path` as one dataset of all its documents, in order."""
+    parts = []
+    for builder, files in _local_files(path).items():
+        try:
+            if builder == "text":
+                ds = _text_files(datasets, files)
+            else:
+                ds = datasets.load_dataset(builder, data_files=files, split="train", streaming=True)
+        except Exception as exc:
+            raise DataSourceError(f"cannot read {path} as {builder}: {type(exc).__name__}: {exc}") from None
+        # A .txt file's column is always called "text"; the text column applies to the others.
+        parts.append(_text_column(ds, "text" if builder == "text" else text_column, f"{path} ({builder})"))
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _local_split(path: Path, spec: str, split: str, text_column: str) -> Any:
+    """`split` of the local source at `path`, by content where that gives both splits text, else by
+    position (`microgpt_data.splits`)."""
+    datasets = _import_datasets()
+    ds = _local(datasets, path, text_column)
+    with _reading(spec):
+        scan = scan_splits((row["text"] for row in ds), spec)
+    if not scan.documents:
         raise DataSourceError(
-            f"{spec_str!r} holds no text"
+            f"{spec!r} holds no text"
             + (" (a .txt file holds documents separated by blank lines)" if path.suffix == ".txt" else "")
         )
-    return ds.filter(functools.partial(_in_split, validation=split == "validation"))
+    if scan.by_content:
+        return ds.filter(functools.partial(_in_split, validation=split == "validation", where=spec))
+    if not scan.splittable:
+        raise DataSourceError(
+            f"{spec!r} holds a single character of text: too little for both a train and a validation split"
+        )
+    return datasets.IterableDataset.from_generator(
+        _by_position_generator,
+        features=datasets.Features({"text": datasets.Value("string")}),
+        # No list among the arguments: one shard.
+        gen_kwargs={
+            "path": str(path),
+            "text_column": text_column,
+            "characters": scan.characters,
+            "split": split,
+        },
+    )
+
+
+def _by_position_generator(path: str, text_column: str, characters: int, split: str):
+    ds = _local(_import_datasets(), Path(path), text_column)
+    texts = (row["text"] for row in ds)
+    for text in split_by_position(texts, characters=characters, split=split, where=path):
+        yield {"text": text}

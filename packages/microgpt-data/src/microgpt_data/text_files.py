@@ -6,10 +6,9 @@ byte-order mark at the start is dropped; blank lines around a paragraph are not 
 
 A paragraph longer than `MAX_DOCUMENT_CHARS` (a 20 MB file on one line is one paragraph) is cut into
 documents of at most that many characters, at its last line end in the second half of the limit, else
-at its last space or tab there (the separator is dropped), else at the limit. Without the cut such a
-file is a single document, so the content split (1 in 20 documents to ``validation``) leaves one of
-the two splits empty, and a training run reports "no documents"; a single document also has to be
-held whole in the loader's shuffle buffer and its saved state.
+at its last space or tab there (the separator is dropped), else at the limit. So documents stay small
+in the loader's shuffle buffer and its saved state, which hold them whole, and a long text gives many
+documents for the content split between ``train`` and ``validation`` (`microgpt_data.splits`).
 
 The file is read in `CHUNK_BYTES` pieces with an incremental decoder, so memory stays near one limit
 whatever the line lengths, and the documents do not depend on the chunk size. Bytes that are not UTF-8
