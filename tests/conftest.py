@@ -137,3 +137,20 @@ def fake_hub(monkeypatch):
     yield start
     for stop in started:
         stop()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A loopback Hub that serves and takes model repositories (tests/infer/hub_server.py's `FakeHub`:
+    `hub.add_folder(repo_id, folder)`, every request logged in `hub.requests`), with the environment
+    pointing at it and the Hugging Face cache in `tmp_path`."""
+    from tests.infer.hub_server import HubServer
+
+    with HubServer() as fake:
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+        for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            monkeypatch.delenv(name, raising=False)
+        yield fake

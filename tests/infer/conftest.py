@@ -1,4 +1,5 @@
-"""Fixtures of the microgpt-infer tests: a tiny saved model, the GPT-2 and Llama fixtures, a loopback Hub."""
+"""Fixtures of the microgpt-infer tests: a tiny saved model, the GPT-2 and Llama fixtures (the loopback
+Hub, `hub`, is in tests/conftest.py: train's tests use it too)."""
 
 from __future__ import annotations
 
@@ -91,18 +92,3 @@ def model(model_dir):
     from microgpt_infer import load_model
 
     return load_model(model_dir)
-
-
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """A loopback Hub (tests/infer/hub_server.py) with the environment pointing at it."""
-    from tests.infer.hub_server import HubServer
-
-    with HubServer() as fake:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        for name in ("HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            monkeypatch.delenv(name, raising=False)
-        yield fake

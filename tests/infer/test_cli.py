@@ -204,3 +204,34 @@ def test_push_to_hub_cli_uploads(hub, model_dir, monkeypatch, capsys):
     assert hub.repos["me/cli-model"].private and "model.safetensors" in hub.repos["me/cli-model"].files
     commit = next(r for r in hub.requests if "/commit/" in r.path)
     assert b'"summary": "first"' in commit.body.splitlines()[0]
+
+
+def test_a_local_path_with_a_typo_says_first_that_it_does_not_exist(hub, tmp_path, monkeypatch, capsys):
+    from microgpt_infer.cli import export_main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("quickstart", "wide"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    for entry, argv in ((main, ["x", "--model", "runs/nope"]), (push_main, ["runs/nope", "me/x"]),
+                        (export_main, ["runs/nope", "out"])):  # fmt: skip
+        assert run(entry, argv) == 2
+        out, err = capsys.readouterr()
+        expected = "error: runs/nope: no such folder (runs/ holds: quickstart, wide); a model is"
+        assert one_error_line(err).startswith(expected)
+        assert out == ""
+    assert hub.requests == []  # no Hub request for a local path
+
+
+def test_push_to_hub_takes_the_shipped_model_and_run_folders(hub, model_dir, tmp_path, monkeypatch, caplog):
+    from microgpt_infer.model import DEFAULT_MODEL_DIR
+
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(model_dir, tmp_path / "runs" / "tiny" / "checkpoints" / "4" / "model")
+    with caplog.at_level("WARNING", logger="microgpt_infer"):
+        assert push_main(["runs/tiny", "me/run"]) == 0
+    assert caplog.messages == ["runs/tiny has no model/ yet: using its newest checkpoint, step 4"]
+    assert hub.repos["me/run"].files["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
+    assert push_main(["default", "me/shipped"]) == 0
+    shipped = hub.repos["me/shipped"].files
+    assert shipped["model.safetensors"] == (DEFAULT_MODEL_DIR / "model.safetensors").read_bytes()

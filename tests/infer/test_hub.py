@@ -131,12 +131,15 @@ def test_push_to_hub_errors(hub, model_dir, model_copy, tmp_path):
     with pytest.raises(HubError, match=r"upload of .* to Hub repo 'me/x' failed: .*HF_TOKEN"):
         push_to_hub(model_dir, "me/x")  # no token
     (model_copy / "model.safetensors").write_bytes(b"garbage")
-    from microgpt_infer import ModelFileError
+    from microgpt_infer import ModelFileError, ModelNotFoundError
 
     with pytest.raises(ModelFileError, match=r"model\.safetensors"):
         push_to_hub(model_copy, "me/x")
-    with pytest.raises(ModelFileError, match="not a folder"):
+    with pytest.raises(ModelNotFoundError, match="nope: no such folder"):
         push_to_hub(tmp_path / "nope", "me/x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelFileError, match="not a folder"):
+        push_to_hub(tmp_path / "file", "me/x")
     folder = shutil.copytree(model_dir, tmp_path / "summary")
     (folder / SUMMARY_FILE).write_text("[1]")
     with pytest.raises(ModelFileError, match=rf"{SUMMARY_FILE}: must hold a JSON object \(a training"):

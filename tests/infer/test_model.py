@@ -201,3 +201,76 @@ def test_a_run_folder_is_a_model_too(model_dir, model, tmp_path, caplog, capsys)
     (empty / "train_config.json").write_text("{}")
     with pytest.raises(ModelFileError, match="training run folder without a model yet"):
         load_model(empty)
+
+
+# ------------------------------------------------------------------------------------------------
+# One resolver for every model name (resolve_model), and the tokenizer of any of them (load_tokenizer).
+def test_resolve_model_gives_the_folder_of_every_name(hub, model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from microgpt_infer import load_tokenizer, resolve_model
+    from microgpt_infer.model import DEFAULT_MODEL_DIR
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(model_dir, tmp_path / "runs" / "tiny" / "model")
+    hub.add_folder("org/tiny", model_dir)
+    assert resolve_model("default") == DEFAULT_MODEL_DIR
+    assert resolve_model(model_dir) == resolve_model(str(model_dir)) == model_dir
+    assert resolve_model("runs/tiny") == Path("runs/tiny/model")
+    fetched = resolve_model("org/tiny")
+    assert fetched.is_relative_to(tmp_path / "hf_home") and (fetched / "model.safetensors").is_file()
+    expected = load_model(model_dir).tokenizer
+    for name in (str(model_dir), "runs/tiny", "org/tiny"):
+        assert load_tokenizer(name) == expected, name
+    assert load_tokenizer("default") == load_model("default").tokenizer
+
+
+RUNS = " (runs/ holds: quickstart, wide)"
+
+
+@pytest.mark.parametrize(
+    ("name", "listing"),
+    [("runs/nope", RUNS), ("runs/nope/model", RUNS), ("./runs/nope", RUNS), ("./nope", ""), ("a/b/c", ""),
+     ("a\\b", ""), ("empty/nope", " (empty/ holds no folders)")],
+)  # fmt: skip
+def test_a_name_that_looks_like_a_path_is_a_missing_folder_never_a_hub_id(
+    hub, tmp_path, monkeypatch, name, listing
+):
+    from microgpt_infer import load_tokenizer, resolve_model
+
+    monkeypatch.chdir(tmp_path)
+    for run in ("quickstart", "wide", ".hidden"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+    (tmp_path / "runs" / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for load in (resolve_model, load_model, load_tokenizer):
+        with pytest.raises(ModelNotFoundError) as info:
+            load(name)
+        assert str(info.value).startswith(f"{name}: no such folder{listing}; a model is"), str(info.value)
+    assert hub.requests == []  # the Hub was never asked
+
+
+def test_a_name_whose_first_component_is_no_folder_is_still_a_hub_id(hub, tmp_path, monkeypatch):
+    from microgpt_infer import HubError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file, not a folder")
+    with pytest.raises(HubError, match=r"Hugging Face Hub repo 'runs/nope' .* not found"):
+        load_model("runs/nope")
+    assert hub.requests  # asked
+
+
+def test_load_tokenizer_reads_no_weights(model_copy, tmp_path):
+    from microgpt_infer import load_tokenizer
+    from tests.infer.conftest import GPT2_TINY, LLAMA_TIED, LLAMA_TINY, byte_tokenizer
+
+    expected = load_model(model_copy).tokenizer
+    (model_copy / "model.safetensors").write_bytes(b"not weights")
+    assert load_tokenizer(model_copy) == expected
+    for folder in (GPT2_TINY, LLAMA_TINY, LLAMA_TIED):
+        assert load_tokenizer(folder) == load_model(folder).tokenizer, folder
+    tokenizer_only = byte_tokenizer().save(tmp_path / "tokenizer")  # no config.json
+    assert load_tokenizer(tokenizer_only) == byte_tokenizer()
+    _set_config(model_copy, vocab_size=200)
+    with pytest.raises(ModelFileError, match=r"tokenizer has 257 tokens but .*config\.json has vocab_size 2"):
+        load_tokenizer(model_copy)

@@ -3,11 +3,13 @@
     from microgpt_infer import generate_text, load_model, generate, push_to_hub
     from microgpt_infer.export_hf import export_hf
 
-- `load_model(source, revision=None)`: a model folder (ours, or GPT-2 or Llama in Hugging Face's
-  layout) or a Hub repo id; returns a `Model(params, config, tokenizer, source)`.
+- `load_model(source, revision=None)`: "default" (the shipped model), a model folder (ours, or GPT-2
+  or Llama in Hugging Face's layout), a run folder or a Hub repo id; returns a
+  `Model(params, config, tokenizer, source)`. `resolve_model(source)` turns any of those names into
+  its local folder, and `load_tokenizer(source)` reads its tokenizer alone.
 - `generate(model, prompts, ...)`: batched, streaming, stop strings, top-k/top-p.
 - `generate_text(rng, text, max_new_tokens=50, temperature=1.0)`: the original microGPT call.
-- `push_to_hub(model_dir, repo_id)`: ours or a Hugging Face layout.
+- `push_to_hub(model_dir, repo_id)`: any model name, ours or a Hugging Face layout.
 - `export_hf.export_hf(model_dir, out_dir)`: our model in Hugging Face's GPT-2 or Llama layout, for
   transformers (reached through its module, whose name it shares: a package attribute of that name
   would be shadowed by the module once imported).
@@ -38,13 +40,17 @@ __all__ = [
     "generate",
     "generate_text",
     "load_model",
+    "load_tokenizer",
     "push_to_hub",
+    "resolve_model",
 ]
 __getattr__, __dir__ = lazy_names(
     __name__,
     {
         "Model": "microgpt_infer.folder",
         "load_model": "microgpt_infer.model",
+        "load_tokenizer": "microgpt_infer.model",
+        "resolve_model": "microgpt_infer.model",
         "find_default_model": "microgpt_infer.model",
         "generate": "microgpt_infer.generation",
         "generate_text": "microgpt_infer.generation",
@@ -72,4 +78,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_infer.folder import Model
     from microgpt_infer.generation import generate, generate_text
     from microgpt_infer.hub import push_to_hub
-    from microgpt_infer.model import find_default_model, load_model
+    from microgpt_infer.model import find_default_model, load_model, load_tokenizer, resolve_model

@@ -14,8 +14,10 @@ from vocab.json + merges.txt, which assume GPT-2's own split pattern. The end-of
 one config.json's `eos_token_id` names (the first, for a list), else tokenizer_config.json's
 `eos_token`, else the reader's default (`<|endoftext|>` for vocab.json + merges.txt).
 
-Every error names the file at fault. `model.load_model` finds the folder (a run folder's model, or a
-Hub repository's snapshot) and reads it here; `hub.push_to_hub` reads the folder it uploads here too.
+`load_folder_tokenizer` reads the tokenizer alone, the same way, without the weights (and a tokenizer
+folder of ours, which has no config.json). Every error names the file at fault. `model.resolve_model`
+finds the folder (a run folder's model, or a Hub repository's snapshot) and `model.load_model` reads
+it here; `hub.push_to_hub` reads the folder it uploads here too.
 """
 
 from __future__ import annotations
@@ -26,19 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from microgpt_core import CheckpointError, GPTConfig, load_pretrained
+from microgpt_core import CheckpointError, ConfigError, GPTConfig, load_pretrained
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import Params
 from microgpt_data.errors import TokenizerFileError
 from microgpt_data.tokenizer import ENDOFTEXT, Tokenizer
 from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
-from microgpt_data.tokenizer_files import GPT2_MERGES_FILE, GPT2_VOCAB_FILE
+from microgpt_data.tokenizer_files import GPT2_MERGES_FILE, GPT2_VOCAB_FILE, RANKS_FILE
 from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, read_tokenizer_json
 from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError
 
-__all__ = ["Model", "is_model_dir", "load_folder"]
+__all__ = ["Model", "is_model_dir", "load_folder", "load_folder_tokenizer"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,50 @@ def load_folder(path: Path) -> Model:
       ModelNotFoundError: `path` is not a folder.
       ModelFileError: a file is missing, corrupted or does not match the others (names the file).
     """
+    body = _config_body(path)
+    config_path = path / CONFIG_FILE
+    if gpt2.is_gpt2_config(body):
+        config = gpt2.gpt2_config(body, config_path)
+        params = gpt2.load_gpt2_params(path / WEIGHTS_FILE, config)
+    elif llama.is_llama_config(body):
+        config = llama.llama_config(body, config_path)
+        params = llama.load_llama_params(path / WEIGHTS_FILE, config)
+    else:
+        try:
+            params, config = load_pretrained(path)
+        except CheckpointError as e:
+            raise ModelFileError(str(e)) from None
+    tokenizer = _folder_tokenizer(path, body, config)
+    return Model(params=params, config=config, tokenizer=tokenizer, source=path)
+
+
+def load_folder_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer of a model folder of any layout, read as `load_folder` reads it but without the
+    weights (config.json is read and checked against it); or of a tokenizer folder of ours
+    (tokenizer.tiktoken + tokenizer_config.json and no config.json).
+
+    Raises:
+      ModelNotFoundError: `path` is not a folder.
+      ModelFileError: a file is missing, corrupted or does not match the others (names the file).
+    """
+    if path.is_dir() and not is_model_dir(path) and (path / RANKS_FILE).is_file():
+        return _tokenizer(lambda: Tokenizer.load(path), path)
+    body = _config_body(path)
+    config_path = path / CONFIG_FILE
+    if gpt2.is_gpt2_config(body):
+        config = gpt2.gpt2_config(body, config_path)
+    elif llama.is_llama_config(body):
+        config = llama.llama_config(body, config_path)
+    else:
+        try:
+            config = GPTConfig.upgrade(body)
+        except (ConfigError, TypeError) as e:
+            raise ModelFileError(f"{config_path}: {e}") from None
+    return _folder_tokenizer(path, body, config)
+
+
+def _config_body(path: Path) -> dict[str, Any]:
+    """config.json of the folder `path`, parsed; refuses a `model_type` other than ours, gpt2, llama."""
     if not path.is_dir():
         raise ModelNotFoundError(
             f"{path}: not a folder; a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}"
@@ -88,31 +134,26 @@ def load_folder(path: Path) -> Model:
             "tokenizer files"
         )
     body = read_json_object(config_path, error=ModelFileError)
-    if gpt2.is_gpt2_config(body):
-        config = gpt2.gpt2_config(body, config_path)
-        params = gpt2.load_gpt2_params(path / WEIGHTS_FILE, config)
-        tokenizer = _hf_tokenizer(path, body, gpt2_files=True)
-    elif llama.is_llama_config(body):
-        config = llama.llama_config(body, config_path)
-        params = llama.load_llama_params(path / WEIGHTS_FILE, config)
-        tokenizer = _hf_tokenizer(path, body, gpt2_files=False)
-    elif "model_type" in body:
+    if "model_type" in body and not (gpt2.is_gpt2_config(body) or llama.is_llama_config(body)):
         raise ModelFileError(
             f"{config_path}: model_type {json.dumps(body['model_type'])} is not supported; microgpt-infer "
             "reads microGPT folders (no model_type) and Hugging Face folders of model_type 'gpt2' or 'llama'"
         )
+    return body
+
+
+def _folder_tokenizer(path: Path, body: dict[str, Any], config: GPTConfig) -> Tokenizer:
+    """The tokenizer files of a model folder whose config.json is `body`, checked against `config`."""
+    if gpt2.is_gpt2_config(body) or llama.is_llama_config(body):
+        tokenizer = _hf_tokenizer(path, body, gpt2_files=gpt2.is_gpt2_config(body))
     else:
-        try:
-            params, config = load_pretrained(path)
-        except CheckpointError as e:
-            raise ModelFileError(str(e)) from None
         tokenizer = _tokenizer(lambda: Tokenizer.load(path), path)
     if tokenizer.vocab_size > config.vocab_size:
         raise ModelFileError(
-            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but {config_path} has vocab_size "
-            f"{config.vocab_size}; the tokenizer files do not belong to this model"
+            f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but {path / CONFIG_FILE} has "
+            f"vocab_size {config.vocab_size}; the tokenizer files do not belong to this model"
         )
-    return Model(params=params, config=config, tokenizer=tokenizer, source=path)
+    return tokenizer
 
 
 def _tokenizer(read: Callable[[], Tokenizer], path: Path) -> Tokenizer:
