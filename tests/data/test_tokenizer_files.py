@@ -178,6 +178,18 @@ def test_an_empty_special_token_in_the_config_never_hangs(saved):
         finishes(lambda: Tokenizer.load(folder).encode("a b", allow_special=True))
 
 
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [({"nmae": "x"}, r"unknown field 'nmae' \(did you mean 'name'\?\); a tokenizer config holds format_"),
+     ({"lowercase": True}, r"unknown field 'lowercase'; a tokenizer config holds format_version, name, ")],
+)  # fmt: skip
+def test_an_unknown_config_field_is_refused_naming_it(saved, extra, match):
+    folder, rewrite = saved
+    rewrite(CONFIG_FILE, json.dumps({**_config(folder), **extra}))
+    with pytest.raises(TokenizerFileError, match=rf"{CONFIG_FILE}: {match}"):
+        Tokenizer.load(folder)
+
+
 DEEP = ["[" * 200_000 + "]" * 200_000, '{"a": ' * 200_000 + "0" + "}" * 200_000]
 
 

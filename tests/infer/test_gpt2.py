@@ -81,6 +81,7 @@ def test_untied_head_is_transposed(tmp_path, gpt2):
         ("scale_attn_weights", False, "scale_attn_weights=false"),
         ("add_cross_attention", True, "cross-attention"),
         ("activation_function", "relu", "activation_function 'relu' is not supported"),
+        ("quantization_config", {"quant_method": "bitsandbytes"}, "quantization_config is set"),
         ("n_head", 3, "n_heads"),
         ("n_layer", "2", "'n_layer' must be an integer >= 1"),
     ],
@@ -175,9 +176,41 @@ def test_weights_of_another_dtype_or_far_too_small_name_the_file(tmp_path):
 
 
 def _edit(folder, **changes):
+    """Sets fields of config.json; a field set to ... is removed."""
     body = json.loads((folder / "config.json").read_text())
     body.update(changes)
+    body = {k: v for k, v in body.items() if v is not ...}
     (folder / "config.json").write_text(json.dumps(body))
+
+
+def test_unknown_config_keys_are_named_in_a_warning(tmp_path, caplog):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "typo")
+    with caplog.at_level("WARNING", logger="microgpt_infer"):
+        load_model(GPT2_TINY)  # what transformers writes: every key known
+        assert caplog.messages == []
+        _edit(folder, n_layerz=3, _name_or_path="gpt2", task_specific_params={"text-generation": {}})
+        model = load_model(folder)
+    assert caplog.messages == [
+        f"{folder / 'config.json'}: ignoring unknown key 'n_layerz' (did you mean 'n_layer'?)"
+    ]
+    assert model.config.n_layers == 2  # ignored, as transformers ignores it
+    caplog.clear()
+    _edit(folder, zzz=1)
+    with caplog.at_level("WARNING", logger="microgpt_infer"):
+        load_model(folder)
+    (message,) = caplog.messages
+    assert message.startswith(f"{folder / 'config.json'}: ignoring unknown keys 'n_layerz' (did you mean")
+    assert "'zzz'; the known fields of this layout are activation_function, " in message
+
+
+def test_add_prefix_space_in_tokenizer_config_is_refused(tmp_path):
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "prefix")
+    config = {"add_prefix_space": False, "model_max_length": 32}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    load_model(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"add_prefix_space": True}))
+    with pytest.raises(UnsupportedModelError, match=r"tokenizer_config\.json: add_prefix_space=true"):
+        load_model(folder)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -123,9 +123,12 @@ def test_rope_theta_in_either_form(changes, theta):
         ({"hidden_act": "gelu"}, r"hidden_act 'gelu' is not supported"),
         ({"head_dim": 32}, r"head_dim 32 is not supported: .* 64 / 4 wide \(head_dim 16\)"),
         ({"quantization_config": {"quant_method": "bitsandbytes"}}, r"quantization_config is set"),
+        ({"partial_rotary_factor": 0.5}, r"partial_rotary_factor 0\.5 \(rotary embeddings on part of each"),
+        ({"rope_parameters": {"rope_type": "default", "rope_theta": 5e5, "partial_rotary_factor": 0.25}},
+         r"rope_parameters\.partial_rotary_factor 0\.25"),
     ],
     ids=["llama3-scaling", "linear-old-form", "yarn", "attention-bias", "mlp-bias", "gelu", "head-dim",
-         "quantized"],
+         "quantized", "partial-rotary", "partial-rotary-in-rope-parameters"],
 )  # fmt: skip
 def test_unsupported_variants_are_refused_naming_the_field(tmp_path, changes, message):
     folder = shutil.copytree(LLAMA_TINY, tmp_path / "variant")
@@ -252,6 +255,20 @@ def _edit(folder, **changes):
     body.update(changes)
     body = {k: v for k, v in body.items() if v is not ...}
     (folder / "config.json").write_text(json.dumps(body))
+
+
+def test_unknown_config_keys_are_named_in_a_warning(tmp_path, caplog):
+    folder = shutil.copytree(LLAMA_TINY, tmp_path / "typo")
+    _edit(folder, rms_norm_epss=1e-5, is_llama_config=True, rope_interleaved=False, partial_rotary_factor=1.0)
+    with caplog.at_level("WARNING", logger="microgpt_infer"):
+        for known in (LLAMA_TINY, LLAMA_TIED):  # what transformers writes: every key known
+            load_model(known)
+        assert caplog.messages == []
+        model = load_model(folder)
+    assert caplog.messages == [
+        f"{folder / 'config.json'}: ignoring unknown key 'rms_norm_epss' (did you mean 'rms_norm_eps'?)"
+    ]
+    assert model.config.norm_eps == 1e-6
 
 
 # ------------------------------------------------------------------------------------------------

@@ -16,13 +16,16 @@ here. Hugging Face's ``tokenizer.json`` is `tokenizer_json`'s.
 Reading validates at the boundary: every damaged file (truncated, not UTF-8, not JSON, nested too
 deep, wrong types, ids that are not integers in [0, 2**32) or repeat, a binary file under a tokenizer
 name) raises `TokenizerFileError` naming the file (and line, field or byte offset), never another
-exception; `Tokenizer` then checks the tables as a whole.
+exception; `Tokenizer` then checks the tables as a whole. A field of ``tokenizer_config.json`` that is
+not one of its five is refused (naming it, and the field it resembles), as a model's ``config.json``
+refuses unknown fields: a misspelt optional field (``nmae``) would otherwise be dropped unnoticed.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import json
 import os
 import re
@@ -63,6 +66,7 @@ CONFIG_FILE = "tokenizer_config.json"
 GPT2_VOCAB_FILE = "vocab.json"  # GPT-2's own names, as a Hugging Face GPT-2 folder holds them
 GPT2_MERGES_FILE = "merges.txt"
 TOKENIZER_FORMAT_VERSION = 1
+_CONFIG_KEYS = ("format_version", "name", "pattern", "special_tokens", "eot_token")  # and no other
 _DECIMAL = re.compile(rb"[0-9]{1,10}")
 # GPT-2's split pattern (contractions, letters, numbers, punctuation, whitespace), as tiktoken spells it;
 # Hugging Face's ByteLevel pre-tokenizer (use_regex) splits with the same regular expression.
@@ -121,6 +125,14 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
                 "(written by Tokenizer.save or the train-tokenizer command)"
             )
     config = read_json_object(config_path, error=TokenizerFileError)
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], _CONFIG_KEYS, n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TokenizerFileError(
+            f"{config_path}: unknown field {unknown[0]!r}{hint}; a tokenizer config holds "
+            f"{', '.join(_CONFIG_KEYS)}"
+        )
     version = config.get("format_version")
     if type(version) is not int or version != TOKENIZER_FORMAT_VERSION:  # not True, not 1.0
         raise TokenizerFileError(

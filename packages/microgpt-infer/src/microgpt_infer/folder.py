@@ -12,7 +12,9 @@ it carries the split pattern and the special tokens, so it is read whenever the 
 (`microgpt_data.tokenizer_json`; `tokenizers` is never imported). A GPT-2 folder without one is read
 from vocab.json + merges.txt, which assume GPT-2's own split pattern. The end-of-text token is the
 one config.json's `eos_token_id` names (the first, for a list), else tokenizer_config.json's
-`eos_token`, else the reader's default (`<|endoftext|>` for vocab.json + merges.txt).
+`eos_token`, else the reader's default (`<|endoftext|>` for vocab.json + merges.txt). Of
+transformers' tokenizer_config.json nothing else is read (its other keys change no id), but
+`add_prefix_space: true`, which would encode " " + text, is refused.
 
 `load_folder_tokenizer` reads the tokenizer alone, the same way, without the weights (and a tokenizer
 folder of ours, which has no config.json). Every error names the file at fault. `model.resolve_model`
@@ -38,7 +40,7 @@ from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_data.tokenizer_files import GPT2_MERGES_FILE, GPT2_VOCAB_FILE, RANKS_FILE
 from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, read_tokenizer_json
 from microgpt_infer import gpt2, llama
-from microgpt_infer.errors import ModelFileError, ModelNotFoundError
+from microgpt_infer.errors import ModelFileError, ModelNotFoundError, UnsupportedModelError
 
 __all__ = ["Model", "is_model_dir", "load_folder", "load_folder_tokenizer"]
 
@@ -169,6 +171,7 @@ def _hf_tokenizer(path: Path, body: dict[str, Any], *, gpt2_files: bool) -> Toke
     with the end-of-text token config.json names (see the module docstring)."""
     eos_id = body.get("eos_token_id")
     eos_id = eos_id[0] if isinstance(eos_id, list) else eos_id  # checked: an id, a non-empty list, null
+    _check_tokenizer_config(path)
     file = path / TOKENIZER_JSON_FILE
     if file.is_file() or not gpt2_files:
         spelling = _added_token(file, eos_id) if eos_id is not None else _tokenizer_config_eos(path)
@@ -204,6 +207,18 @@ def _added_token(file: Path, token_id: int) -> str | None:
         if isinstance(entry, dict) and entry.get("id") == token_id and isinstance(entry.get("content"), str):
             return entry["content"]
     return None
+
+
+def _check_tokenizer_config(path: Path) -> None:
+    """Refuses a transformers tokenizer_config.json whose settings would split text other than the
+    tokenizer files do: `add_prefix_space: true` (a space put before the text). Its other keys
+    (special tokens, chat template, lengths, classes) change no id of `encode` and are not read."""
+    file = path / TOKENIZER_CONFIG_FILE
+    if file.is_file() and read_json_object(file, error=ModelFileError).get("add_prefix_space") is True:
+        raise UnsupportedModelError(
+            f"{file}: add_prefix_space=true (a space added before the text) is not supported; microGPT "
+            "encodes the text as it is (add_prefix_space=false)"
+        )
 
 
 def _tokenizer_config_eos(path: Path) -> str | None:

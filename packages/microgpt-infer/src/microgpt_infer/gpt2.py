@@ -13,7 +13,9 @@ already; only the untied `lm_head` (an `nn.Linear`, (out, in)) needs a transpose
 
 Variants whose arithmetic differs from ours are refused with `UnsupportedModelError` naming the field
 (`scale_attn_by_inverse_layer_idx`, `reorder_and_upcast_attn`, `scale_attn_weights: false`,
-cross-attention, activations other than GELU).
+cross-attention, activations other than GELU, a `quantization_config`). Keys of config.json that are
+neither GPT-2's fields nor transformers' common ones are ignored with a warning naming them
+(`hf_fields.warn_unknown_keys`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from microgpt_infer.hf_fields import (
     COUNT_OR_NULL,
     ID_OR_NULL,
     NONNEGATIVE,
+    OBJECT_OR_NULL,
     POSITIVE,
     PROBABILITY,
     STR,
@@ -42,6 +45,7 @@ from microgpt_infer.hf_fields import (
     STRS_OR_NULL,
     check_fields,
     require_fields,
+    warn_unknown_keys,
 )
 
 __all__ = [
@@ -92,8 +96,8 @@ def is_gpt2_config(body: dict[str, Any]) -> bool:
     return body.get("model_type") == "gpt2"
 
 
-# Every field of a GPT-2 config.json that we read or know (transformers' GPT2Config). Unknown fields
-# are left alone: checkpoints carry many optional ones.
+# Every field of a GPT-2 config.json that we read or know (transformers' GPT2Config). Other keys are
+# ignored, with a warning unless transformers writes them for every model (hf_fields.TRANSFORMERS_KEYS).
 FIELDS = {
     "vocab_size": COUNT, "n_positions": COUNT, "n_embd": COUNT, "n_layer": COUNT, "n_head": COUNT,
     "n_inner": COUNT_OR_NULL, "n_ctx": COUNT,
@@ -107,6 +111,7 @@ FIELDS = {
     "summary_activation": STR_OR_NULL, "dtype": STR_OR_NULL, "torch_dtype": STR_OR_NULL,
     "architectures": STRS_OR_NULL,
     "bos_token_id": ID_OR_NULL, "eos_token_id": ID_OR_NULL, "pad_token_id": ID_OR_NULL,
+    "quantization_config": OBJECT_OR_NULL,
 }  # fmt: skip
 
 
@@ -114,7 +119,8 @@ def gpt2_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTConf
     """Our `GPTConfig` for a Hugging Face GPT-2 `config.json`; refuses variants we cannot run.
 
     Every known field's JSON value is checked first (`FIELDS`: booleans must be JSON true/false,
-    epsilons finite positive numbers, n_inner an integer or null, ...).
+    epsilons finite positive numbers, n_inner an integer or null, ...); unknown keys are ignored with
+    a warning on the "microgpt_infer" logger (`hf_fields.warn_unknown_keys`).
 
     Args:
       body: the parsed config.json.
@@ -137,11 +143,17 @@ def gpt2_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTConf
                 f"{path}: {field}={json.dumps(bad)} ({what}) is not supported; microGPT runs GPT-2 with "
                 f"{field}={json.dumps(not bad)}"
             )
+    if body.get("quantization_config") is not None:
+        raise UnsupportedModelError(
+            f"{path}: quantization_config is set (quantized weights) and is not supported; microGPT "
+            "reads float weights (F32, F16, BF16, F64)"
+        )
     activation = body.get("activation_function", "gelu_new")
     if activation not in _ACTIVATIONS:
         raise UnsupportedModelError(
             f"{path}: activation_function {activation!r} is not supported; valid: {sorted(_ACTIVATIONS)}"
         )
+    warn_unknown_keys(body, FIELDS, path)
     n_inner = body.get("n_inner")
     try:
         return GPTConfig(

@@ -22,8 +22,11 @@ and where older versions did (top-level `rope_theta`, `rope_scaling`), with tran
 10000). Variants whose arithmetic differs from ours are refused with `UnsupportedModelError` naming
 the field: a `rope_type` other than "default" (linear, dynamic, yarn, longrope, llama3 scaling),
 `attention_bias: true`, `mlp_bias: true`, `hidden_act` other than SiLU, a `head_dim` other than
-hidden_size / num_attention_heads, a `quantization_config`. Inconsistent configs
-(num_key_value_heads not dividing num_attention_heads) are `ModelFileError`s naming the field.
+hidden_size / num_attention_heads, a `partial_rotary_factor` other than 1 (rotating only part of each
+head, which transformers reads at the top level or in the rotary settings), a `quantization_config`.
+Inconsistent configs (num_key_value_heads not dividing num_attention_heads) are `ModelFileError`s
+naming the field. Keys that are neither Llama's fields nor transformers' common ones are ignored with
+a warning naming them (`hf_fields.warn_unknown_keys`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from microgpt_infer.hf_fields import (
     STRS_OR_NULL,
     check_fields,
     require_fields,
+    warn_unknown_keys,
 )
 
 __all__ = [
@@ -91,8 +95,9 @@ _IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 _SILU = ("silu", "swish")  # both are SiLU in transformers' ACT2FN
 DEFAULT_ROPE_THETA = 10000.0  # transformers' when a config names none
 
-# Every field of a Llama config.json that we read or know (transformers' LlamaConfig). Unknown fields
-# are left alone: checkpoints carry many optional ones.
+# Every field of a Llama config.json that we read or know (transformers' LlamaConfig). Other keys are
+# ignored, with a warning unless transformers writes them for every model (hf_fields.TRANSFORMERS_KEYS)
+# or they are in _IGNORED_KEYS.
 FIELDS = {
     "vocab_size": COUNT, "hidden_size": COUNT, "intermediate_size": COUNT, "num_hidden_layers": COUNT,
     "num_attention_heads": COUNT, "num_key_value_heads": COUNT_OR_NULL, "head_dim": COUNT_OR_NULL,
@@ -104,7 +109,11 @@ FIELDS = {
     "dtype": STR_OR_NULL, "torch_dtype": STR_OR_NULL, "architectures": STRS_OR_NULL,
     "rope_parameters": OBJECT_OR_NULL, "rope_scaling": OBJECT_OR_NULL,
     "bos_token_id": ID_OR_NULL, "pad_token_id": ID_OR_NULL, "eos_token_id": IDS_OR_NULL,
+    "partial_rotary_factor": POSITIVE, "quantization_config": OBJECT_OR_NULL,
 }  # fmt: skip
+# Keys nanotron writes into the config.json of the Llama models it exports (SmolLM): transformers
+# reads neither, and neither do we, without a warning.
+_IGNORED_KEYS = ("is_llama_config", "rope_interleaved")
 _SHAPE_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -124,7 +133,8 @@ def llama_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTCon
     """Our `GPTConfig` for a Hugging Face Llama `config.json`; refuses variants we cannot run.
 
     Every known field's JSON value is checked first (`FIELDS`), then the rotary settings, biases,
-    activation and head shapes (see the module docstring).
+    activation and head shapes (see the module docstring); unknown keys are ignored with a warning on
+    the "microgpt_infer" logger (`hf_fields.warn_unknown_keys`).
 
     Args:
       body: the parsed config.json.
@@ -171,6 +181,7 @@ def llama_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTCon
             f"{path}: num_key_value_heads ({n_kv_heads}) must divide num_attention_heads ({n_heads}); "
             "each key/value head serves num_attention_heads / num_key_value_heads query heads"
         )
+    warn_unknown_keys(body, FIELDS, path, also=_IGNORED_KEYS)
     try:
         return GPTConfig(
             vocab_size=body["vocab_size"],
@@ -196,7 +207,8 @@ def llama_config(body: dict[str, Any], path: Path | str = CONFIG_FILE) -> GPTCon
 
 
 def _rope_theta(body: dict[str, Any], path: Path | str) -> float:
-    """The rotary base, read as transformers reads it; refuses any rope_type but "default"."""
+    """The rotary base, read as transformers reads it; refuses any rope_type but "default", and a
+    partial_rotary_factor other than 1."""
     field = "rope_scaling" if body.get("rope_scaling") else "rope_parameters"
     rope = body.get(field) or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
@@ -208,6 +220,14 @@ def _rope_theta(body: dict[str, Any], path: Path | str) -> float:
     theta = rope.get("rope_theta", body.get("rope_theta", DEFAULT_ROPE_THETA))
     where = f"{field}.rope_theta" if "rope_theta" in rope else "rope_theta"
     check_fields({where: theta}, {where: POSITIVE}, path)
+    factor = rope.get("partial_rotary_factor", body.get("partial_rotary_factor", 1.0))
+    where = f"{field}.partial_rotary_factor" if "partial_rotary_factor" in rope else "partial_rotary_factor"
+    check_fields({where: factor}, {where: POSITIVE}, path)
+    if factor != 1:
+        raise UnsupportedModelError(
+            f"{path}: {where} {json.dumps(factor)} (rotary embeddings on part of each head) is not "
+            "supported; microGPT rotates every dimension of a head (partial_rotary_factor 1)"
+        )
     return float(theta)
 
 
