@@ -51,13 +51,11 @@ def test_help_shows_the_defaults_of_the_preset_in_use(name, capsys):
 
 def test_evaluate_help_shows_its_defaults(capsys):
     text = _help(evaluate.main, ["--help"], capsys)
-    assert "--model MODEL a model folder, or a run folder" in text
+    assert "--model MODEL default (the model microgpt-infer ships), a model folder" in text
+    assert "a run folder (runs/NAME: its model/ or newest checkpoint) or a Hugging Face Hub repo id" in text
     assert "batches to evaluate (default: 16)" in text and "sequences per batch (default: 8)" in text
     assert "(default: None)" not in text
-    assert (
-        "--model MODEL a model folder, or a run folder (runs/NAME: its model/ or newest checkpoint) (default"
-        not in text
-    )
+    assert "repo id (org/name) (default" not in text
 
 
 @pytest.mark.parametrize(

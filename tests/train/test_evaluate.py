@@ -128,3 +128,37 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "evaluate_model", interrupted)
     assert evaluate.main(["--model", "anything"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# --model takes every model name load_model takes.
+def test_default_is_the_shipped_model_with_the_figures_of_its_folder(capsys):
+    from microgpt_infer.model import DEFAULT_MODEL_DIR
+
+    flags = ["--data", "pydocs", "--batches", "1", "--batch-size", "2", "--seq-len", "16"]
+    assert evaluate_main(["--model", "default", *flags]) == 0
+    by_name = capsys.readouterr().out
+    assert evaluate_main(["--model", str(DEFAULT_MODEL_DIR), *flags]) == 0
+    assert capsys.readouterr().out == by_name
+    assert json.loads(by_name)["tokens"] == 2 * 16
+
+
+def test_hugging_face_folders_and_hub_ids_are_models_too(hub, model_dir, data_file):
+    from tests.infer.conftest import GPT2_TINY, LLAMA_TINY
+
+    def evaluate(model):
+        return evaluate_model(model, str(data_file), split="train", batches=2, batch_size=B, seq_len=T)
+
+    for folder in (GPT2_TINY, LLAMA_TINY):
+        result = evaluate(folder)
+        assert result["tokens"] == 2 * B * T and math.isfinite(result["loss"]) and result["bytes"] > 0
+    hub.add_folder("org/tiny", model_dir)
+    assert evaluate("org/tiny") == evaluate(model_dir)
+
+
+def test_a_local_path_with_a_typo_is_missing_and_the_hub_is_not_asked(hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "quickstart").mkdir(parents=True)
+    assert evaluate_main(["--model", "runs/nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: runs/nope: no such folder (runs/ holds: quickstart)")
+    assert hub.requests == []

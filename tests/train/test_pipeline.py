@@ -67,3 +67,32 @@ def test_a_run_with_a_small_bpe_exports_and_every_file_follows_the_umask(tmp_pat
     assert expected <= set(modes)
     wrong = {name: oct(mode) for name, mode in modes.items() if mode != 0o664}
     assert wrong == {}, wrong
+
+
+def test_the_tokenizer_may_be_any_model_name(hub, tmp_path, monkeypatch, tiny_tokenizer_dir):
+    """--tokenizer takes what load_model takes ("default", a model or run folder, a Hub id) besides a
+    tokenizer folder; a local path with a typo is said to be missing, and the Hub is not asked."""
+    import shutil
+
+    import jax
+
+    from microgpt_core import init_params, save_pretrained
+    from microgpt_data import Tokenizer
+    from microgpt_infer import ModelNotFoundError
+    from microgpt_infer.model import DEFAULT_MODEL_DIR
+
+    monkeypatch.chdir(tmp_path)
+    shipped = Tokenizer.load(DEFAULT_MODEL_DIR)
+    wide = TINY_MODEL.replace(vocab_size=shipped.vocab_size)
+    assert resolve_tokenizer(tiny_run("runs", tokenizer="default", model=wide), tmp_path / "a") == shipped
+    folder = save_pretrained(tmp_path / "model", init_params(jax.random.key(0), TINY_MODEL), TINY_MODEL)
+    expected = Tokenizer.load(tiny_tokenizer_dir)
+    expected.save(folder)
+    shutil.copytree(folder, tmp_path / "runs" / "done" / "model")
+    hub.add_folder("org/tiny", folder)
+    for spec in (str(tiny_tokenizer_dir), str(folder), "runs/done", "org/tiny"):
+        assert resolve_tokenizer(tiny_run("runs", tokenizer=spec), tmp_path / "a") == expected, spec
+    asked = len(hub.requests)
+    with pytest.raises(ModelNotFoundError, match=r"^runs/nope: no such folder \(runs/ holds: done\)"):
+        resolve_tokenizer(tiny_run("runs", tokenizer="runs/nope"), tmp_path / "a")
+    assert len(hub.requests) == asked

@@ -58,8 +58,9 @@ class RunConfig:
     text_column: str = _f("text", "column holding the text in .jsonl/.json/.parquet/Hub data")
     tokenizer: str = _f(
         "",
-        "tokenizer folder, or tiktoken:NAME; empty: train a BPE of vocab-size on the data "
-        "(cached in the run folder)",
+        "tiktoken:NAME, a tokenizer folder, or a model's: default (the model microgpt-infer ships), a "
+        "model folder, a run folder (runs/NAME) or a Hub id (org/name); empty: train a BPE of "
+        "vocab-size on the data (cached in the run folder)",
     )
     tokenizer_documents: int = _f(0, "documents to train the BPE on (0: all of the training split)")
     batch_size: int = _f(

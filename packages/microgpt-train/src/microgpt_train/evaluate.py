@@ -1,13 +1,17 @@
-"""`evaluate --model DIR --data SPEC`: validation loss, perplexity and bits per byte of a model.
+"""`evaluate --model NAME --data SPEC`: validation loss, perplexity and bits per byte of a model.
 
-Bits per byte are the loss in bits over the bytes of text the predicted tokens stand for (special
-tokens count 0 bytes), so models with different tokenizers compare on the same text.
+The model is any name `microgpt_infer.load_model` takes ("default", a model folder of our layout or
+GPT-2's or Llama's in Hugging Face's, a run folder, a Hub id), resolved by `microgpt_infer.resolve_model`
+and read by `microgpt_infer.folder.load_folder`. Bits per byte are the loss in bits over the bytes of
+text the predicted tokens stand for (special tokens count 0 bytes), so models with different
+tokenizers compare on the same text.
 
 uv run evaluate --model runs/quickstart/model --data pydocs --batches 16
 uv run evaluate --model runs/quickstart --data pydocs     # a run folder: its model/, or its newest
                                                           # checkpoint when the run did not finish
-uv run evaluate --model packages/microgpt-infer/src/microgpt_infer/default_model --batches 100000
-                                        # the model microgpt-infer ships, on the whole validation split
+uv run evaluate --model default --batches 100000          # the model microgpt-infer ships, on the
+                                                          # whole validation split
+uv run evaluate --model org/name                          # a Hugging Face Hub repository
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ def evaluate_model(
     """Mean next-token loss (nats/token), perplexity and bits per byte over the first `batches`
     windows of `data` (all of them when the split has fewer).
 
-    `model_dir` is a model folder or a run folder (see `microgpt_core.folders.find_model_folder`);
-    `log` is called with a note when a run folder's checkpoint stands in for its missing model.
+    `model_dir` is any model name `microgpt_infer.load_model` takes: "default" (the model microgpt-infer
+    ships), a model folder (ours, or GPT-2 or Llama in Hugging Face's layout), a run folder (its
+    model/, or its newest checkpoint), or a Hub repo id; `log` is called with a note when a run
+    folder's checkpoint stands in for its missing model (default: a warning on the
+    "microgpt_infer" logger).
     Returns:
       {"loss", "perplexity", "bits_per_byte", "tokens" (predicted), "bytes" (of text they stand
       for), "unigram_entropy"}.
@@ -41,18 +48,14 @@ def evaluate_model(
     import jax
     import numpy as np
 
-    from microgpt_core import load_pretrained
-    from microgpt_core.folders import find_model_folder
-    from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
+    from microgpt_data import PackedLoader, load_text_dataset
+    from microgpt_infer import resolve_model
+    from microgpt_infer.folder import load_folder
     from microgpt_train.metrics import bits_per_byte, text_bytes, unigram_entropy
     from microgpt_train.step import make_eval_step
 
-    folder, note = find_model_folder(model_dir)
-    if note and log is not None:
-        log(note)
-    params, config = load_pretrained(folder)
-    tokenizer = Tokenizer.load(folder)
-    tokenizer.check_fits(config.vocab_size, str(folder))
+    loaded = load_folder(resolve_model(model_dir, log=log))  # the tokenizer checked against the config
+    params, config, tokenizer = loaded.params, loaded.config, loaded.tokenizer
     seq_len = seq_len or config.context_length
     if not 1 <= seq_len <= config.context_length:
         raise ValueError(
@@ -83,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         required=True,
-        help="a model folder, or a run folder (runs/NAME: its model/ or newest checkpoint)",
+        help="default (the model microgpt-infer ships), a model folder (ours, or GPT-2 or Llama in "
+        "Hugging Face's layout), a run folder (runs/NAME: its model/ or newest checkpoint) or a Hugging "
+        "Face Hub repo id (org/name)",
     )
     parser.add_argument("--data", default="pydocs", help="pydocs, a local file or folder, or org/name")
     parser.add_argument("--split", default="validation", choices=["train", "validation"], help="which split")

@@ -31,8 +31,10 @@ def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -
     spec = run.tokenizer
     if spec.startswith("tiktoken:"):
         tokenizer = Tokenizer.from_tiktoken(spec.removeprefix("tiktoken:"))
-    elif spec:
-        tokenizer = Tokenizer.load(spec)
+    elif spec:  # a tokenizer folder, or any model name: "default", a model or run folder, a Hub id
+        from microgpt_infer import load_tokenizer
+
+        tokenizer = load_tokenizer(spec, log=warn)
     else:
         tokenizer = _run_bpe(run, run_dir, log=log, warn=warn)
     tokenizer.check_fits(
