@@ -162,3 +162,19 @@ def test_a_local_path_with_a_typo_is_missing_and_the_hub_is_not_asked(hub, tmp_p
     assert evaluate_main(["--model", "runs/nope"]) == 2
     assert capsys.readouterr().err.startswith("error: runs/nope: no such folder (runs/ holds: quickstart)")
     assert hub.requests == []
+
+
+def test_an_ignored_config_key_is_one_plain_line_on_stderr(tmp_path, data_file, capsys):
+    import shutil
+
+    from tests.infer.conftest import GPT2_TINY
+
+    folder = shutil.copytree(GPT2_TINY, tmp_path / "typo")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "n_layerz": 3}))
+    flags = ["--data", str(data_file), "--split", "train", "--batches", "1", "--batch-size", "2"]
+    assert evaluate_main(["--model", str(folder), *flags, "--seq-len", "8"]) == 0
+    err = capsys.readouterr().err
+    line = f"{folder / 'config.json'}: ignoring unknown key 'n_layerz' (did you mean 'n_layer'?)"
+    assert line in err.splitlines()
+    assert "WARNING" not in err
