@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+INFER_COMMANDS = ("generate", "push-to-hub", "export-hf")
 ABSENT = ("datasets", "optax", "orbax-checkpoint", "tokenizers", "torch", "microgpt-train", "pyarrow")
 
 
@@ -56,6 +57,11 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
     installed = {re.sub(r"[-_.]+", "-", item["name"]).lower() for item in json.loads(listing)}
     assert {"microgpt-core", "microgpt-data", "microgpt-infer", "jax", "huggingface-hub"} <= installed
     assert not installed & set(ABSENT), sorted(installed & set(ABSENT))
+    # Every command it installs works with what it installs (train-tokenizer ships with microgpt-train).
+    commands = {p.name for p in bin_dir.iterdir()} & {*INFER_COMMANDS, "train", "evaluate", "train-tokenizer"}
+    assert commands == set(INFER_COMMANDS), sorted(commands)
+    for command in INFER_COMMANDS:
+        assert "usage:" in _run([str(bin_dir / command), "--help"], env=env, timeout=120).stdout
 
     # The original's example, verbatim but for the import, where a new user would run it.
     empty, home = tmp_path / "empty", tmp_path / "home"
@@ -86,6 +92,9 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
         timeout=300,
     )
     assert cli.stdout.startswith("Once upon a time") and "using the model microgpt-infer ships" in cli.stderr
+    _run([str(bin_dir / "export-hf"), "default", str(tmp_path / "hf")], env=clean, cwd=empty, timeout=300)
+    exported = {p.name for p in (tmp_path / "hf").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= exported, exported
 
     script = (
         "import jax, microgpt_infer, sys\n"

@@ -17,14 +17,15 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from microgpt_data import signals
 from microgpt_data.commands import Parser, add_bool_flag, fail, interrupted
-from microgpt_data.errors import DataError
-from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN
+
     parser = Parser(
         prog="train-tokenizer",
         description="Train a byte-level BPE tokenizer (Hugging Face tokenizers); save it as tiktoken files.",
@@ -82,8 +83,16 @@ def _texts(dataset, limit: int | None, progress: bool) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command; returns 0 on success, 2 on bad input (with ``error: ...`` on stderr)."""
-    args = build_parser().parse_args(argv)
+    """Runs the command; returns 0 on success, 2 on bad input (with ``error: ...`` on stderr), 130 on
+    Ctrl-C (at once, whatever it is doing; a tokenizer being saved is saved whole first)."""
+    with signals.Interrupts():
+        return _train_tokenizer(build_parser().parse_args(argv))
+
+
+def _train_tokenizer(args: argparse.Namespace) -> int:
+    from microgpt_data.errors import DataError
+    from microgpt_data.tokenizer import ENDOFTEXT
+
     try:
         if args.max_documents is not None and args.max_documents < 1:
             raise DataError(f"--max-documents must be >= 1, got {args.max_documents}")
@@ -111,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_frequency=args.min_frequency,
             show_progress=args.progress,
         )
-        out = tokenizer.save(args.out)
-    except KeyboardInterrupt:
+        with signals.critical():
+            out = tokenizer.save(args.out)
+    except KeyboardInterrupt:  # Python's own Ctrl-C (outside the main thread)
         return interrupted()
     except (DataError, ValueError, OSError) as exc:  # ValueError: e.g. a malformed data file
         return fail(exc, args.debug)

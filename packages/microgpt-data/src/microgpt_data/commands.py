@@ -8,13 +8,20 @@
   required arguments, not for ``None`` or a switch that is off, never twice.
 - `add_bool_flag`: ``--name`` / ``--no-name`` switches that also take ``--name true|false``.
 - `fail(err, debug)`: prints ``error: <one line>`` (a traceback only with ``--debug``), returns 2.
+- `notes_on_stderr(logger)`: a library's warnings (which checkpoint stands in for a model, a config
+  key ignored) as plain lines on stderr while the command runs.
+
+How a command stops on Ctrl-C is `microgpt_data.signals`'.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "add_bool_flag",
     "fail",
     "interrupted",
+    "notes_on_stderr",
     "parse_bool",
 ]
 
@@ -118,3 +126,24 @@ def fail(err: BaseException, debug: bool = False) -> int:
     message = str(err) or type(err).__name__
     print(f"error: {message}", file=sys.stderr, flush=True)
     return 2
+
+
+class _PlainLines(logging.Handler):
+    """Log records as plain lines on whatever `sys.stderr` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def notes_on_stderr(name: str) -> Iterator[None]:
+    """The warnings of the logger `name` as plain lines on stderr inside, and not through the root
+    logger's handler (absl installs one once orbax is imported, which prefixes ``WARNING:name:``)."""
+    logger, handler = logging.getLogger(name), _PlainLines(logging.WARNING)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate

@@ -127,6 +127,13 @@ class Interrupts:
         _active.append(self)
         return self
 
+    def reinstall(self) -> None:
+        """Takes SIGINT and SIGTERM back from a library that installed its own handlers below Python's
+        (`jax.distributed.initialize`'s preemption notifier catches SIGTERM in C++)."""
+        if self._installed:
+            for sig in _STOP_SIGNALS:
+                signal.signal(sig, _record)
+
     def __exit__(self, *exc: object) -> None:
         if not self._installed:
             return
