@@ -2,30 +2,38 @@
 
     generate "Once upon a time"                  # the shipped model (stderr says so)
     generate "Once upon a time" --model runs/quickstart/model --max-new-tokens 100 --seed 1
+    generate "Once upon a time" --num-samples 3 --temperature 0.8     # samples with seeds S, S+1, S+2
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
     export-hf runs/quickstart/model hf/quickstart          # Hugging Face's layout, for transformers
 
 Bad input prints one `error: ...` line on stderr and exits 2 (a traceback only with --debug), and
 nothing reaches stdout before the generation has started: every argument is checked first, and the
-prompt is echoed with the first piece of the continuation. Ctrl-C stops a generation within a few
-steps and exits 130. The parser and the error line are `microgpt_data.commands`', shared by every
-microGPT command.
+prompt is echoed with the first piece of the continuation. Ctrl-C (or SIGTERM) ends every command
+within a moment in any phase (loading, compiling, decoding, writing): the line being written is
+ended, `interrupted` goes to stderr, and the status is 130 (143); see `microgpt_data.signals`. The
+parser and the error line are `microgpt_data.commands`', shared by every microGPT command.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import secrets
 import sys
 from collections.abc import Sequence
 
-from microgpt_data.commands import EXIT_INTERRUPTED, Parser, fail
+from microgpt_data.commands import Parser, fail, interrupted, notes_on_stderr
+from microgpt_data.signals import Interrupts
 
 __all__ = ["export_main", "main", "push_main"]
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
+SAMPLE_SEPARATOR = "---\n"  # the line between the samples of --num-samples
+MODEL_NAMES = (
+    "default (the model microgpt-infer ships), a model folder (ours, or GPT-2 or Llama in Hugging "
+    "Face's layout), a run folder (runs/NAME) or a Hugging Face Hub repo id (org/name)"
+)
 
 
 def _parse(text: str, cast: type) -> int | float:
@@ -75,11 +83,14 @@ def _generate_parser() -> argparse.ArgumentParser:
         "streaming it to stdout as it is generated.",
         epilog="The model defaults to $MICROGPT_MODEL, else the model microgpt-infer ships (default; "
         "trained on Python's documentation), and stderr says which; a training run's model is used "
-        "when named (--model runs/NAME/model). Ctrl-C stops the generation (exit status 130).",
+        "when named (--model runs/NAME/model). Seeds: without --seed each run draws a new one and says "
+        "it on stderr; the same seed, prompt, model and settings give the same text, and sample i of "
+        "--num-samples N uses seed + i (so --seed S+i alone gives that sample again). Ctrl-C stops it "
+        "at once in any phase (exit status 130).",
     )
     p.add_argument("prompt", nargs="?", help="the prompt text (default: read stdin, UTF-8)")
     p.add_argument(
-        "--model", help="default (the shipped model), a model folder or a Hugging Face Hub repo id (org/name)"
+        "--model", help=f"{MODEL_NAMES} (default: $MICROGPT_MODEL, else default)"
     )
     p.add_argument("--revision", help="Hub branch, tag or commit (Hub repo ids only)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=50, help="tokens to generate at most")
@@ -90,7 +101,17 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-p", type=_probability, default=None, help="nucleus sampling: smallest set of mass >= p"
     )
-    p.add_argument("--seed", type=_seed, default=0, help="random seed, an integer in [0, 2**32 - 1]")
+    p.add_argument(
+        "--seed", type=_seed, default=None,
+        help="random seed, an integer in [0, 2**32 - 1] (default: a new one each run, said on stderr); "
+        "the same seed, prompt, model and settings give the same text; sample i of --num-samples uses "
+        "seed + i",
+    )  # fmt: skip
+    p.add_argument(
+        "--num-samples", type=_positive_int, default=1, metavar="N",
+        help="samples of the prompt to generate, one after another, separated by a line "
+        f"{SAMPLE_SEPARATOR.strip()}",
+    )  # fmt: skip
     p.add_argument(
         "--stop", action="append", default=None, metavar="TEXT", help="stop before TEXT (repeatable)"
     )
@@ -125,9 +146,19 @@ def _read_stdin() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`generate`: prompt argument or stdin; streams tokens as they are generated."""
-    args = _generate_parser().parse_args(argv)
-    _notes_to_stderr()
+    # Ctrl-C: "interrupted", exit 130, within a moment, in any phase; the library's notes on stderr
+    with Interrupts() as interrupts, notes_on_stderr("microgpt_infer"):
+        return _generate(_generate_parser().parse_args(argv), interrupts)
+
+
+def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
     started: list[bool] = []  # anything written to stdout yet?
+
+    def end_the_line() -> None:  # on Ctrl-C, the continuation's line is ended
+        if started:
+            sys.stdout.write("\n")
+
+    interrupts.on_stop(end_the_line)
     try:
         if args.prompt is not None:
             prompt = args.prompt
@@ -135,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _StdinError("give a prompt argument or pipe text to stdin (see generate --help)")
         else:
             prompt = _read_stdin()
+        seed = args.seed
+        if seed is None:
+            from microgpt_infer.generation import SEED_RANGE
+
+            seed = secrets.randbelow(SEED_RANGE[1] - args.num_samples + 2)
+        _check_seeds(seed, args.num_samples)
         import jax
 
         from microgpt_infer.generation import generate
@@ -144,26 +181,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.model:
             print(f"generate: {default_model_note(source)}", file=sys.stderr, flush=True)
         model = load_model(source, args.revision)
-        echo = [] if args.no_prompt_echo else [prompt]  # written with the first piece, not before
+        if args.seed is None and args.temperature > 0:
+            print(f"generate: seed {seed} (--seed {seed} gives this text again)", file=sys.stderr, flush=True)
 
         def write(text: str) -> None:
-            if echo:
-                sys.stdout.write(echo.pop())
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            started.append(True)
+            with interrupts.critical():  # a stop ends the line after a whole piece
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                started.append(True)
 
-        generate(
-            model, prompt, rng=jax.random.key(args.seed), max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
-            on_token=lambda row, text: write(text), crop_prompt=args.crop_prompt,
-        )  # fmt: skip
-        write("\n")
-    except KeyboardInterrupt:
+        for sample in range(args.num_samples):
+            if sample:
+                write(SAMPLE_SEPARATOR)
+            echo = [] if args.no_prompt_echo else [prompt]  # written with the first piece, not before
+            piece = lambda text, echo=echo: write((echo.pop() if echo else "") + text)  # noqa: E731
+            generate(
+                model, prompt, rng=jax.random.key(seed + sample), max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
+                on_token=lambda row, text, piece=piece: piece(text), crop_prompt=args.crop_prompt,
+            )  # fmt: skip
+            piece("\n")
+    except KeyboardInterrupt:  # without the handlers (not the main thread): Python's own Ctrl-C
         if started:  # end the line the continuation was on
             sys.stdout.write("\n")
             sys.stdout.flush()
-        return EXIT_INTERRUPTED
+        return interrupted()
     except BrokenPipeError:  # `generate ... | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
         return EXIT_BROKEN_PIPE
@@ -172,18 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class _Stderr(logging.Handler):
-    """Log records as plain lines on whatever `sys.stderr` is when they are emitted."""
+def _check_seeds(seed: int, num_samples: int) -> None:
+    """Sample i uses seed + i: the last one must be a seed too."""
+    from microgpt_infer.generation import SEED_RANGE
 
-    def emit(self, record: logging.LogRecord) -> None:
-        print(record.getMessage(), file=sys.stderr, flush=True)
-
-
-def _notes_to_stderr() -> None:
-    """The library's notes (which checkpoint of a run folder is used) as plain lines on stderr."""
-    logger = logging.getLogger("microgpt_infer")
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        logger.addHandler(_Stderr(logging.WARNING))
+    if seed + num_samples - 1 > SEED_RANGE[1]:
+        raise ValueError(
+            f"--seed {seed} with --num-samples {num_samples}: sample i uses seed + i, which must stay "
+            f"<= {SEED_RANGE[1]}; use a smaller --seed"
+        )
 
 
 def push_main(argv: Sequence[str] | None = None) -> int:
@@ -193,13 +232,17 @@ def push_main(argv: Sequence[str] | None = None) -> int:
         description="Upload a model folder (weights, config, tokenizer files, model card) to the Hugging "
         "Face Hub as one commit. The token comes from $HF_TOKEN or `hf auth login`.",
     )
-    p.add_argument("model_dir", help="a model folder, e.g. runs/quickstart/model")
+    p.add_argument("model_dir", help=MODEL_NAMES)
     p.add_argument("repo_id", help="the Hub repository, org/name (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--revision", help="branch to commit to (default main)")
     p.add_argument("--commit-message", default="Upload microGPT model", help="the commit's summary")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    args = p.parse_args(argv)
+    with Interrupts(), notes_on_stderr("microgpt_infer"):  # Ctrl-C: exit 130 (a Hub commit is whole)
+        return _push(p.parse_args(argv))
+
+
+def _push(args: argparse.Namespace) -> int:
     try:
         from microgpt_infer.hub import push_to_hub
 
@@ -207,8 +250,8 @@ def push_main(argv: Sequence[str] | None = None) -> int:
             args.model_dir, args.repo_id, private=args.private, revision=args.revision,
             commit_message=args.commit_message,
         )  # fmt: skip
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Python's own Ctrl-C (outside the main thread)
+        return interrupted()
     except (ValueError, OSError) as err:
         return fail(err, args.debug)
     print(url)
@@ -225,21 +268,25 @@ def export_main(argv: Sequence[str] | None = None) -> int:
         epilog="The folder is written whole or not at all; an existing non-empty OUT_DIR is replaced only "
         "with --force. Upload it with push-to-hub.",
     )
-    p.add_argument("model_dir", help="a model folder, a run folder (runs/NAME) or a Hub repo id (org/name)")
+    p.add_argument("model_dir", help=MODEL_NAMES)
     p.add_argument("out_dir", help="the folder to write (created if missing)")
     p.add_argument(
         "--layout", metavar="gpt2|llama", help="the layout to write (default: the one the model fits)"
     )
     p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
-    args = p.parse_args(argv)
-    _notes_to_stderr()
+    # Ctrl-C: "interrupted", exit 130, the staged folder removed and OUT_DIR untouched
+    with Interrupts(), notes_on_stderr("microgpt_infer"):
+        return _export(p.parse_args(argv))
+
+
+def _export(args: argparse.Namespace) -> int:
     try:
         from microgpt_infer.export_hf import export_hf
 
         out = export_hf(args.model_dir, args.out_dir, layout=args.layout, force=args.force)
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # Python's own Ctrl-C (outside the main thread)
+        return interrupted()
     except (ValueError, OSError) as err:
         return fail(err, args.debug)
     print(out)

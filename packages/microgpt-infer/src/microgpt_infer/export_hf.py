@@ -52,6 +52,7 @@ from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.files import replace_folder, write_atomic
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import count_params, flatten
+from microgpt_data import signals
 from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import GPT2_PATTERN
 from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
@@ -157,10 +158,12 @@ def export_hf(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staged = out_dir.with_name(f".{out_dir.name}.export-{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        staged.mkdir()
-        _write(staged, model, layout, location=os.fspath(out_dir))
-        _check_reads_back(staged, model, out_dir)
-        replace_folder(staged, out_dir)
+        with signals.cleanup(lambda: signals.remove_folder(staged)):  # a Ctrl-C of the command removes it
+            staged.mkdir()
+            _write(staged, model, layout, location=os.fspath(out_dir))
+            _check_reads_back(staged, model, out_dir)
+            with signals.critical():  # and waits for the swap
+                replace_folder(staged, out_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out_dir
