@@ -234,3 +234,27 @@ def test_push_to_hub_takes_the_shipped_model_and_run_folders(hub, model_dir, tmp
     assert push_main(["default", "me/shipped"]) == 0
     shipped = hub.repos["me/shipped"].files
     assert shipped["model.safetensors"] == (DEFAULT_MODEL_DIR / "model.safetensors").read_bytes()
+
+
+def test_num_samples_uses_seed_plus_i_and_separates_the_samples(model_dir, model, capsys):
+    argv = ["Hi", "--model", str(model_dir), "--max-new-tokens", N, "--seed", "5", "--num-samples", "3"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    samples = [generate(model, "Hi", rng=5 + i, max_new_tokens=12) for i in range(3)]
+    assert out == "---\n".join(f"Hi{text}\n" for text in samples) and err == ""
+    assert len(set(samples)) > 1  # different seeds, different samples
+    assert main(["Hi", "--model", str(model_dir), "--seed", "4294967295", "--num-samples", "2"]) == 2
+    assert "sample i uses seed + i" in one_error_line(capsys.readouterr().err)
+
+
+def test_without_a_seed_each_run_draws_one_and_says_it(model_dir, model, capsys):
+    seeds = []
+    for _ in range(2):
+        assert main(["Hi", "--model", str(model_dir), "--max-new-tokens", N]) == 0
+        out, err = capsys.readouterr()
+        seed = int(re.fullmatch(r"generate: seed (\d+) \(--seed \1 gives this text again\)\n", err)[1])
+        assert out == "Hi" + generate(model, "Hi", rng=seed, max_new_tokens=12) + "\n"
+        seeds.append(seed)
+    assert seeds[0] != seeds[1]
+    assert main(["Hi", "--model", str(model_dir), "--max-new-tokens", N, "--temperature", "0"]) == 0
+    assert capsys.readouterr().err == ""  # greedy: no seed to say
