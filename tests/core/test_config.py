@@ -35,7 +35,7 @@ BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
         ({"mlp": "geglu"}, r"mlp must be one of \['gelu', 'swiglu'\], got 'geglu'"),
         ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
         ({"attention": "flash"}, r"attention must be one of \['math', 'fused'\]"),
-        ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16', 'float64'\]"),
+        ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16'\] \('float64"),
         ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
         ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\), got -0.1"),
         ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\)"),

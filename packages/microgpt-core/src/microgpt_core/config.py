@@ -17,7 +17,8 @@ NORM_KINDS = ("layernorm", "rmsnorm")
 MLP_KINDS = ("gelu", "swiglu")
 GELU_KINDS = ("tanh", "exact")
 ATTENTION_KINDS = ("math", "fused")
-COMPUTE_DTYPES = ("float32", "bfloat16", "float64")
+COMPUTE_DTYPES = ("float32", "bfloat16")  # what a model computes in
+CHECK_DTYPE = "float64"  # besides them, for gradient checks against finite differences (jax.enable_x64)
 
 
 class ConfigError(ValueError):
@@ -135,7 +136,11 @@ class GPTConfig:
         _check_choice("mlp", self.mlp, MLP_KINDS)
         _check_choice("gelu", self.gelu, GELU_KINDS)
         _check_choice("attention", self.attention, ATTENTION_KINDS)
-        _check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        if self.compute_dtype != CHECK_DTYPE:
+            _check_choice(
+                "compute_dtype", self.compute_dtype, COMPUTE_DTYPES,
+                also=f" ({CHECK_DTYPE!r} too, for gradient checks under jax.enable_x64)",
+            )  # fmt: skip
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ConfigError(f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}")
         if self.positional == "rope" and self.head_dim % 2:
@@ -222,9 +227,9 @@ def _default_d_ff(d_model: object, mlp: object) -> int | None:
     return 4 * d_model
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: object, choices: tuple[str, ...], also: str = "") -> None:
     if value not in choices:
-        raise ConfigError(f"GPTConfig.{name} must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"GPTConfig.{name} must be one of {list(choices)}{also}, got {value!r}")
 
 
 # The original microGPT's model (kandarpa02/microGPT, which reported 5.4M parameters): the "seed"

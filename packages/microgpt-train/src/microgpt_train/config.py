@@ -14,6 +14,7 @@ from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
 from microgpt_core.checkpoint import STORED_DTYPES
+from microgpt_core.config import COMPUTE_DTYPES
 from microgpt_core.folders import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
@@ -143,6 +144,11 @@ class RunConfig:
         if self.weights_dtype not in STORED_DTYPES:
             raise RunConfigError(
                 f"weights_dtype must be one of {sorted(STORED_DTYPES)}, got {self.weights_dtype!r}"
+            )
+        if self.model.compute_dtype not in COMPUTE_DTYPES:
+            raise RunConfigError(
+                f"compute_dtype must be one of {list(COMPUTE_DTYPES)} for training, got "
+                f"{self.model.compute_dtype!r} (float64 is core's, for gradient checks)"
             )
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise RunConfigError(f"name must be a plain folder name, got {self.name!r}")
