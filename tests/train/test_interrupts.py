@@ -1,15 +1,19 @@
-"""Stopping on purpose, with real signals sent to this process: the first SIGINT or SIGTERM only sets
-the flag (the step finishes), a Ctrl-C after either stops at once, the old handlers come back, and
-`train` exits 128 + the signal's number with the message that says how to resume."""
+"""Stopping on purpose, with real signals sent to this process: once the run has started the first
+SIGINT or SIGTERM only sets the flag (the step finishes and is saved), later ones change nothing, the
+old handlers come back, and `train` exits 128 + the signal's number with the message that says how
+to resume. Whole `train` processes under real signals are in test_signals.py."""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from microgpt_data import signals
+from microgpt_data.signals import Interrupts
 from microgpt_train import TrainingInterrupted
 from microgpt_train import cli as train_cli
 from microgpt_train.interrupts import StopFlag
@@ -18,27 +22,40 @@ from .conftest import tiny_flags
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_the_first_signal_only_sets_the_flag(signum):
+def test_before_defer_nothing_is_installed_after_it_the_first_signal_only_sets_the_flag(signum):
+    before = signal.getsignal(signal.SIGINT)
     with StopFlag() as stop:
+        assert signal.getsignal(signal.SIGINT) is before  # setup: Python's own Ctrl-C still applies
+        stop.defer()
         assert stop.signum is None and stop.any_process() is None
         signal.raise_signal(signum)  # no exception: the current step runs on
         assert stop.signum == signum and stop.any_process() == signum
 
 
 @pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM])
-def test_a_ctrl_c_after_a_first_signal_stops_at_once(first):
+def test_later_signals_change_nothing_and_say_so_once(first, capsys):
+    """A terminal's process group plus `uv run` forwarding deliver two: the save must go on."""
     with StopFlag() as stop:
-        signal.raise_signal(first)
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
+        stop.defer()
+        for sig in (first, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            signal.raise_signal(sig)  # never a KeyboardInterrupt
         assert stop.signum == first  # what asked for the stop first is what the run reports
+    err = capsys.readouterr().err
+    assert f"{signal.Signals(first).name}: finishing this step and saving its checkpoint" in err
+    assert err.count("already stopping") == 1
 
 
-def test_a_second_sigterm_does_not_abort_the_save():
-    with StopFlag() as stop:
-        signal.raise_signal(signal.SIGTERM)
-        signal.raise_signal(signal.SIGTERM)  # e.g. a scheduler repeating itself: still a clean stop
-        assert stop.signum == signal.SIGTERM
+def test_under_a_command_the_commands_watcher_takes_the_signal():
+    """In `train`, StopFlag defers the command's `Interrupts` instead of installing handlers."""
+    with Interrupts() as interrupts, StopFlag() as stop:
+        stop.defer()
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while stop.signum is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the watcher thread records it
+        assert stop.signum == signal.SIGINT == interrupts.signum
+    assert signals.active() is None
 
 
 def test_the_old_handlers_come_back_even_after_an_error():
@@ -46,7 +63,8 @@ def test_the_old_handlers_come_back_even_after_an_error():
     old_int = signal.signal(signal.SIGINT, lambda s, f: seen.append(s))
     old_term = signal.getsignal(signal.SIGTERM)
     try:
-        with pytest.raises(RuntimeError), StopFlag():
+        with pytest.raises(RuntimeError), StopFlag() as stop:
+            stop.defer()
             raise RuntimeError("a failed step")
         signal.raise_signal(signal.SIGINT)
         assert seen == [signal.SIGINT] and signal.getsignal(signal.SIGTERM) is old_term
@@ -60,6 +78,7 @@ def test_outside_the_main_thread_it_installs_nothing_and_never_fires():
 
     def worker():
         with StopFlag() as stop:
+            stop.defer()
             result["inside"] = signal.getsignal(signal.SIGINT)
             result["signum"] = stop.any_process()
 
@@ -81,6 +100,12 @@ def test_training_interrupted_names_the_signal_step_and_resume_command(tmp_path)
     )
     assert TrainingInterrupted(1, Path("runs/x")).signum == signal.SIGINT
     assert str(TrainingInterrupted(1, Path("runs/x"))).startswith("SIGINT at step 1:")
+    assert str(TrainingInterrupted(None, Path("runs/x"))) == (
+        "SIGINT before the first step: nothing was trained, and nothing of runs/x was kept"
+    )
+    assert str(TrainingInterrupted(None, Path("runs/x"), new=False)) == (
+        "SIGINT before the first step: runs/x is as it was; continue it with --resume --name x"
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,7 +121,7 @@ def test_training_interrupted_names_the_signal_step_and_resume_command(tmp_path)
             128 + signal.SIGINT,
             "--resume --name tiny",
         ),
-        (KeyboardInterrupt(), 128 + signal.SIGINT, "interrupted"),  # a second Ctrl-C: no checkpoint
+        (KeyboardInterrupt(), 128 + signal.SIGINT, "interrupted"),  # Python's own, outside the main thread
     ],
 )
 def test_the_train_command_exits_128_plus_the_signal(tmp_path, monkeypatch, capsys, raised, code, message):

@@ -11,7 +11,7 @@ import pytest
 
 from microgpt_infer import generate, load_model
 from microgpt_train import train
-from microgpt_train.pipeline import BPE_SOURCE_FILE, TOKENIZER_DIR, resolve_tokenizer
+from microgpt_train.pipeline import BPE_SOURCE_FILE, TOKENIZER_DIR, cache_tokenizer, resolve_tokenizer
 
 from .conftest import TINY_MODEL, tiny_run
 
@@ -23,15 +23,21 @@ def test_a_cached_bpe_is_reused_only_for_the_data_it_was_made_for(tmp_path):
     (tmp_path / "b.txt").write_text(TEXT.replace("fox", "cat").replace("dog", "owl"))
     run_dir = tmp_path / "runs" / "tiny"
     lines = []
-    first = resolve_tokenizer(tiny_run(tmp_path, data=str(tmp_path / "a.txt")), run_dir, log=lines.append)
+    run_a = tiny_run(tmp_path, data=str(tmp_path / "a.txt"))
+    first = resolve_tokenizer(run_a, run_dir, log=lines.append)
     assert any("training a 320-token BPE" in line for line in lines)
+    assert not run_dir.exists()  # nothing is written before the run starts
+    assert cache_tokenizer(run_a, run_dir, first) == run_dir / TOKENIZER_DIR  # which the run does then
     assert (run_dir / TOKENIZER_DIR / BPE_SOURCE_FILE).is_file()
     lines.clear()
-    again = resolve_tokenizer(tiny_run(tmp_path, data=str(tmp_path / "a.txt")), run_dir, log=lines.append)
+    again = resolve_tokenizer(run_a, run_dir, log=lines.append)
     assert again == first and lines == []  # the cache, silently: it is the same BPE
+    assert cache_tokenizer(run_a, run_dir, again) is None  # and not written again
     other = resolve_tokenizer(tiny_run(tmp_path, data=str(tmp_path / "b.txt")), run_dir, log=lines.append)
     assert any("was trained for" in line and "a.txt" in line and "b.txt" in line for line in lines)
     assert other != first and other.encode("cat") != first.encode("cat")
+    given = tiny_run(tmp_path, data=str(tmp_path / "a.txt"), tokenizer=str(run_dir / TOKENIZER_DIR))
+    assert cache_tokenizer(given, tmp_path / "runs" / "given", first) is None  # a given tokenizer: no cache
 
 
 def test_a_bpe_smaller_than_asked_warns_with_the_size_reached(tmp_path):

@@ -26,9 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from microgpt_core import GPTConfig
+from microgpt_core.config import (
+    ATTENTION_KINDS,
+    COMPUTE_DTYPES,
+    GELU_KINDS,
+    MLP_KINDS,
+    NORM_KINDS,
+    POSITIONAL_KINDS,
+)
 from microgpt_core.files import is_disk_full
 from microgpt_core.jsonfile import read_json_object
-from microgpt_data.commands import Parser, add_bool_flag, fail
+from microgpt_data import signals
+from microgpt_data.commands import Parser, add_bool_flag, fail, notes_on_stderr
+from microgpt_data.signals import Interrupts
 from microgpt_train.config import (
     PRESETS,
     RESUMABLE_CHANGES,
@@ -50,9 +60,9 @@ _MODEL_HELP = {
     "n_heads": "attention heads H (must divide d-model)",
     "n_kv_heads": "key/value heads (default n-heads; must divide it: grouped-query, 1 = multi-query)",
     "d_ff": "MLP hidden width F (default 4 x d-model; for swiglu 2/3 of that, rounded up to 32)",
-    "positional": "positions: learned | sinusoidal | rope",
+    "positional": "positions",
     "rope_theta": "base theta of the rotary frequencies (positional rope)",
-    "norm": "normalisation: layernorm | rmsnorm",
+    "norm": "normalisation",
     "qk_norm": "RMS-normalise queries and keys per head before the scores",
     "bias": "biases in linear layers and layer norms",
     "final_norm": "a norm before the output head",
@@ -60,10 +70,21 @@ _MODEL_HELP = {
     "embed_scale": "multiply token embeddings by sqrt(d-model)",
     "norm_eps": "epsilon inside the norm",
     "dropout": "dropout rate in training",
-    "mlp": "MLP: gelu | swiglu",
-    "gelu": "GELU of the gelu MLP: tanh | exact",
-    "attention": "attention: math | fused",
-    "compute_dtype": "matmul input dtype: float32 | bfloat16",
+    "mlp": "MLP",
+    "gelu": "GELU of the gelu MLP",
+    "attention": "attention",
+    "compute_dtype": "matmul input dtype",
+}
+
+
+# The model fields that take one of a few words: the flag refuses any other, and its help lists them.
+_CHOICES = {
+    "positional": POSITIONAL_KINDS,
+    "norm": NORM_KINDS,
+    "mlp": MLP_KINDS,
+    "gelu": GELU_KINDS,
+    "attention": ATTENTION_KINDS,
+    "compute_dtype": COMPUTE_DTYPES,
 }
 
 
@@ -88,12 +109,18 @@ def _shown(value: Any) -> str:
 
 def _add_field(group, f: dataclasses.Field, dest: str, help: str, value: Any) -> None:
     """One flag for a config field; its help shows the value the preset in use gives it."""
+    choices = _CHOICES.get(f.name) if dest.startswith("model.") else None
+    if choices:
+        help = f"{help}: {' | '.join(choices)}"
     text = f"{help} (default: {_shown(value)})"
     name = f.name.replace("_", "-")
     if "bool" in _kind(f):
         add_bool_flag(group, name, dest=dest, help=text)
     else:
-        group.add_argument(f"--{name}", dest=dest, type=_flag_type(f), default=argparse.SUPPRESS, help=text)
+        group.add_argument(
+            f"--{name}", dest=dest, type=_flag_type(f), default=argparse.SUPPRESS, help=text, choices=choices,
+            metavar="|".join(choices) if choices else None,
+        )  # fmt: skip
 
 
 def build_parser(preset_name: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
@@ -231,26 +258,35 @@ def _preset_in(argv: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(_preset_in(argv)).parse_args(argv)
-    try:
-        return _run(args)
-    except SystemExit:
-        raise
-    except KeyboardInterrupt as err:  # TrainingInterrupted (checkpoint saved), or a second Ctrl-C
+    # Ctrl-C or SIGTERM before the run starts ends the command at once ("interrupted", 130 or 143),
+    # with nothing written; once it has started, the step loop stops with a checkpoint (interrupts.py).
+    with Interrupts(message=NOT_STARTED) as interrupts, notes_on_stderr("microgpt_infer"):
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(_preset_in(argv)).parse_args(argv)
+        try:
+            return _run(args)
+        except SystemExit:
+            raise
+        except BaseException as err:
+            interrupts.message = "interrupted"  # the run may have started: say no more than that
+            return _failed(err, args)
+
+
+def _failed(err: BaseException, args: argparse.Namespace) -> int:
+    """The exit status for `err`, after one line on stderr (a traceback with --debug)."""
+    if isinstance(err, KeyboardInterrupt):  # TrainingInterrupted, or Python's own Ctrl-C in a thread
         print(f"\n{str(err) or 'interrupted'}", file=sys.stderr)
         return 128 + getattr(err, "signum", signal.SIGINT)
-    except PeerLostError as err:
+    if isinstance(err, PeerLostError):
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os._exit(1)  # jax.distributed's own shutdown would wait for (or abort on) the dead peer
-    except Exception as err:
-        if args.debug:
-            raise
-        fail(err)
-        if is_disk_full(err):
-            return 1  # not bad input: a failure during the run
-        return 2 if isinstance(err, ValueError | OSError) else 1
+    if args.debug or not isinstance(err, Exception):
+        raise err
+    fail(err)
+    if is_disk_full(err):
+        return 1  # not bad input: a failure during the run
+    return 2 if isinstance(err, ValueError | OSError) else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -263,6 +299,11 @@ def _run(args: argparse.Namespace) -> int:
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, heartbeat_timeout_s=args.heartbeat_timeout
     )
+    interrupts = signals.active()
+    if interrupts is not None:
+        interrupts.reinstall()  # jax.distributed's preemption notifier took SIGTERM
+    if not _named(args):
+        config = _beside_earlier_runs(config)
     from microgpt_train.loop import train
 
     try:
@@ -275,6 +316,43 @@ def _run(args: argparse.Namespace) -> int:
             ) from err
         raise
     return 0
+
+
+def _named(args: argparse.Namespace) -> bool:
+    """Whether the run's folder was chosen (--name, a name in --config, --resume)."""
+    return args.resume or "name" in vars(args) or (args.config is not None and "name" in _toml(args.config))
+
+
+def _beside_earlier_runs(config: RunConfig) -> RunConfig:
+    """A run with no name chosen goes to a new folder when its preset's is taken (NAME-2, NAME-3, ...),
+    never over an earlier run; process 0 picks, every process takes its pick."""
+    import jax
+
+    from microgpt_train.run_folder import free_name
+
+    name = free_name(Path(config.runs_dir), config.name)
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        picked = np.frombuffer(name.encode().ljust(_NAME_BYTES, b"\0")[:_NAME_BYTES], np.uint8)
+        picked = multihost_utils.broadcast_one_to_all(picked)
+        name = bytes(np.asarray(picked)).rstrip(b"\0").decode()
+    if name == config.name:
+        return config
+    earlier = Path(config.runs_dir) / config.name
+    if jax.process_index() == 0:
+        print(
+            f"{earlier} holds an earlier run, so this one is {Path(config.runs_dir) / name} (--name chooses "
+            f"the folder; --resume --name {config.name} continues the earlier one)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return dataclasses.replace(config, name=name)
+
+
+_NAME_BYTES = 1024
+NOT_STARTED = "interrupted before the run started: nothing was written"
 
 
 class PeerLostError(RuntimeError):

@@ -16,14 +16,13 @@ uv run evaluate --model org/name                          # a Hugging Face Hub r
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import math
 import sys
 from pathlib import Path
 
-from microgpt_data.commands import Parser, fail, interrupted
+from microgpt_data.commands import Parser, fail, interrupted, notes_on_stderr
+from microgpt_data.signals import Interrupts
 
 __all__ = ["evaluate_model", "main"]
 
@@ -81,26 +80,12 @@ def evaluate_model(
             "bytes": n_bytes, "unigram_entropy": unigram_entropy(targets)}  # fmt: skip
 
 
-@contextlib.contextmanager
-def _infer_warnings_on_stderr():
-    """microgpt_infer's warnings (a config.json key it ignores) as plain lines on stderr while the
-    command runs, rather than through the root logger's handler that absl's logging installs."""
-
-    class Stderr(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            print(record.getMessage(), file=sys.stderr, flush=True)
-
-    logger, handler = logging.getLogger("microgpt_infer"), Stderr(logging.WARNING)
-    logger.addHandler(handler)
-    propagate, logger.propagate = logger.propagate, False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
 def main(argv: list[str] | None = None) -> int:
+    with Interrupts():  # Ctrl-C: "interrupted", exit 130, at once in any phase (it writes nothing)
+        return _evaluate(argv)
+
+
+def _evaluate(argv: list[str] | None) -> int:
     parser = Parser(
         prog="evaluate", description="Loss, perplexity and bits per byte of a model on a dataset."
     )
@@ -126,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_host_memory()  # before JAX's first computation
     try:
         note = lambda text: print(text, file=sys.stderr)
-        with _infer_warnings_on_stderr():
+        with notes_on_stderr("microgpt_infer"):
             result = evaluate_model(
                 args.model, args.data, split=args.split, batches=args.batches, batch_size=args.batch_size,
                 seq_len=args.seq_len, text_column=args.text_column, log=note,
             )  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Python's own Ctrl-C (outside the main thread)
         return interrupted()
     except Exception as err:
         if args.debug:

@@ -1,13 +1,15 @@
 """`train(run)`: the training loop, from a run config to ``runs/<name>/`` with a model in it.
 
-In order: take the run folder (`run_folder`), resolve the tokenizer and the data, build the state and
-the compiled steps (`_Trainer`), restore the newest readable checkpoint when resuming, then per step:
-next global batch -> compiled step -> checks and logs. Every `eval_every` steps: validation loss and
-perplexity; every `sample_every`: a sample; every `checkpoint_every` (and at the end, on Ctrl-C or
-SIGTERM): a checkpoint, which holds a model folder too. A non-finite loss or gradient stops the run
-without saving, so the last good checkpoint stays the newest. At the end the model is exported to
-``model/``. Whatever the exit, everything opened (the lock, loaders, orbax's threads, the progress
-bar) is closed, so a failure prints one line.
+In order: open the data (a bad source fails before any work is announced), resolve the tokenizer,
+open the loaders, build the state and compile the step (`_Trainer`), all without writing anything;
+then start the run (`run_folder.RunFolder`: the folder, its lock, the run config and tokenizer),
+restore the newest readable checkpoint when resuming, and per step: next global batch -> compiled
+step -> checks and logs. A run that ends before its first step leaves no trace. Every `eval_every`
+steps: validation loss and perplexity; every `sample_every`: a sample; every `checkpoint_every` (and
+at the end, on Ctrl-C or SIGTERM): a checkpoint, which holds a model folder too. A non-finite loss
+or gradient stops the run without saving, so the last good checkpoint stays the newest. At the end
+the model is exported to ``model/``. Whatever the exit, everything opened (the lock and its file,
+loaders, orbax's threads, the progress bar) is closed, so a failure prints one line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -29,9 +32,9 @@ from microgpt_core import count_params, generate_tokens, load_pretrained
 from microgpt_core.card import SUMMARY_FILE
 from microgpt_core.checkpoint import CONFIG_FILE
 from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
-from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE
+from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_core.jsonfile import read_json_object
-from microgpt_data import Tokenizer
+from microgpt_data import Tokenizer, load_text_dataset
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
 from microgpt_train.export import export_model, typed_path, write_model_folder
@@ -47,10 +50,10 @@ from microgpt_train.metrics import (
     unigram_entropy,
 )
 from microgpt_train.optim import learning_rate_schedule, make_optimizer
-from microgpt_train.pipeline import make_loader, resolve_tokenizer
+from microgpt_train.pipeline import TOKENIZER_DIR, cache_tokenizer, make_loader, resolve_tokenizer
 from microgpt_train.plots import PLOT_FILE, plot_losses
 from microgpt_train.progress import Clock, Progress
-from microgpt_train.run_folder import check_run_folder, run_lock
+from microgpt_train.run_folder import RunFolder, check_not_busy, check_run_folder
 from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
 from microgpt_train.step import init_state, make_eval_step, make_train_step
 
@@ -77,6 +80,8 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
 
 # What a checkpoint's summary holds of the last evaluation (a resumed run starts from it).
 _EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_bits_per_byte")
+# What a run writes in its folder (model/ comes only with a trained step).
+_RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR)
 
 
 def to_host(tree: Any) -> Any:
@@ -114,16 +119,20 @@ def train(run: RunConfig, *, resume: bool = False, log=print) -> Path:
     warn = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
     run_dir = Path(run.runs_dir) / run.name
     check_devices(run, jax.device_count(), jax.process_count())
-    check_run_folder(run_dir, resume=resume)  # before the lock makes the folder
+    check_run_folder(run_dir, resume=resume)  # nothing is written before the run starts
+    check_not_busy(run_dir)
+    saved = _check_resume(run, run_dir / TRAIN_CONFIG_FILE) if resume else None
     with contextlib.ExitStack() as stack:
-        if main:
-            stack.enter_context(run_lock(run_dir))
-        latest = check_run_folder(run_dir, resume=resume)  # again, now that no other run can change it
-        saved = _check_resume(run, run_dir / TRAIN_CONFIG_FILE) if resume else None
+        stop = stack.enter_context(StopFlag())  # entered first: the folder's cleanup is never cut off
+        folder = stack.enter_context(RunFolder(run_dir, resume=resume, main=main, files=_RUN_FILES))
+        latest = checkpoint_steps(run_dir)[-1] if resume else None
         if latest is not None and latest >= run.max_steps:
+            stop.defer()
+            latest = folder.start()
+            folder.trained()  # finished: nothing of it is taken away
             return _finished(run, run_dir, latest, say)
         try:
-            return _Trainer(run, run_dir, say, warn, stack).fit(latest, saved)
+            return _Trainer(run, run_dir, say, warn, stack, folder, stop).fit(saved)
         except OSError as err:
             if is_disk_full(err) and not isinstance(err, DiskFullError):
                 raise DiskFullError(
@@ -159,22 +168,26 @@ def _finished(run: RunConfig, run_dir: Path, latest: int, say) -> Path:
 class _Trainer:
     """One run's state, compiled steps, loaders and bookkeeping; `fit()` trains it."""
 
-    def __init__(self, run: RunConfig, run_dir: Path, say, warn, stack: contextlib.ExitStack):
+    def __init__(
+        self, run: RunConfig, run_dir: Path, say, warn, stack: contextlib.ExitStack, folder: RunFolder,
+        stop: StopFlag,
+    ):  # fmt: skip
         self.run, self.run_dir, self.say, self.warn, self.stack = run, run_dir, say, warn, stack
+        self.folder, self.stop = folder, stop
         self.main = jax.process_index() == 0
 
     # ------------------------------------------------------------------------------------ setup
-    def fit(self, latest: int | None, saved: dict | None) -> Path:
+    def fit(self, saved: dict | None) -> Path:
         run, say = self.run, self.say
-        if self.main:
-            write_atomic(
-                self.run_dir / TRAIN_CONFIG_FILE, (json.dumps(run.to_dict(), indent=2) + "\n").encode()
-            )
+        load_text_dataset(run.data, "train", text_column=run.text_column)  # a bad source fails here
         say(f"run {run.name}: {run.summary()}; every setting in {self.run_dir / TRAIN_CONFIG_FILE}")
         self.tokenizer = resolve_tokenizer(run, self.run_dir, log=say, warn=self.warn)
         self.loader = self.stack.enter_context(make_loader(run, self.tokenizer, "train"))
         self._validation()
         self._build()
+        # The run starts: from here a signal stops it after a step, with that step's checkpoint.
+        self.stop.defer()
+        latest = self.folder.start(self._write_start)
         self.checkpoints = Checkpoints(self.run_dir / CHECKPOINTS_DIR, keep=run.keep_checkpoints)
         self.stack.callback(self.checkpoints.close)
         start, done = 0, {"train_seconds": 0.0, "eval": {}, "sample": ""}
@@ -192,6 +205,13 @@ class _Trainer:
                 say(self._schedule_change(saved["max_steps"], start))
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=self.main, truncate_after=start)
         return self._loop(start, done)
+
+    def _write_start(self) -> None:
+        """What a run writes when it starts (process 0): its config and its own BPE."""
+        if self.main:
+            config = (json.dumps(self.run.to_dict(), indent=2) + "\n").encode()
+            write_atomic(self.run_dir / TRAIN_CONFIG_FILE, config)
+            cache_tokenizer(self.run, self.run_dir, self.tokenizer)
 
     def _validation(self) -> None:
         run = self.run
@@ -213,10 +233,12 @@ class _Trainer:
             shape, param_shardings(shape["params"], config, self.mesh, fsdp=run.fsdp), self.mesh
         )
         self.state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(run.seed))
-        self.train_step = make_train_step(
-            config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings,
-            batch_sharding=batch_sharding(self.mesh),
-        )  # fmt: skip
+        rows = batch_sharding(self.mesh)
+        step = make_train_step(
+            config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings, batch_sharding=rows
+        )
+        batch = jax.ShapeDtypeStruct((run.batch_size, config.context_length + 1), np.int32, sharding=rows)
+        self.train_step = step.lower(self.state, batch).compile()  # before the run starts: see fit()
         self.eval_step = make_eval_step(config)
         self.val_batches = [global_batch(b, self.mesh) for b in self.val_local]
         self.schedule = learning_rate_schedule(run)
@@ -293,13 +315,17 @@ class _Trainer:
 
     # ------------------------------------------------------------------------------------ the loop
     def _loop(self, start: int, done: dict) -> Path:
-        run = self.run
+        run, stop = self.run, self.stop
         step, clock = start, Clock()
+        signum = stop.any_process()
+        if signum:  # while the run started: it trained nothing
+            raise TrainingInterrupted(None, self.run_dir, signum, new=not self.folder.resume)
         try:
-            with Progress(run, start, enabled=self.main, log=self.say) as progress, StopFlag() as stop:
+            with Progress(run, start, enabled=self.main, log=self.say) as progress:
                 while step < run.max_steps:
                     step += 1
                     record = self._step(step, clock)
+                    self.folder.trained()
                     with clock.paused():  # evals and samples do not count as training time
                         if (run.eval_every and step % run.eval_every == 0) or step == run.max_steps:
                             done["eval"] = self._evaluate()
@@ -331,6 +357,8 @@ class _Trainer:
         if self.main:
             export_model(model, params, self.tokenizer, run, summary)
         self._goodbye(summary, model)
+        if stop.signum:
+            self.say(f"({signal.Signals(stop.signum).name} came after the last step: the run is complete)")
         return self.run_dir
 
     def _step(self, step: int, clock: Clock) -> dict[str, Any]:

@@ -13,20 +13,24 @@ from microgpt_core.jsonfile import read_json_object
 from microgpt_data import PackedLoader, Tokenizer, load_text_dataset, train_bpe
 from microgpt_train.config import RunConfig
 
-__all__ = ["make_loader", "resolve_tokenizer"]
+__all__ = ["cache_tokenizer", "make_loader", "resolve_tokenizer"]
 
 TOKENIZER_DIR = "tokenizer"
 BPE_SOURCE_FILE = "trained_for.json"  # in TOKENIZER_DIR: the data and size the cached BPE was made for
 
 
 def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -> Tokenizer:
-    """The run's tokenizer: `run.tokenizer` (a folder or ``tiktoken:NAME``), else the BPE cached in
-    ``run_dir/tokenizer`` when it was trained for the same data and size (its `BPE_SOURCE_FILE`
-    says what it was trained on), else a new BPE of `model.vocab_size` trained on the training split.
+    """The run's tokenizer: `run.tokenizer` (``tiktoken:NAME``, a tokenizer folder, or any name
+    `microgpt_infer.load_tokenizer` takes: "default", a model or run folder, a Hub id), else the BPE
+    cached in ``run_dir/tokenizer`` when it was trained for the same data and size (its
+    `BPE_SOURCE_FILE` says what it was trained on), else a new BPE of `model.vocab_size` trained on
+    the training split.
 
-    Every process trains the same BPE (training is deterministic); process 0 writes the cache.
-    A BPE that comes out smaller than asked (a small corpus runs out of pairs to merge) is kept, with
-    a warning: the model's unused ids are never targets, and decode as U+FFFD if ever sampled.
+    Every process trains the same BPE (training is deterministic). Nothing is written here: the run
+    caches a new BPE with `cache_tokenizer` once it starts, so a run that fails before that leaves
+    no trace. A BPE that comes out smaller than asked (a small corpus runs out of pairs to merge) is
+    kept, with a warning: the model's unused ids are never targets, and decode as U+FFFD if ever
+    sampled.
     """
     spec = run.tokenizer
     if spec.startswith("tiktoken:"):
@@ -44,13 +48,7 @@ def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -
 
 
 def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
-    cache = run_dir / TOKENIZER_DIR
-    source = {
-        "data": run.data,
-        "text_column": run.text_column,
-        "documents": run.tokenizer_documents,
-        "vocab_size": run.model.vocab_size,
-    }
+    cache, source = run_dir / TOKENIZER_DIR, _bpe_source(run)
     stamp = cache / BPE_SOURCE_FILE
     if jax.process_index() == 0 and stamp.is_file():
         # Other processes retrain the same deterministic BPE rather than race process 0's write.
@@ -70,10 +68,30 @@ def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
             f"few distinct pairs to merge): {asked - reached} of the model's ids will never occur; "
             f"--vocab-size {reached} would match it"
         )
-    if jax.process_index() == 0:
-        tokenizer.save(cache)
-        write_atomic(stamp, (json.dumps(source, indent=2) + "\n").encode())
     return tokenizer
+
+
+def cache_tokenizer(run: RunConfig, run_dir: Path, tokenizer: Tokenizer) -> Path | None:
+    """Saves the run's own BPE in ``run_dir/tokenizer`` with what it was trained for (process 0;
+    nothing for a tokenizer the run was given); the folder written, or None."""
+    if run.tokenizer or jax.process_index() != 0:
+        return None
+    cache, source = run_dir / TOKENIZER_DIR, _bpe_source(run)
+    if _read_source(cache / BPE_SOURCE_FILE) == source:
+        return None  # the cache it was read from
+    tokenizer.save(cache)
+    write_atomic(cache / BPE_SOURCE_FILE, (json.dumps(source, indent=2) + "\n").encode())
+    return cache
+
+
+def _bpe_source(run: RunConfig) -> dict:
+    """What a run's BPE is trained for: a cached one is reused only for the same."""
+    return {
+        "data": run.data,
+        "text_column": run.text_column,
+        "documents": run.tokenizer_documents,
+        "vocab_size": run.model.vocab_size,
+    }
 
 
 def _read_source(path: Path) -> dict | None:

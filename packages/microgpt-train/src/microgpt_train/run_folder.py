@@ -1,13 +1,17 @@
-"""The run folder ``runs/<name>/``: who may use it (a lock), and whether a run may start in it.
+"""The run folder ``runs/<name>/``: when it is made, who may use it (a lock), whether a run may start
+in it, and what is left of it when a run never starts.
 
     train_config.json   the resolved run config          metrics.jsonl, loss.png
     tokenizer/          the BPE trained for the run      checkpoints/<step>/{state,meta,model}/
     model/              the finished model               .lock   held by the `train` using the folder
 
 A new run refuses a folder that already holds a model or checkpoints (it would overwrite them); a
-resumed run needs a checkpoint. The lock is an advisory `flock` held by process 0 for the whole run:
-a second `train` on the same folder is refused at once, and a killed one releases it (the kernel
-drops the lock with the process), so a stale lock never blocks a restart.
+resumed run needs a checkpoint. Nothing is written before the run starts (`RunFolder.start`, once
+its data, tokenizer and compiled step are ready), and a run that ends before its first step (a
+failure, a Ctrl-C) takes away what its start wrote, the folder too when it made it. The lock is an
+advisory `flock` held by process 0 from the start to the end: a second `train` on the same folder
+is refused at once, and a killed one releases it (the kernel drops the lock with the process), so a
+stale lock never blocks a restart. The lock file is removed with the lock.
 """
 
 from __future__ import annotations
@@ -16,15 +20,25 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from microgpt_core.folders import MODEL_DIR, checkpoint_steps
 from microgpt_core.jsonfile import read_json_object
+from microgpt_data import signals
 from microgpt_train.config import RunConfigError
 
-__all__ = ["RunFolderBusyError", "check_run_folder", "listing", "run_lock"]
+__all__ = [
+    "RunFolder",
+    "RunFolderBusyError",
+    "check_not_busy",
+    "check_run_folder",
+    "free_name",
+    "listing",
+    "run_lock",
+]
 
 LOCK_FILE = ".lock"
 
@@ -52,9 +66,14 @@ def check_run_folder(run_dir: Path, *, resume: bool) -> int | None:
                 "--resume, or check --name and --runs-dir"
             )
         return steps[-1]
+    if steps and (run_dir / MODEL_DIR).exists():
+        raise RunConfigError(
+            f"{run_dir} already holds a finished run (step {steps[-1]}, its model in {MODEL_DIR}/): choose "
+            f"another --name, or train it further with --resume --max-steps N (N > {steps[-1]})"
+        )
     if steps:
         raise RunConfigError(
-            f"{run_dir} already holds checkpoints (newest: step {steps[-1]}): pass --resume to continue "
+            f"{run_dir} already holds a run that stopped at step {steps[-1]}: pass --resume to continue "
             "it, or choose another --name"
         )
     if (run_dir / MODEL_DIR).exists():
@@ -65,26 +84,122 @@ def check_run_folder(run_dir: Path, *, resume: bool) -> int | None:
     return None
 
 
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Holds the run folder's lock (creating the folder); `RunFolderBusyError` if another holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def free_name(runs_dir: Path, name: str) -> str:
+    """`name` when ``runs_dir/name`` does not exist, else the first of name-2, name-3, ... that does
+    not: where a second ``uv run train`` without --name goes, beside the first run, never over it."""
+    candidate, n = name, 1
+    while (runs_dir / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+class RunFolder:
+    """One run's folder over the run's life (see the module docstring); process 0 writes it.
+
+    `start(write)` takes the lock and runs `write()` (the run config, the tokenizer); `trained()`
+    marks the first step done; `close()` takes away what `start` made if no step was trained, and
+    gives the lock up. A command's Ctrl-C waits for `start` (`signals.critical`).
+    """
+
+    def __init__(self, run_dir: Path, *, resume: bool, main: bool, files: tuple[str, ...] = ()) -> None:
+        """`files`: the names a run writes in its folder; those it adds to an existing folder (a
+        resumed run's, or one a user made) are removed again when no step was trained."""
+        self.run_dir, self.resume, self.main, self.files = run_dir, resume, main, files
+        self.made: list[Path] = []  # what start() made, removed again if no step is trained
+        self.has_trained = False
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def start(self, write: Callable[[], object] | None = None) -> int | None:
+        """Takes the lock, checks the folder again and runs `write`; the newest checkpoint step."""
+        with signals.critical():
+            if self.main:
+                if not self.run_dir.exists():
+                    self.made.append(self.run_dir)
+                else:
+                    self.made += [self.run_dir / f for f in self.files if not (self.run_dir / f).exists()]
+                self._stack.enter_context(run_lock(self.run_dir))
+            latest = check_run_folder(self.run_dir, resume=self.resume)  # again: no other run can change it
+            if write is not None:
+                write()
+            return latest
+
+    def trained(self) -> None:
+        self.has_trained = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            if self.main and not self.has_trained:
+                for path in reversed(self.made):
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                self.made.clear()
+        finally:
+            self._stack.close()
+
+
+def check_not_busy(run_dir: Path) -> None:
+    """`RunFolderBusyError` at once when another `train` holds the folder's lock (writes nothing)."""
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # no lock file: nobody holds it
     try:
         if not _try_lock(fd):
-            holder = _read_holder(path)
-            raise RunFolderBusyError(
-                f"{run_dir} is in use by another train process ({holder}): wait for it to finish, or "
-                f"choose another --name"
-            )
+            raise RunFolderBusyError(_busy(run_dir, path))
+    finally:
+        os.close(fd)
+
+
+def _busy(run_dir: Path, path: Path) -> str:
+    return (
+        f"{run_dir} is in use by another train process ({_read_holder(path)}): wait for it to finish, or "
+        "choose another --name"
+    )
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Holds the run folder's lock (creating the folder); `RunFolderBusyError` if another holds it.
+
+    The lock file is removed when the lock is given up, so it never outlives its holder but for a
+    killed process's (whose lock the kernel has dropped: the next run takes it over)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _try_lock(fd):
+            os.close(fd)
+            raise RunFolderBusyError(_busy(run_dir, path))
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # its holder removed it between our open and our lock: take the new one
+    try:
         stamp = datetime.datetime.now().isoformat(timespec="seconds")
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": stamp}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still holding it: a waiting process sees a removed file and retries
         os.close(fd)  # releases the lock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
 
 
 def _try_lock(fd: int) -> bool:
