@@ -12,7 +12,10 @@ an empty compilation cache (so it compiles everything):
 Measured: `first_call_s`, the seconds of that first call (loading the model microgpt-infer ships,
 compiling, 50 tokens; target < 5 s on 2 CPU cores); `second_call_s`, the same call once more in the
 same process (compiled); `process_s`, the whole process as the parent sees it, interpreter start
-and imports included. Median and best of --runs processes, with the CPU model.
+and imports included. Then the same process again with the compilation cache the first one filled:
+`warm_cache_first_call_s`, `warm_cache_process_s`. And the `generate` command (50 tokens of the
+same prompt, streamed), whole processes with an empty and with a used cache: `generate_command_s`,
+`generate_command_warm_cache_s`. Median and best of --runs rounds, with the CPU model.
 """
 
 from __future__ import annotations
@@ -46,26 +49,46 @@ print(text)
 """
 
 
-def fresh_process(folder: Path) -> tuple[float, float, float, str]:
+def _env(cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGPT_")}
-    env["MICROGPT_COMPILATION_CACHE"] = str(folder / "empty-cache")
+    env["MICROGPT_COMPILATION_CACHE"] = str(cache)
+    return env
+
+
+def fresh_process(folder: Path, cache: Path) -> tuple[float, float, float, str]:
     with stopwatch() as watch:
         out = subprocess.run(
-            [sys.executable, "-c", EXAMPLE], capture_output=True, text=True, check=True, env=env, cwd=folder
-        )
+            [sys.executable, "-c", EXAMPLE], capture_output=True, text=True, check=True, env=_env(cache),
+            cwd=folder,
+        )  # fmt: skip
     first, second = (float(x) for x in out.stdout.split("\n", 1)[0].split())
     return first, second, watch.seconds, out.stdout.split("\n", 1)[1].rstrip("\n")
+
+
+def generate_command(folder: Path, cache: Path) -> float:
+    command = [str(Path(sys.executable).parent / "generate"), "Once upon a time", "--seed", "443"]
+    with stopwatch() as watch:
+        subprocess.run(command, capture_output=True, check=True, env=_env(cache), cwd=folder)
+    return watch.seconds
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh processes (median and best)")
     args = parser.parse_args(argv)
-    runs = []
+    runs, warm, command, command_warm = [], [], [], []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            runs.append(fresh_process(Path(tmp)))
-            print(f"run {i + 1}: first call {runs[-1][0]:.2f} s", file=sys.stderr)
+            folder = Path(tmp)
+            runs.append(fresh_process(folder, folder / "cache"))
+            warm.append(fresh_process(folder, folder / "cache"))
+            command.append(generate_command(folder, folder / "command-cache"))
+            command_warm.append(generate_command(folder, folder / "command-cache"))
+            print(
+                f"run {i + 1}: first call {runs[-1][0]:.2f} s, with the cache {warm[-1][0]:.2f} s; "
+                f"generate {command[-1]:.2f} s, again {command_warm[-1]:.2f} s",
+                file=sys.stderr,
+            )
     result = {
         "bench": "first_call",
         "cpu": cpu_model(),
@@ -73,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         "first_call_s": summary([r[0] for r in runs], 2),
         "second_call_s": summary([r[1] for r in runs], 3),
         "process_s": summary([r[2] for r in runs], 2),
+        "warm_cache_first_call_s": summary([r[0] for r in warm], 2),
+        "warm_cache_process_s": summary([r[2] for r in warm], 2),
+        "generate_command_s": summary(command, 2),
+        "generate_command_warm_cache_s": summary(command_warm, 2),
         "text": runs[0][3],
     }
     print(json.dumps(result))
