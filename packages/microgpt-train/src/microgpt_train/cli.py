@@ -303,7 +303,9 @@ def _run(args: argparse.Namespace) -> int:
     if interrupts is not None:
         interrupts.reinstall()  # jax.distributed's preemption notifier took SIGTERM
     if not _named(args):
-        config = _beside_earlier_runs(config)
+        from microgpt_train.run_folder import beside_earlier_runs
+
+        config = beside_earlier_runs(config)
     from microgpt_train.loop import train
 
     try:
@@ -323,35 +325,6 @@ def _named(args: argparse.Namespace) -> bool:
     return args.resume or "name" in vars(args) or (args.config is not None and "name" in _toml(args.config))
 
 
-def _beside_earlier_runs(config: RunConfig) -> RunConfig:
-    """A run with no name chosen goes to a new folder when its preset's is taken (NAME-2, NAME-3, ...),
-    never over an earlier run; process 0 picks, every process takes its pick."""
-    import jax
-
-    from microgpt_train.run_folder import free_name
-
-    name = free_name(Path(config.runs_dir), config.name)
-    if jax.process_count() > 1:
-        import numpy as np
-        from jax.experimental import multihost_utils
-
-        picked = np.frombuffer(name.encode().ljust(_NAME_BYTES, b"\0")[:_NAME_BYTES], np.uint8)
-        picked = multihost_utils.broadcast_one_to_all(picked)
-        name = bytes(np.asarray(picked)).rstrip(b"\0").decode()
-    if name == config.name:
-        return config
-    earlier = Path(config.runs_dir) / config.name
-    if jax.process_index() == 0:
-        print(
-            f"{earlier} holds an earlier run, so this one is {Path(config.runs_dir) / name} (--name chooses "
-            f"the folder; --resume --name {config.name} continues the earlier one)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return dataclasses.replace(config, name=name)
-
-
-_NAME_BYTES = 1024
 NOT_STARTED = "interrupted before the run started: nothing was written"
 
 

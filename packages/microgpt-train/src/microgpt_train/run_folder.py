@@ -17,21 +17,24 @@ stale lock never blocks a restart. The lock file is removed with the lock.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from microgpt_core.folders import MODEL_DIR, checkpoint_steps
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import signals
-from microgpt_train.config import RunConfigError
+from microgpt_train.config import RunConfig, RunConfigError
 
 __all__ = [
     "RunFolder",
+    "beside_earlier_runs",
     "RunFolderBusyError",
     "check_not_busy",
     "check_run_folder",
@@ -92,6 +95,35 @@ def free_name(runs_dir: Path, name: str) -> str:
         n += 1
         candidate = f"{name}-{n}"
     return candidate
+
+
+def beside_earlier_runs(config: RunConfig) -> RunConfig:
+    """A run with no name chosen goes to a new folder when its preset's is taken (NAME-2, NAME-3, ...),
+    never over an earlier run; process 0 picks, every process takes its pick."""
+    import jax
+
+    name = free_name(Path(config.runs_dir), config.name)
+    if jax.process_count() > 1:
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        picked = np.frombuffer(name.encode().ljust(_NAME_BYTES, b"\0")[:_NAME_BYTES], np.uint8)
+        picked = multihost_utils.broadcast_one_to_all(picked)
+        name = bytes(np.asarray(picked)).rstrip(b"\0").decode()
+    if name == config.name:
+        return config
+    earlier = Path(config.runs_dir) / config.name
+    if jax.process_index() == 0:
+        print(
+            f"{earlier} holds an earlier run, so this one is {Path(config.runs_dir) / name} (--name chooses "
+            f"the folder; --resume --name {config.name} continues the earlier one)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return dataclasses.replace(config, name=name)
+
+
+_NAME_BYTES = 1024
 
 
 class RunFolder:
