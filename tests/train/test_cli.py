@@ -106,10 +106,14 @@ def test_boolean_fields_from_toml(tmp_path):
         (["--rope-theta", "0.5", "--positional", "rope"], "rope_theta must be a finite number > 1"),
         (["--sample-tokens", "4096"], "context_length"),
         (["--coordinator", "127.0.0.1:1"], "go together"),
+        (["--compute-dtype", "float16"], "invalid choice: 'float16' (choose from 'float32', 'bfloat16')"),
+        (["--compute-dtype", "float64"], "invalid choice: 'float64' (choose from 'float32', 'bfloat16')"),
+        (["--positional", "alibi"], "(choose from 'learned', 'sinusoidal', 'rope')"),
     ],
 )
 def test_bad_input_exits_2_with_error(argv, match, capsys):
-    usage = argv[0] in ("--no-such-flag", "--no-fsdp") or "many" in argv or "maybe" in argv
+    usage = argv[0] in ("--no-such-flag", "--no-fsdp", "--compute-dtype", "--positional")
+    usage = usage or "many" in argv or "maybe" in argv
     code = None if usage else cli.main(argv)
     if code is None:
         with pytest.raises(SystemExit) as exit_info:
@@ -119,6 +123,17 @@ def test_bad_input_exits_2_with_error(argv, match, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err
     assert "Traceback" not in err
+
+
+def test_the_valid_words_of_a_field_are_the_ones_help_gives(tmp_path, capsys):
+    """--help, the flag and a TOML file agree: float64 is no training dtype anywhere."""
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "--compute-dtype float32|bfloat16" in " ".join(capsys.readouterr().out.split())
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\ncompute_dtype = "float64"\n')
+    assert cli.main(["--config", str(path)]) == 2
+    assert "compute_dtype must be one of ['float32', 'bfloat16'] for training" in capsys.readouterr().err
 
 
 def test_toml_config_then_flags(tmp_path):
