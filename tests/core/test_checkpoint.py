@@ -498,3 +498,11 @@ def test_read_safetensors_of_a_missing_or_non_finite_file(tmp_path):
     write_tensors(path, {"x": np.array([1.0, 1e300], np.float64)})  # finite, but not in float32
     with pytest.raises(CheckpointError, match=r"tensor 'x' contains NaN or infinite values"):
         read_safetensors(path, {"x": (2,)}, dtypes=("F64",))
+
+
+def test_the_stored_dtypes_are_the_ones_config_names():
+    """config.WEIGHTS_DTYPES (no JAX to import) names exactly checkpoint.STORED_DTYPES."""
+    from microgpt_core.checkpoint import STORED_DTYPES
+    from microgpt_core.config import WEIGHTS_DTYPES
+
+    assert tuple(STORED_DTYPES) == WEIGHTS_DTYPES

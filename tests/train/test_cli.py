@@ -10,7 +10,7 @@ import re
 import pytest
 
 from microgpt_core import GPTConfig
-from microgpt_train import PRESETS, cli, evaluate
+from microgpt_train import PRESETS, cli, evaluate, flags
 from microgpt_train.config import RunConfigError, run_fields
 
 from .conftest import tiny_run
@@ -64,20 +64,20 @@ def test_evaluate_help_shows_its_defaults(capsys):
      (["--fsdp", "false"], False), (["--fsdp=yes"], True), (["--fsdp", "--no-fsdp"], False)],
 )  # fmt: skip
 def test_boolean_fields_are_switches_that_also_take_a_value(argv, value):
-    run = cli.resolve_config(cli.build_parser().parse_args(argv))
+    run = flags.resolve_config(flags.build_parser().parse_args(argv))
     assert run.fsdp is value
-    assert cli.resolve_config(cli.build_parser().parse_args(["--no-bias"])).model.bias is False
-    assert cli.resolve_config(cli.build_parser().parse_args(["--progress", "off"])).progress is False
+    assert flags.resolve_config(flags.build_parser().parse_args(["--no-bias"])).model.bias is False
+    assert flags.resolve_config(flags.build_parser().parse_args(["--progress", "off"])).progress is False
 
 
 def test_every_architecture_option_is_a_flag():
     gpt2 = ["--positional", "learned", "--norm", "layernorm", "--mlp", "gelu", "--bias", "--d-ff", "512"]
-    model = cli.resolve_config(cli.build_parser().parse_args([*gpt2, "--n-kv-heads", "4"])).model
+    model = flags.resolve_config(flags.build_parser().parse_args([*gpt2, "--n-kv-heads", "4"])).model
     assert (model.positional, model.norm, model.mlp, model.bias, model.n_kv_heads) == (
         "learned", "layernorm", "gelu", True, 4
     )  # fmt: skip
     argv = ["--positional", "rope", "--rope-theta", "500000", "--n-kv-heads", "1", "--qk-norm", "--no-bias"]
-    model = cli.resolve_config(cli.build_parser().parse_args(argv)).model
+    model = flags.resolve_config(flags.build_parser().parse_args(argv)).model
     assert (model.positional, model.rope_theta, model.n_kv_heads, model.qk_norm, model.bias) == (
         "rope", 500000.0, 1, True, False
     )  # fmt: skip
@@ -86,7 +86,7 @@ def test_every_architecture_option_is_a_flag():
 def test_boolean_fields_from_toml(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text("fsdp = true\nprogress = false\n[model]\nbias = false\n")
-    run = cli.resolve_config(cli.build_parser().parse_args(["--config", str(path)]))
+    run = flags.resolve_config(flags.build_parser().parse_args(["--config", str(path)]))
     assert (run.fsdp, run.progress, run.model.bias) == (True, False, False)
     path.write_text('fsdp = "yes"\n')
     assert cli.main(["--config", str(path)]) == 2
@@ -139,8 +139,8 @@ def test_the_valid_words_of_a_field_are_the_ones_help_gives(tmp_path, capsys):
 def test_toml_config_then_flags(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('name = "fromtoml"\nmax_steps = 9\n[model]\nd_model = 64\nn_layers = 2\n')
-    args = cli.build_parser().parse_args(["--config", str(path), "--max-steps", "11"])
-    run = cli.resolve_config(args)
+    args = flags.build_parser().parse_args(["--config", str(path), "--max-steps", "11"])
+    run = flags.resolve_config(args)
     assert (run.name, run.max_steps, run.model.d_model, run.model.n_layers) == ("fromtoml", 11, 64, 2)
 
 
@@ -175,7 +175,7 @@ def _saved_run(tmp_path, **changes):
 
 
 def _resolve(argv):
-    return cli.resolve_config(cli.build_parser().parse_args(argv))
+    return flags.resolve_config(flags.build_parser().parse_args(argv))
 
 
 def test_resume_continues_the_saved_config_with_no_other_flags(tmp_path, monkeypatch):

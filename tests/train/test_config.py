@@ -98,11 +98,12 @@ def test_the_example_run_file_is_a_valid_run_config():
     """README's `uv run train --config examples/run.toml`: every key known, every value valid."""
     from pathlib import Path
 
-    from microgpt_train import cli
+    from microgpt_train import flags
 
     example = Path(__file__).resolve().parents[2] / "examples" / "run.toml"
-    run = cli.resolve_config(cli.build_parser().parse_args(["--config", str(example)]))
+    run = flags.resolve_config(flags.build_parser().parse_args(["--config", str(example)]))
     assert (run.name, run.max_steps, run.model.d_model, run.model.n_kv_heads) == ("wide", 400, 192, 2)
     assert run.model.n_layers == preset("quickstart").model.n_layers  # the rest is the preset's
-    flagged = cli.resolve_config(cli.build_parser().parse_args(["--config", str(example), "--d-model", "96"]))
+    argv = ["--config", str(example), "--d-model", "96"]
+    flagged = flags.resolve_config(flags.build_parser().parse_args(argv))
     assert flagged.model.d_model == 96  # flags win over the file

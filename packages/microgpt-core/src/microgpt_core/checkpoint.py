@@ -46,7 +46,7 @@ __all__ = [
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
-# The dtypes parameters may be stored in, by name, with safetensors' name and numpy's dtype.
+# The dtypes parameters may be stored in (`config.WEIGHTS_DTYPES`), with safetensors' name and numpy's.
 STORED_DTYPES = {"float32": ("F32", np.dtype(np.float32)), "bfloat16": ("BF16", np.dtype(ml_dtypes.bfloat16))}
 _DTYPE_NAMES = {  # safetensors' dtype names, as numpy spells them (for messages)
     "F64": "float64",

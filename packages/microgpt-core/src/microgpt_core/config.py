@@ -11,6 +11,8 @@ __all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION", "SEED_CONFIG"]
 
 # Version of the `config.json` layout written by `save_pretrained`; `GPTConfig.upgrade` reads older ones.
 FORMAT_VERSION = 1
+# The dtypes `save_pretrained` may store weights in (`checkpoint.STORED_DTYPES` maps them to files').
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 
 POSITIONAL_KINDS = ("learned", "sinusoidal", "rope")
 NORM_KINDS = ("layernorm", "rmsnorm")

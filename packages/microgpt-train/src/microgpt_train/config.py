@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
-from microgpt_core.checkpoint import STORED_DTYPES
-from microgpt_core.config import COMPUTE_DTYPES
+from microgpt_core.config import COMPUTE_DTYPES, WEIGHTS_DTYPES
 from microgpt_core.folders import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
@@ -141,9 +140,9 @@ class RunConfig:
             raise RunConfigError(
                 f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
             )
-        if self.weights_dtype not in STORED_DTYPES:
+        if self.weights_dtype not in WEIGHTS_DTYPES:
             raise RunConfigError(
-                f"weights_dtype must be one of {sorted(STORED_DTYPES)}, got {self.weights_dtype!r}"
+                f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {self.weights_dtype!r}"
             )
         if self.model.compute_dtype not in COMPUTE_DTYPES:
             raise RunConfigError(
