@@ -7,37 +7,22 @@ prints `interrupted` on stderr, ends the line it was writing and exits 130; neve
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _command(how: str) -> list[str]:
-    if how == "script":
-        return [str(Path(sys.executable).parent / "generate")]
-    uv = shutil.which("uv")
-    assert uv, "uv is not on PATH (CI installs it with pip before running the tests)"
-    return [uv, "run", "--no-sync", "--project", str(REPO), "generate"]
+from tests.terminal import HOW, command, ctrl_c_twice, start
 
 
 def _start(how: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
-    """In a process group of its own, with no terminal and an empty compilation cache."""
+    """With an empty compilation cache, offline."""
     cache = str(tmp_path / "jax-cache")
     env = {**os.environ, "MICROGPT_COMPILATION_CACHE": cache, "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.Popen(
-        [*_command(how), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True, env=env, cwd=tmp_path,
-    )  # fmt: skip
+    return start([*command("generate", how), *args], env, tmp_path, text=False)
 
 
 def _read_until(stream, marker: bytes, proc: subprocess.Popen, timeout: float = 120) -> bytes:
@@ -51,15 +36,6 @@ def _read_until(stream, marker: bytes, proc: subprocess.Popen, timeout: float = 
             pytest.fail(f"no {marker!r} within {timeout} s (status {proc.poll()}): {seen!r}")
         seen += chunk
     return seen
-
-
-def _ctrl_c_twice(proc: subprocess.Popen) -> float:
-    sent = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):  # it may have ended already: fine
-        os.killpg(proc.pid, signal.SIGINT)
-    return sent
 
 
 def _finish(proc: subprocess.Popen, sent: float) -> tuple[bytes, bytes, float]:
@@ -78,36 +54,36 @@ def _check_interrupted(proc: subprocess.Popen, err: bytes, seconds: float) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["script", "uv run"])
+@pytest.mark.parametrize("how", HOW)
 def test_ctrl_c_twice_while_it_loads_the_model(tmp_path, long_model_dir, how):
     """The note naming the model is printed just before the model is loaded."""
     proc = _start(how, ["x", "--max-new-tokens", "4000"], tmp_path, MICROGPT_MODEL=str(long_model_dir))
     _read_until(proc.stderr, b"generate: using $MICROGPT_MODEL", proc)
-    out, err, seconds = _finish(proc, _ctrl_c_twice(proc))
+    out, err, seconds = _finish(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     assert out in (b"", b"\n") or out.endswith(b"\n")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["script", "uv run"])
+@pytest.mark.parametrize("how", HOW)
 def test_ctrl_c_twice_while_it_compiles(tmp_path, long_model_dir, how):
     """The seed is said once the model is loaded, before the generation compiles (seconds, with an
     empty cache): the signals arrive during the compilation, which used to abort the process."""
     proc = _start(how, ["x", "--model", str(long_model_dir), "--max-new-tokens", "4000"], tmp_path)
     _read_until(proc.stderr, b"generate: seed ", proc)
-    out, err, seconds = _finish(proc, _ctrl_c_twice(proc))
+    out, err, seconds = _finish(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     assert out == b"" or out.endswith(b"\n")  # any text it had started is ended by a line end
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["script", "uv run"])
+@pytest.mark.parametrize("how", HOW)
 def test_ctrl_c_twice_while_it_decodes_ends_the_line_it_was_writing(tmp_path, long_model_dir, how):
     args = ["x", "--model", str(long_model_dir), "--max-new-tokens", "4000", "--temperature", "0"]
     proc = _start(how, args, tmp_path)
     first = _read_until(proc.stdout, b"x", proc)
     time.sleep(0.2)  # tokens are streaming
-    rest, err, seconds = _finish(proc, _ctrl_c_twice(proc))
+    rest, err, seconds = _finish(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     out = (first + rest).decode()
     assert out.startswith("x") and out.endswith("\n") and len(out) < 4000  # stopped, not finished

@@ -7,13 +7,8 @@ folder and no lock, and `--resume` continues from that step."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,38 +16,14 @@ import pytest
 
 from microgpt_core.folders import checkpoint_steps
 from microgpt_train.cli import NOT_STARTED
+from tests.terminal import HOW, command, ctrl_c_twice, start
 
 from .conftest import subprocess_env, tiny_flags
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _command(how: str) -> list[str]:
-    """The `train` command as a user starts it: the installed script, or through `uv run`."""
-    if how == "script":
-        return [str(Path(sys.executable).parent / "train")]
-    uv = shutil.which("uv")
-    assert uv, "uv is not on PATH (CI installs it with pip before running the tests)"
-    return [uv, "run", "--no-sync", "--project", str(REPO), "train"]
-
 
 def _start(how: str, flags: list[str], cwd: Path) -> subprocess.Popen:
-    """A process group of its own, as a terminal's foreground job is; no terminal; unbuffered output."""
-    return subprocess.Popen(
-        [*_command(how), *flags], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True, env=subprocess_env(PYTHONUNBUFFERED="1"),
-    )  # fmt: skip
-
-
-def _ctrl_c_twice(proc: subprocess.Popen) -> float:
-    """SIGINT to the whole group, then again 0.3 s later (a repeated Ctrl-C, or `uv run` forwarding
-    it); returns when the first was sent."""
-    sent = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.3)
-    with contextlib.suppress(ProcessLookupError):  # it may have ended already: fine
-        os.killpg(proc.pid, signal.SIGINT)
-    return sent
+    """Unbuffered output, so the test sees each line as it is printed."""
+    return start([*command("train", how), *flags], subprocess_env(PYTHONUNBUFFERED="1"), cwd, text=True)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, what: str, timeout: float = 240) -> None:
@@ -75,7 +46,7 @@ def _logged_steps(run_dir: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["script", "uv run"])
+@pytest.mark.parametrize("how", HOW)
 def test_ctrl_c_while_it_trains_saves_that_step_whatever_follows_and_resume_continues(
     tmp_path, tiny_tokenizer_dir, how
 ):
@@ -87,7 +58,7 @@ def test_ctrl_c_while_it_trains_saves_that_step_whatever_follows_and_resume_cont
     proc = _start(how, flags, tmp_path)
     try:
         _wait_for(lambda: _logged_steps(run_dir) >= 3, proc, "three logged steps")
-        sent = _ctrl_c_twice(proc)
+        sent = ctrl_c_twice(proc)
         out, err = proc.communicate(timeout=120)
         stopped = time.monotonic() - sent
     finally:
@@ -103,7 +74,7 @@ def test_ctrl_c_while_it_trains_saves_that_step_whatever_follows_and_resume_cont
     assert not (run_dir / ".lock").exists()
     if how == "script":  # once is enough: the resumed run starts from the saved step
         resumed = subprocess.run(
-            [*_command(how), "--resume", "--name", "long", "--runs-dir", str(tmp_path / "runs"),
+            [*command("train", how), "--resume", "--name", "long", "--runs-dir", str(tmp_path / "runs"),
              "--max-steps", str(step + 2)],
             capture_output=True, text=True, timeout=240, env=subprocess_env(), cwd=tmp_path,
         )  # fmt: skip
@@ -114,7 +85,7 @@ def test_ctrl_c_while_it_trains_saves_that_step_whatever_follows_and_resume_cont
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["script", "uv run"])
+@pytest.mark.parametrize("how", HOW)
 def test_ctrl_c_before_the_run_starts_ends_it_at_once_and_leaves_no_folder(tmp_path, tiny_tokenizer_dir, how):
     """Signalled as soon as it announces the run (then it opens the loaders and compiles the step)."""
     flags = tiny_flags(tmp_path / "runs", "early", tokenizer=str(tiny_tokenizer_dir))
@@ -122,7 +93,7 @@ def test_ctrl_c_before_the_run_starts_ends_it_at_once_and_leaves_no_folder(tmp_p
     try:
         first = proc.stdout.readline()
         assert first.startswith("run early:"), first + proc.communicate(timeout=120)[1]
-        sent = _ctrl_c_twice(proc)
+        sent = ctrl_c_twice(proc)
         out, err = proc.communicate(timeout=60)
         stopped = time.monotonic() - sent
     finally:
@@ -144,15 +115,11 @@ def test_ctrl_c_before_the_run_starts_ends_it_at_once_and_leaves_no_folder(tmp_p
 )
 def test_the_other_commands_end_at_once_on_ctrl_c_twice(tmp_path, argv):
     """Loading, compiling, evaluating or training a BPE: wherever the signals land, one line and 130."""
-    exe = Path(sys.executable).parent / argv[0]
-    proc = subprocess.Popen(
-        [str(exe), *argv[1:]], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True, env=subprocess_env(),
-    )  # fmt: skip
+    proc = start([*command(argv[0], "script"), *argv[1:]], subprocess_env(), tmp_path, text=True)
     try:
         time.sleep(2.5)  # both take far longer than this to finish
         assert proc.poll() is None, proc.communicate()
-        sent = _ctrl_c_twice(proc)
+        sent = ctrl_c_twice(proc)
         out, err = proc.communicate(timeout=60)
         stopped = time.monotonic() - sent
     finally:

@@ -89,9 +89,7 @@ def _generate_parser() -> argparse.ArgumentParser:
         "at once in any phase (exit status 130).",
     )
     p.add_argument("prompt", nargs="?", help="the prompt text (default: read stdin, UTF-8)")
-    p.add_argument(
-        "--model", help=f"{MODEL_NAMES} (default: $MICROGPT_MODEL, else default)"
-    )
+    p.add_argument("--model", help=f"{MODEL_NAMES} (default: $MICROGPT_MODEL, else default)")
     p.add_argument("--revision", help="Hub branch, tag or commit (Hub repo ids only)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=50, help="tokens to generate at most")
     p.add_argument(

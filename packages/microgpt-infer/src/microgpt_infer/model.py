@@ -171,7 +171,7 @@ def looks_like_path(source: object) -> bool:
 
 
 def _nearest_listing(path: Path) -> str:
-    """" (runs/ holds: a, b)": the folders in the nearest existing folder above `path`, or "" when
+    """The note `" (runs/ holds: a, b)"`: the folders in the nearest folder above `path`, or "" when
     that is the filesystem root or the working directory (too broad to help)."""
     for parent in path.parents:
         if parent == parent.parent:  # "/" or "."
