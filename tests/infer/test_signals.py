@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,3 +88,29 @@ def test_ctrl_c_twice_while_it_decodes_ends_the_line_it_was_writing(tmp_path, lo
     _check_interrupted(proc, err, seconds)
     out = (first + rest).decode()
     assert out.startswith("x") and out.endswith("\n") and len(out) < 4000  # stopped, not finished
+
+
+EXPORT_CUT = """
+import os, signal, sys, time
+from microgpt_infer import cli, export_hf
+
+write = export_hf._write
+
+def write_then_ctrl_c(folder, *args, **kwargs):
+    write(folder, *args, **kwargs)  # the staged folder is full: Ctrl-C comes before the swap
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(30)
+
+export_hf._write = write_then_ctrl_c
+sys.exit(cli.export_main([sys.argv[1], sys.argv[2]]))
+"""
+
+
+def test_ctrl_c_during_an_export_leaves_no_staged_folder_and_no_output(tmp_path, model_dir):
+    out = tmp_path / "exports" / "hf"
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_CUT, str(model_dir), str(out)], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
+    assert list((tmp_path / "exports").iterdir()) == []  # neither OUT_DIR nor .hf.export-*
