@@ -180,13 +180,13 @@ class _Trainer:
     def fit(self, saved: dict | None) -> Path:
         run, say = self.run, self.say
         # A bad data source or tokenizer name fails here, before any work is announced.
-        load_text_dataset(run.data, "train", text_column=run.text_column)
+        train_data = load_text_dataset(run.data, "train", text_column=run.text_column)
         if run.tokenizer:
             self.tokenizer = resolve_tokenizer(run, self.run_dir, warn=self.warn)
         say(f"run {run.name}: {run.summary()}; every setting in {self.run_dir / TRAIN_CONFIG_FILE}")
         if not run.tokenizer:  # the run's own BPE, trained (and said) or read from its cache
-            self.tokenizer = resolve_tokenizer(run, self.run_dir, log=say, warn=self.warn)
-        self.loader = self.stack.enter_context(make_loader(run, self.tokenizer, "train"))
+            self.tokenizer = resolve_tokenizer(run, self.run_dir, log=say, warn=self.warn, data=train_data)
+        self.loader = self.stack.enter_context(make_loader(run, self.tokenizer, "train", dataset=train_data))
         self._validation()
         self._build()
         # The run starts: from here a signal stops it after a step, with that step's checkpoint.

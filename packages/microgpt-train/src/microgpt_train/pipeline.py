@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -19,12 +20,12 @@ TOKENIZER_DIR = "tokenizer"
 BPE_SOURCE_FILE = "trained_for.json"  # in TOKENIZER_DIR: the data and size the cached BPE was made for
 
 
-def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -> Tokenizer:
+def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print, data: Any = None) -> Tokenizer:
     """The run's tokenizer: `run.tokenizer` (``tiktoken:NAME``, a tokenizer folder, or any name
     `microgpt_infer.load_tokenizer` takes: "default", a model or run folder, a Hub id), else the BPE
     cached in ``run_dir/tokenizer`` when it was trained for the same data and size (its
     `BPE_SOURCE_FILE` says what it was trained on), else a new BPE of `model.vocab_size` trained on
-    the training split.
+    the training split (`data`, when the caller has opened it already: it is not opened again).
 
     Every process trains the same BPE (training is deterministic). Nothing is written here: the run
     caches a new BPE with `cache_tokenizer` once it starts, so a run that fails before that leaves
@@ -40,14 +41,14 @@ def resolve_tokenizer(run: RunConfig, run_dir: Path, *, log=print, warn=print) -
 
         tokenizer = load_tokenizer(spec, log=warn)
     else:
-        tokenizer = _run_bpe(run, run_dir, log=log, warn=warn)
+        tokenizer = _run_bpe(run, run_dir, log=log, warn=warn, data=data)
     tokenizer.check_fits(
         run.model.vocab_size, f"--tokenizer {spec}" if spec else str(run_dir / TOKENIZER_DIR)
     )
     return tokenizer
 
 
-def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
+def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn, data: Any) -> Tokenizer:
     cache, source = run_dir / TOKENIZER_DIR, _bpe_source(run)
     stamp = cache / BPE_SOURCE_FILE
     if jax.process_index() == 0 and stamp.is_file():
@@ -57,7 +58,9 @@ def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn) -> Tokenizer:
             return Tokenizer.load(cache)
         log(f"the BPE cached in {cache} was trained for {cached}; training a new one for {source}")
     log(f"training a {run.model.vocab_size}-token BPE on {run.data} ...")
-    texts = (row["text"] for row in load_text_dataset(run.data, "train", text_column=run.text_column))
+    if data is None:
+        data = load_text_dataset(run.data, "train", text_column=run.text_column)
+    texts = (row["text"] for row in data)
     if run.tokenizer_documents:
         texts = itertools.islice(texts, run.tokenizer_documents)
     tokenizer = train_bpe(texts, run.model.vocab_size)
@@ -101,14 +104,18 @@ def _read_source(path: Path) -> dict | None:
         return None
 
 
-def make_loader(run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True) -> PackedLoader:
+def make_loader(
+    run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True, dataset: Any = None
+) -> PackedLoader:
     """This process's rows of the global batch, as (batch_size / process_count, T+1) int32 windows.
 
     Every process reads the whole data and builds the same global batch of `run.batch_size` rows
     (so the batches, and the loader's state, do not depend on the number of processes); process i
-    returns rows [i * batch_size / process_count, (i + 1) * batch_size / process_count).
+    returns rows [i * batch_size / process_count, (i + 1) * batch_size / process_count). `dataset`:
+    the split, when the caller has opened it already.
     """
-    dataset = load_text_dataset(run.data, split, text_column=run.text_column)
+    if dataset is None:
+        dataset = load_text_dataset(run.data, split, text_column=run.text_column)
     return PackedLoader(
         dataset,
         tokenizer,
