@@ -164,12 +164,7 @@ def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
             raise _StdinError("give a prompt argument or pipe text to stdin (see generate --help)")
         else:
             prompt = _read_stdin()
-        seed = args.seed
-        if seed is None:
-            from microgpt_infer.generation import SEED_RANGE
-
-            seed = secrets.randbelow(SEED_RANGE[1] - args.num_samples + 2)
-        _check_seeds(seed, args.num_samples)
+        seed = _first_seed(args.seed, args.num_samples)
         import jax
 
         from microgpt_infer.generation import generate
@@ -212,15 +207,20 @@ def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
     return 0
 
 
-def _check_seeds(seed: int, num_samples: int) -> None:
-    """Sample i uses seed + i: the last one must be a seed too."""
+def _first_seed(seed: int | None, num_samples: int) -> int:
+    """The seed of sample 0: `seed`, or a new one when None. Sample i uses seed + i, so the last one
+    must be a seed too."""
     from microgpt_infer.generation import SEED_RANGE
 
-    if seed + num_samples - 1 > SEED_RANGE[1]:
+    last = SEED_RANGE[1] - num_samples + 1  # the largest first seed
+    if seed is None:
+        return secrets.randbelow(last + 1)
+    if seed > last:
         raise ValueError(
             f"--seed {seed} with --num-samples {num_samples}: sample i uses seed + i, which must stay "
             f"<= {SEED_RANGE[1]}; use a smaller --seed"
         )
+    return seed
 
 
 def push_main(argv: Sequence[str] | None = None) -> int:
