@@ -45,3 +45,12 @@ def ctrl_c_twice(proc: subprocess.Popen) -> float:
     with contextlib.suppress(ProcessLookupError):  # it may have ended already: fine
         os.killpg(proc.pid, signal.SIGINT)
     return sent
+
+
+def ended(proc: subprocess.Popen, sent: float, timeout: float = 60) -> tuple[object, object, float]:
+    """`proc`'s stdout and stderr once it has ended (killed at `timeout`), and the seconds since `sent`."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return out, err, time.monotonic() - sent

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.terminal import HOW, command, ctrl_c_twice, start
+from tests.terminal import HOW, command, ctrl_c_twice, ended, start
 
 
 def _start(how: str, args: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
@@ -39,14 +39,6 @@ def _read_until(stream, marker: bytes, proc: subprocess.Popen, timeout: float = 
     return seen
 
 
-def _finish(proc: subprocess.Popen, sent: float) -> tuple[bytes, bytes, float]:
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    return out, err, time.monotonic() - sent
-
-
 def _check_interrupted(proc: subprocess.Popen, err: bytes, seconds: float) -> None:
     text = err.decode()
     assert proc.returncode == 130, text
@@ -60,7 +52,7 @@ def test_ctrl_c_twice_while_it_loads_the_model(tmp_path, long_model_dir, how):
     """The note naming the model is printed just before the model is loaded."""
     proc = _start(how, ["x", "--max-new-tokens", "4000"], tmp_path, MICROGPT_MODEL=str(long_model_dir))
     _read_until(proc.stderr, b"generate: using $MICROGPT_MODEL", proc)
-    out, err, seconds = _finish(proc, ctrl_c_twice(proc))
+    out, err, seconds = ended(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     assert out in (b"", b"\n") or out.endswith(b"\n")
 
@@ -72,7 +64,7 @@ def test_ctrl_c_twice_while_it_compiles(tmp_path, long_model_dir, how):
     empty cache): the signals arrive during the compilation, which used to abort the process."""
     proc = _start(how, ["x", "--model", str(long_model_dir), "--max-new-tokens", "4000"], tmp_path)
     _read_until(proc.stderr, b"generate: seed ", proc)
-    out, err, seconds = _finish(proc, ctrl_c_twice(proc))
+    out, err, seconds = ended(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     assert out == b"" or out.endswith(b"\n")  # any text it had started is ended by a line end
 
@@ -84,7 +76,7 @@ def test_ctrl_c_twice_while_it_decodes_ends_the_line_it_was_writing(tmp_path, lo
     proc = _start(how, args, tmp_path)
     first = _read_until(proc.stdout, b"x", proc)
     time.sleep(0.2)  # tokens are streaming
-    rest, err, seconds = _finish(proc, ctrl_c_twice(proc))
+    rest, err, seconds = ended(proc, ctrl_c_twice(proc))
     _check_interrupted(proc, err, seconds)
     out = (first + rest).decode()
     assert out.startswith("x") and out.endswith("\n") and len(out) < 4000  # stopped, not finished

@@ -16,7 +16,7 @@ import pytest
 
 from microgpt_core.folders import checkpoint_steps
 from microgpt_train.cli import NOT_STARTED
-from tests.terminal import HOW, command, ctrl_c_twice, start
+from tests.terminal import HOW, command, ctrl_c_twice, ended, start
 
 from .conftest import subprocess_env, tiny_flags
 
@@ -56,13 +56,8 @@ def test_ctrl_c_while_it_trains_saves_that_step_whatever_follows_and_resume_cont
     )  # fmt: skip
     run_dir = tmp_path / "runs" / "long"
     proc = _start(how, flags, tmp_path)
-    try:
-        _wait_for(lambda: _logged_steps(run_dir) >= 3, proc, "three logged steps")
-        sent = ctrl_c_twice(proc)
-        out, err = proc.communicate(timeout=120)
-        stopped = time.monotonic() - sent
-    finally:
-        proc.kill()
+    _wait_for(lambda: _logged_steps(run_dir) >= 3, proc, "three logged steps")
+    out, err, stopped = ended(proc, ctrl_c_twice(proc), timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "terminate called" not in err, err
     step = checkpoint_steps(run_dir)[-1]
@@ -90,14 +85,10 @@ def test_ctrl_c_before_the_run_starts_ends_it_at_once_and_leaves_no_folder(tmp_p
     """Signalled as soon as it announces the run (then it opens the loaders and compiles the step)."""
     flags = tiny_flags(tmp_path / "runs", "early", tokenizer=str(tiny_tokenizer_dir))
     proc = _start(how, flags, tmp_path)
-    try:
-        first = proc.stdout.readline()
-        assert first.startswith("run early:"), first + proc.communicate(timeout=120)[1]
-        sent = ctrl_c_twice(proc)
-        out, err = proc.communicate(timeout=60)
-        stopped = time.monotonic() - sent
-    finally:
-        proc.kill()
+    first = proc.stdout.readline()
+    if not first.startswith("run early:"):
+        pytest.fail(f"{first}{ended(proc, time.monotonic(), timeout=120)[1]}")
+    out, err, stopped = ended(proc, ctrl_c_twice(proc))
     assert proc.returncode == 130, err
     assert err.strip().endswith(NOT_STARTED) and "Traceback" not in err, err
     assert stopped < 5, stopped  # at once, not after the compilation (the 0.3 s pause included)
@@ -116,14 +107,10 @@ def test_ctrl_c_before_the_run_starts_ends_it_at_once_and_leaves_no_folder(tmp_p
 def test_the_other_commands_end_at_once_on_ctrl_c_twice(tmp_path, argv):
     """Loading, compiling, evaluating or training a BPE: wherever the signals land, one line and 130."""
     proc = start([*command(argv[0], "script"), *argv[1:]], subprocess_env(), tmp_path, text=True)
-    try:
-        time.sleep(2.5)  # both take far longer than this to finish
-        assert proc.poll() is None, proc.communicate()
-        sent = ctrl_c_twice(proc)
-        out, err = proc.communicate(timeout=60)
-        stopped = time.monotonic() - sent
-    finally:
-        proc.kill()
+    time.sleep(2.5)  # both take far longer than this to finish
+    if proc.poll() is not None:
+        pytest.fail(str(proc.communicate()))
+    out, err, stopped = ended(proc, ctrl_c_twice(proc))
     assert proc.returncode == 130 and err.endswith("interrupted\n") and "Traceback" not in err, err
     assert out == "" and stopped < 5, stopped
     assert not (tmp_path / "tok").exists()  # no half-written tokenizer
