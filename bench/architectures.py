@@ -37,8 +37,8 @@ import jax
 import numpy as np
 from _timing import timed
 
-from microgpt_core.card import SUMMARY_FILE
-from microgpt_core.folders import MODEL_DIR
+from microgpt_infer.card import SUMMARY_FILE
+from microgpt_infer.run_layout import MODEL_DIR
 from microgpt_train import PRESETS, evaluate_model, init_state, make_optimizer, make_train_step
 from microgpt_train.loop import train
 from microgpt_train.metrics import cpu_model

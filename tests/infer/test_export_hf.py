@@ -19,8 +19,8 @@ import pytest
 from safetensors import safe_open
 
 from microgpt_core import SEED_CONFIG, GPTConfig, forward, init_params, save_pretrained
-from microgpt_core.card import CARD_FILE, SUMMARY_FILE, is_generated
 from microgpt_infer import ExportError, load_model
+from microgpt_infer.card import CARD_FILE, SUMMARY_FILE, is_generated
 from microgpt_infer.cli import export_main
 from microgpt_infer.export_hf import export_hf, layout_of
 from tests.infer.conftest import GPT2_TINY, LLAMA_TIED, LLAMA_TINY, TINY_INFER, byte_tokenizer

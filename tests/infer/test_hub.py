@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from microgpt_core.card import SUMMARY_FILE
 from microgpt_infer import HubError, load_model, push_to_hub
+from microgpt_infer.card import SUMMARY_FILE
 from microgpt_infer.hub import MODEL_FILES
 from tests.infer.conftest import GPT2_TINY, LLAMA_TINY
 
@@ -263,7 +263,7 @@ def test_a_client_factory_of_the_user_is_kept(hub, model_dir, monkeypatch):
 def test_push_writes_the_card_again_for_the_repo_but_keeps_a_card_a_person_wrote(
     hub, model_copy, monkeypatch
 ):
-    from microgpt_core.card import model_card
+    from microgpt_infer.card import model_card
 
     monkeypatch.setenv("HF_TOKEN", hub.token)
     summary = {"step": 8, "eval_loss": 4.2, "sample": "Once upon", "run": {"data": "pydocs", "max_steps": 8}}

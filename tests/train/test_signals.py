@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from microgpt_core.folders import checkpoint_steps
+from microgpt_infer.run_layout import checkpoint_steps
 from microgpt_train.cli import NOT_STARTED
 from tests.terminal import HOW, command, ctrl_c_twice, ended, start
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import safetensors
 
-from microgpt_core import card, count_params
+from microgpt_core import count_params
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import tokenizer_files
+from microgpt_infer import card
 from microgpt_infer.folder import load_folder
 from microgpt_infer.model import DEFAULT_MODEL, DEFAULT_MODEL_DIR
 

@@ -26,7 +26,7 @@ The folder written holds what `save_pretrained` of the model and of a fast token
                              splits with GPT-2's pattern: the files carry none)
     tokenizer_config.json    transformers' (not ours): tokenizer_class PreTrainedTokenizerFast, the
                              end-of-text token as bos and eos, model_max_length = the context
-    README.md                the model card (`microgpt_core.card`), with a transformers snippet
+    README.md                the model card (`microgpt_infer.card`), with a transformers snippet
     training_summary.json    the source's, when it has one (the card reads it)
 
 No generation_config.json: transformers derives one from config.json. The folder is staged beside
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from microgpt_core import GPTConfig, card
+from microgpt_core import GPTConfig
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.files import replace_folder, write_atomic
 from microgpt_core.jsonfile import read_json_object
@@ -58,7 +58,7 @@ from microgpt_data.tokenizer import GPT2_PATTERN
 from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_data.tokenizer_files import write_gpt2_files
 from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, write_tokenizer_json
-from microgpt_infer import gpt2, hub, llama
+from microgpt_infer import card, gpt2, hub, llama
 from microgpt_infer.errors import ExportError, ModelFileError
 from microgpt_infer.folder import Model, load_folder
 from microgpt_infer.model import load_model

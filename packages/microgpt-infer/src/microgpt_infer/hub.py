@@ -18,11 +18,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from microgpt_core import GPTConfig, card
+from microgpt_core import GPTConfig
 from microgpt_core.checkpoint import CONFIG_FILE
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import count_params
-from microgpt_infer import gpt2, llama
+from microgpt_infer import card, gpt2, llama
 from microgpt_infer.errors import HubError, ModelFileError
 from microgpt_infer.folder import load_folder
 from microgpt_infer.hub_client import (
@@ -67,7 +67,7 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=50, do_sample=True)[0]
 def hf_layout_card(
     config: GPTConfig, location: str, *, name: str, n_params: int, summary: dict[str, Any] | None = None
 ) -> str:
-    """The card of a folder in Hugging Face's GPT-2 or Llama layout: `microgpt_core.card`'s, without
+    """The card of a folder in Hugging Face's GPT-2 or Llama layout: `microgpt_infer.card`'s, without
     its microgpt-core snippet (`load_pretrained` reads our layout only), and a `transformers` one."""
     text = card.model_card(
         config, location, name=name, n_params=n_params, summary=summary, on_hub=True, library="transformers"
@@ -78,7 +78,7 @@ def hf_layout_card(
 
 def model_card(model_dir: Path, repo_id: str) -> str:
     """The `README.md` to upload: the folder's own card if a person wrote or edited it, else the card
-    of `microgpt_core.card` for the repo (with the training summary the folder holds, if any; with a
+    of `microgpt_infer.card` for the repo (with the training summary the folder holds, if any; with a
     `transformers` snippet for a folder in Hugging Face's layout)."""
     model = load_folder(model_dir)  # also checks that the folder loads
     readme = model_dir / card.CARD_FILE

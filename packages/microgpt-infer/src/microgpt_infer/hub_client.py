@@ -31,11 +31,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from microgpt_core import card
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_data import tokenizer_files, tokenizer_json
 from microgpt_data.errors import DataSourceError
 from microgpt_data.hub import HUB_TIMEOUT_VAR, hub_endpoint, hub_timeout_seconds
+from microgpt_infer import card
 from microgpt_infer.errors import HubError
 
 __all__ = [

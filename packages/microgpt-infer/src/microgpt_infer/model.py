@@ -9,7 +9,7 @@ the same names, resolved here in this order:
 2. An existing path: a model folder of any layout (ours, or GPT-2 or Llama in Hugging Face's; read
    by `folder.load_folder`), or a training run folder (``runs/<name>``: its ``model/``, or for a run
    that has not finished its newest checkpoint's model, with a warning naming the step; see
-   `microgpt_core.folders`). An existing path always wins over a Hub id of the same spelling.
+   `microgpt_infer.run_layout`). An existing path always wins over a Hub id of the same spelling.
 3. A name that looks like a path is a local path and never a Hub id: a `Path`, or a str that starts
    with ".", "/" or "~", holds a backslash or more than one "/", or whose first component is an
    existing folder (``runs/nope`` when ``runs/`` exists). It does not exist, so the error says so
@@ -30,12 +30,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from microgpt_core.folders import ModelFolderError, find_model_folder, is_run_folder
 from microgpt_data.tokenizer import Tokenizer
 from microgpt_infer import hub_client
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.errors import HubError, ModelFileError, ModelNotFoundError
 from microgpt_infer.folder import Model, load_folder, load_folder_tokenizer
+from microgpt_infer.run_layout import ModelFolderError, find_model_folder, is_run_folder
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -31,7 +31,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
 from microgpt_core.files import DiskFullError, is_disk_full
-from microgpt_core.folders import MODEL_DIR
+from microgpt_infer.run_layout import MODEL_DIR
 
 __all__ = ["CheckpointReadError", "Checkpoints", "DiskFullError", "ModelFolderSave", "abstract_like"]
 

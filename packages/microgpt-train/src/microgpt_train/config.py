@@ -14,7 +14,7 @@ from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
 from microgpt_core.config import COMPUTE_DTYPES, WEIGHTS_DTYPES
-from microgpt_core.folders import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
+from microgpt_infer.run_layout import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
     "PRESETS",

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from microgpt_core import count_params, save_pretrained
-from microgpt_core.card import CARD_FILE, SUMMARY_FILE, model_card
 from microgpt_core.files import replace_folder, write_atomic
 from microgpt_data import Tokenizer
+from microgpt_infer.card import CARD_FILE, SUMMARY_FILE, model_card
 from microgpt_train.config import RunConfig
 
 __all__ = ["export_model", "typed_path", "write_model_folder"]

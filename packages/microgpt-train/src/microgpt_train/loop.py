@@ -29,12 +29,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from microgpt_core import count_params, generate_tokens, load_pretrained
-from microgpt_core.card import SUMMARY_FILE
 from microgpt_core.checkpoint import CONFIG_FILE
 from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
-from microgpt_core.folders import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import Tokenizer, load_text_dataset
+from microgpt_infer.card import SUMMARY_FILE
+from microgpt_infer.run_layout import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
 from microgpt_train.export import export_model, typed_path, write_model_folder

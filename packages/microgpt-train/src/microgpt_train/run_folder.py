@@ -27,9 +27,9 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from microgpt_core.folders import MODEL_DIR, checkpoint_steps
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import signals
+from microgpt_infer.run_layout import MODEL_DIR, checkpoint_steps
 from microgpt_train.config import RunConfig, RunConfigError
 
 __all__ = [

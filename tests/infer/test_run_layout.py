@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from microgpt_core.folders import ModelFolderError, checkpoint_steps, find_model_folder
+from microgpt_infer.run_layout import ModelFolderError, checkpoint_steps, find_model_folder
 
 
 def _model(folder):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from microgpt_core import SEED_CONFIG
-from microgpt_core.card import MARKER, is_generated, model_card
+from microgpt_infer.card import MARKER, is_generated, model_card
 
 SUMMARY = {
     "step": 300, "tokens": 1000, "eval_loss": 4.5, "eval_bits_per_byte": 2.125, "unigram_entropy": 6.0,
