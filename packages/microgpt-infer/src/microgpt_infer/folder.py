@@ -42,7 +42,7 @@ from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, read_tokenizer_jso
 from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError, UnsupportedModelError
 
-__all__ = ["Model", "is_model_dir", "load_folder", "load_folder_tokenizer"]
+__all__ = ["Model", "load_folder", "load_folder_tokenizer"]
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,6 @@ class Model:
             f"Model(source={str(self.source)!r}, d_model={c.d_model}, n_layers={c.n_layers}, "
             f"n_heads={c.n_heads}, context_length={c.context_length}, vocab_size={c.vocab_size})"
         )
-
-
-def is_model_dir(path: Path) -> bool:
-    """Whether `path` is a folder with a `config.json` (a model folder of either layout)."""
-    return (path / CONFIG_FILE).is_file()
 
 
 def load_folder(path: Path) -> Model:
@@ -107,7 +102,7 @@ def load_folder_tokenizer(path: Path) -> Tokenizer:
       ModelNotFoundError: `path` is not a folder.
       ModelFileError: a file is missing, corrupted or does not match the others (names the file).
     """
-    if path.is_dir() and not is_model_dir(path) and (path / RANKS_FILE).is_file():
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RANKS_FILE).is_file():
         return _tokenizer(lambda: Tokenizer.load(path), path)
     body = _config_body(path)
     config_path = path / CONFIG_FILE

@@ -6,13 +6,12 @@ Must run before anything touches a JAX device. One process needs nothing (no fla
 from __future__ import annotations
 
 import os
-import sys
 
 import jax
 
 from microgpt_train.config import RunConfigError
 
-__all__ = ["initialize", "is_main_process", "print0"]
+__all__ = ["initialize"]
 
 
 def initialize(
@@ -64,14 +63,3 @@ def _cluster_detected() -> bool:
     if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
         return True
     return "TPU_WORKER_HOSTNAMES" in os.environ or "MEGASCALE_COORDINATOR_ADDRESS" in os.environ
-
-
-def is_main_process() -> bool:
-    return jax.process_index() == 0
-
-
-def print0(*args, **kwargs) -> None:
-    """print on process 0 only."""
-    if is_main_process():
-        print(*args, **kwargs)
-        sys.stdout.flush()
