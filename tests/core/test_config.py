@@ -1,10 +1,14 @@
 """GPTConfig: validation names the field and its valid range; dict round trips are strict."""
 
+import dataclasses
 import json
+from typing import Literal
 
+import numpy as np
 import pytest
 
 from microgpt_core import FORMAT_VERSION, ConfigError, GPTConfig
+from microgpt_core.config import check_fields, check_value, describe, fits, is_integer, is_real
 
 BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
 
@@ -20,25 +24,28 @@ BASE = dict(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
         ({"n_heads": 0}, r"n_heads must be >= 1"),
         ({"d_ff": 0}, r"d_ff must be >= 1"),
         ({"d_model": 30, "n_heads": 4}, r"d_model \(30\) must be divisible by n_heads \(4\)"),
-        ({"n_layers": 2.5}, r"n_layers must be an integer >= 1, got 2.5"),
+        ({"n_layers": 2.5}, r"n_layers must be an integer, got 2.5"),
         ({"vocab_size": True}, r"vocab_size must be an integer"),
         ({"positional": "rotary"}, r"positional must be one of \['learned', 'sinusoidal', 'rope'\]"),
         ({"n_kv_heads": 3}, r"n_kv_heads \(3\) must divide n_heads \(4\).*valid n_kv_heads are \[1, 2, 4\]"),
         ({"n_kv_heads": 0}, r"n_kv_heads must be >= 1, got 0"),
-        ({"n_kv_heads": 2.0}, r"n_kv_heads must be an integer >= 1, got 2.0"),
+        ({"n_kv_heads": 2.0}, r"n_kv_heads must be an integer or None, got 2.0"),
         ({"positional": "rope", "d_model": 36, "n_heads": 4}, r"'rope' rotates pairs.*must be even.*9"),
         ({"rope_theta": 1.0}, r"rope_theta must be a finite number > 1, got 1.0"),
         ({"rope_theta": float("inf")}, r"rope_theta must be a finite number > 1"),
-        ({"rope_theta": "1e4"}, r"rope_theta must be a finite number > 1, got '1e4'"),
+        ({"rope_theta": "1e4"}, r"rope_theta must be a number, got '1e4'"),
         ({"qk_norm": 1}, r"qk_norm must be true or false, got 1"),
         ({"norm": "batchnorm"}, r"norm must be one of \['layernorm', 'rmsnorm'\], got 'batchnorm'"),
         ({"mlp": "geglu"}, r"mlp must be one of \['gelu', 'swiglu'\], got 'geglu'"),
         ({"gelu": "relu"}, r"gelu must be one of \['tanh', 'exact'\], got 'relu'"),
         ({"attention": "flash"}, r"attention must be one of \['math', 'fused'\]"),
-        ({"compute_dtype": "float16"}, r"compute_dtype must be one of \['float32', 'bfloat16'\] \('float64"),
+        (
+            {"compute_dtype": "float16"},
+            r"compute_dtype must be one of \['float32', 'bfloat16'\] or 'float64'",
+        ),
         ({"dropout": 1.0}, r"dropout must be a number in \[0, 1\), got 1.0"),
         ({"dropout": -0.1}, r"dropout must be a number in \[0, 1\), got -0.1"),
-        ({"dropout": "0.1"}, r"dropout must be a number in \[0, 1\)"),
+        ({"dropout": "0.1"}, r"dropout must be a number, got '0.1'"),
         ({"norm_eps": 0.0}, r"norm_eps must be a number in \(0, 1\)"),
         ({"bias": "yes"}, r"bias must be true or false"),
         ({"positional": "sinusoidal", "d_model": 33, "n_heads": 3}, r"d_model must be even with sinusoidal"),
@@ -123,3 +130,118 @@ def test_config_is_frozen_and_hashable():
     with pytest.raises(AttributeError):
         config.d_model = 64  # type: ignore[misc]
     assert hash(config) == hash(GPTConfig(**BASE))
+
+
+# ------------------------------------------------------------------------------------------------
+# The checker: one check of a value against its annotation.
+@pytest.mark.parametrize(
+    ("value", "annotation", "expected"),
+    [
+        (3, int, True),
+        (np.int64(3), int, True),  # numpy integer scalars are integers
+        (np.uint8(3), int, True),
+        (True, int, False),  # a bool is an int in Python, not here
+        (np.True_, int, False),
+        (3.0, int, False),
+        ("3", int, False),
+        (0.5, float, True),
+        (2, float, True),  # an integer is a number
+        (np.float32(0.5), float, True),
+        (np.int32(2), float, True),
+        (float("inf"), float, True),  # finiteness is a range check
+        (False, float, False),
+        (np.False_, float, False),
+        ("0.5", float, False),
+        (True, bool, True),
+        (1, bool, False),
+        (np.True_, bool, False),
+        ("x", str, True),
+        (b"x", str, False),
+        (None, int | None, True),
+        (4, int | None, True),
+        (4.0, int | None, False),
+        ("rope", Literal["learned", "rope"], True),
+        ("rotary", Literal["learned", "rope"], False),
+        (np.str_("rope"), Literal["learned", "rope"], True),
+        (1, Literal[1, 2], True),
+        (True, Literal[1, 2], False),  # True == 1, but it is not the literal 1
+        (1.0, Literal[1, 2], False),
+        (np.int64(2), Literal[1, 2], True),
+        (1, Literal[True], False),
+        ("float64", Literal["float32"] | Literal["float64"], True),
+        (None, Literal["a"] | None, True),
+    ],
+)
+def test_fits(value, annotation, expected):
+    assert fits(value, annotation) is expected
+
+
+def test_is_integer_and_is_real_refuse_bools():
+    assert is_integer(7) and is_integer(np.int16(7)) and not is_integer(True) and not is_integer(np.True_)
+    assert is_real(7) and is_real(0.5) and is_real(np.float16(0.5)) and not is_real(False)
+    assert not is_integer(0.5) and not is_real("1") and not is_real(None)
+
+
+def test_check_value_names_the_field_the_value_and_what_is_valid():
+    with pytest.raises(ConfigError, match=r"^top_k must be an integer or None, got 2.5$"):
+        check_value("top_k", 2.5, int | None)
+    with pytest.raises(ConfigError, match=r"^norm must be one of \['a', 'b'\], got 'c'$"):
+        check_value("norm", "c", Literal["a", "b"])
+    with pytest.raises(ConfigError, match=r"^steps must be an integer, got True$"):
+        check_value("steps", True, int)
+    with pytest.raises(ConfigError, match=r"^eps must be a number, got '1e-5'$"):
+        check_value("eps", "1e-5", float)
+    with pytest.raises(ConfigError, match=r"^bias must be true or false, got np.True_$"):
+        check_value("bias", np.True_, bool)
+
+    class SamplingError(ValueError):
+        pass
+
+    with pytest.raises(SamplingError, match="temperature must be a number, got None"):
+        check_value("temperature", None, float, error=SamplingError)
+    with pytest.raises(TypeError, match="cannot check"):
+        check_value("x", [1], list[int])
+
+
+def test_check_value_returns_numpy_scalars_as_python_numbers():
+    assert type(check_value("n", np.int64(4), int)) is int and check_value("n", np.int64(4), int) == 4
+    assert type(check_value("x", np.float32(0.5), float)) is float
+    assert type(check_value("x", np.int8(2), float)) is int  # an integer stays an integer
+    value = 2.5
+    assert check_value("x", value, float) is value
+
+
+def test_describe():
+    assert describe(int | None) == "an integer or None"
+    assert describe(Literal["float32", "bfloat16"] | Literal["float64"]) == (
+        "one of ['float32', 'bfloat16'] or 'float64'"
+    )
+    assert describe(GPTConfig) == "a GPTConfig"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Knobs:
+    steps: int
+    rate: float = 0.1
+    kind: Literal["a", "b"] = "a"
+    limit: int | None = None
+
+
+def test_check_fields_reads_the_annotations_and_names_the_first_bad_field():
+    check_fields(_Knobs(steps=3))
+    with pytest.raises(ConfigError, match=r"^_Knobs.kind must be one of \['a', 'b'\], got 'c'$"):
+        check_fields(_Knobs(steps=3, kind="c"))
+    with pytest.raises(ValueError, match=r"^steps must be an integer, got 1.0$"):
+        check_fields(_Knobs(steps=1.0), error=ValueError, qualified=False)
+    knobs = _Knobs(steps=np.int64(3), rate=np.float32(0.5), limit=np.int32(9))
+    check_fields(knobs)  # a frozen dataclass too: numpy scalars become Python numbers
+    assert (type(knobs.steps), type(knobs.rate), type(knobs.limit)) == (int, float, int)
+
+
+def test_gpt_config_takes_numpy_integers_as_ints():
+    config = GPTConfig(**{**BASE, "d_model": np.int64(32), "n_heads": np.int32(4)}, dropout=np.float32(0.25))
+    assert config == GPTConfig(**BASE, dropout=0.25) and type(config.d_model) is int
+    assert type(config.d_ff) is int and type(config.n_kv_heads) is int  # the defaults they derive
+    json.dumps(config.to_dict())
+    with pytest.raises(ConfigError, match=r"GPTConfig.bias must be true or false, got np.False_"):
+        GPTConfig(**BASE, bias=np.False_)

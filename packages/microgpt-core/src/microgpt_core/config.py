@@ -1,30 +1,155 @@
-"""`GPTConfig`: the shape and the choices of a microGPT model, validated on construction."""
+"""`GPTConfig`: the shape and the choices of a microGPT model, validated on construction; and the one
+check of a typed value (`check_value`, `check_fields`) that every config and argument check uses.
+
+The checker reads what is valid from a type annotation, so a field's annotation is its whole type
+rule; ranges (>= 1, in (0, 1), finite, divides) stay explicit checks after it:
+
+    int            an integer: an int or a numpy integer scalar (`numbers.Integral`), never True/False
+    float          a number: an integer as above, a float or a numpy float scalar, never a bool
+                   (NaN and ±inf are floats: finiteness is a range check)
+    bool           True or False (a Python bool; numpy bools are refused)
+    str            a string
+    Literal[a, b]  one of the listed values, each of its own type (Literal[1] refuses True and 1.0)
+    X | None       X, or None
+    a class        an instance of it (RunConfig.model: a GPTConfig)
+
+Numpy scalars are accepted as the numbers they are, and `check_value` returns them as Python numbers
+(`check_fields` stores those), so a checked config stays JSON-ready.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["ConfigError", "GPTConfig", "FORMAT_VERSION", "SEED_CONFIG"]
+__all__ = [
+    "ConfigError",
+    "GPTConfig",
+    "FORMAT_VERSION",
+    "SEED_CONFIG",
+    "check_fields",
+    "check_value",
+    "describe",
+    "fits",
+    "is_integer",
+    "is_real",
+]
 
 # Version of the `config.json` layout written by `save_pretrained`; `GPTConfig.upgrade` reads older ones.
 FORMAT_VERSION = 1
-# The dtypes `save_pretrained` may store weights in (`checkpoint.STORED_DTYPES` maps them to files').
-WEIGHTS_DTYPES = ("float32", "bfloat16")
 
-POSITIONAL_KINDS = ("learned", "sinusoidal", "rope")
-NORM_KINDS = ("layernorm", "rmsnorm")
-MLP_KINDS = ("gelu", "swiglu")
-GELU_KINDS = ("tanh", "exact")
-ATTENTION_KINDS = ("math", "fused")
-COMPUTE_DTYPES = ("float32", "bfloat16")  # what a model computes in
-CHECK_DTYPE = "float64"  # besides them, for gradient checks against finite differences (jax.enable_x64)
+# The words a string field may take. The annotations are what `check_fields` reads; the tuples of
+# their values are for the flags and checks elsewhere that list them.
+PositionalKind = Literal["learned", "sinusoidal", "rope"]
+NormKind = Literal["layernorm", "rmsnorm"]
+MLPKind = Literal["gelu", "swiglu"]
+GELUKind = Literal["tanh", "exact"]
+AttentionKind = Literal["math", "fused"]
+ComputeDtype = Literal["float32", "bfloat16"]  # what a model computes in
+CheckDtype = Literal["float64"]  # besides them, for gradient checks (under jax.enable_x64)
+# The dtypes `save_pretrained` may store weights in (`checkpoint.STORED_DTYPES` maps them to files').
+WeightsDtype = Literal["float32", "bfloat16"]
+
+POSITIONAL_KINDS = typing.get_args(PositionalKind)
+NORM_KINDS = typing.get_args(NormKind)
+MLP_KINDS = typing.get_args(MLPKind)
+GELU_KINDS = typing.get_args(GELUKind)
+ATTENTION_KINDS = typing.get_args(AttentionKind)
+COMPUTE_DTYPES = typing.get_args(ComputeDtype)
+(CHECK_DTYPE,) = typing.get_args(CheckDtype)
+WEIGHTS_DTYPES = typing.get_args(WeightsDtype)
 
 
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field and what is valid."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The one check of a typed value (the table at the top of this module).
+def is_integer(value: object) -> bool:
+    """Whether `value` is an integer and not a bool: an int or a numpy integer scalar."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> bool:
+    """Whether `value` is a real number and not a bool: an integer, a float or a numpy float scalar
+    (NaN and ±inf included: check `math.isfinite` where they are out of range)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def fits(value: object, annotation: Any) -> bool:
+    """Whether `value` is of the type `annotation` describes (the table at the top of this module)."""
+    if annotation is int:
+        return is_integer(value)
+    if annotation is float:
+        return is_real(value)
+    if annotation is None or annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    if origin is Literal:  # a value of the choice's own type: Literal[1] refuses True and 1.0
+        return any(fits(value, type(choice)) and value == choice for choice in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, member) for member in typing.get_args(annotation))
+    if origin is None and isinstance(annotation, type):
+        return isinstance(value, annotation)  # bool, str, a class
+    raise TypeError(f"fits cannot check values of type {annotation!r}")
+
+
+def describe(annotation: Any) -> str:
+    """What `fits(value, annotation)` accepts, in words: "an integer or None", "one of ['a', 'b']"."""
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    if annotation in words:
+        return words[annotation]
+    if annotation is None or annotation is type(None):
+        return "None"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return repr(args[0]) if len(args) == 1 else f"one of {list(args)}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(map(describe, args))
+    return f"a {getattr(annotation, '__name__', annotation)}"
+
+
+def check_value(name: str, value: Any, annotation: Any, *, error: type[Exception] = ConfigError) -> Any:
+    """`value`, with a numpy scalar as the Python int or float it equals, if it `fits` `annotation`.
+
+    Raises:
+      error: "{name} must be {describe(annotation)}, got {value!r}".
+    """
+    if not fits(value, annotation):
+        raise error(f"{name} must be {describe(annotation)}, got {value!r}")
+    if is_integer(value) and type(value) is not int:
+        return int(value)
+    if is_real(value) and type(value) not in (int, float):
+        return float(value)
+    return value
+
+
+def check_fields(instance: Any, *, error: type[Exception] = ConfigError, qualified: bool = True) -> None:
+    """Checks each field of the dataclass `instance` against its annotation (`check_value`), in
+    declaration order; a numpy scalar is stored back as the Python number it equals (frozen or not).
+
+    Raises:
+      error: naming the first bad field, as "Class.field" (or "field" with `qualified=False`).
+    """
+    prefix = f"{type(instance).__name__}." if qualified else ""
+    for name, annotation in _field_types(type(instance)):
+        value = getattr(instance, name)
+        checked = check_value(prefix + name, value, annotation, error=error)
+        if checked is not value:
+            object.__setattr__(instance, name, checked)
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any], ...]:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,9 +204,9 @@ class GPTConfig:
     n_heads: int
     n_kv_heads: int | None = None
     d_ff: int | None = None
-    positional: str = "learned"
+    positional: PositionalKind = "learned"
     rope_theta: float = 10000.0
-    norm: str = "layernorm"
+    norm: NormKind = "layernorm"
     qk_norm: bool = False
     bias: bool = True
     final_norm: bool = True
@@ -89,10 +214,10 @@ class GPTConfig:
     embed_scale: bool = False
     norm_eps: float = 1e-5
     dropout: float = 0.0
-    mlp: str = "gelu"
-    gelu: str = "tanh"
-    attention: str = "math"
-    compute_dtype: str = "float32"
+    mlp: MLPKind = "gelu"
+    gelu: GELUKind = "tanh"
+    attention: AttentionKind = "math"
+    compute_dtype: ComputeDtype | CheckDtype = "float32"
 
     def __post_init__(self) -> None:
         if self.d_ff is None:
@@ -115,13 +240,12 @@ class GPTConfig:
 
     # ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raises `ConfigError` naming the first field whose value is out of range."""
+        """Raises `ConfigError` naming the first field whose value is not of its annotated type
+        (`check_fields`) or is out of range."""
+        check_fields(self)
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"GPTConfig.{name} must be an integer >= 1, got {value!r}")
-            if value < 1:
-                raise ConfigError(f"GPTConfig.{name} must be >= 1, got {value}")
+            if getattr(self, name) < 1:
+                raise ConfigError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ConfigError(
                 f"GPTConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}); "
@@ -133,16 +257,6 @@ class GPTConfig:
                 f"key/value head serves n_heads / n_kv_heads query heads; valid n_kv_heads are "
                 f"{[h for h in range(1, self.n_heads + 1) if self.n_heads % h == 0]}"
             )
-        _check_choice("positional", self.positional, POSITIONAL_KINDS)
-        _check_choice("norm", self.norm, NORM_KINDS)
-        _check_choice("mlp", self.mlp, MLP_KINDS)
-        _check_choice("gelu", self.gelu, GELU_KINDS)
-        _check_choice("attention", self.attention, ATTENTION_KINDS)
-        if self.compute_dtype != CHECK_DTYPE:
-            _check_choice(
-                "compute_dtype", self.compute_dtype, COMPUTE_DTYPES,
-                also=f" ({CHECK_DTYPE!r} too, for gradient checks under jax.enable_x64)",
-            )  # fmt: skip
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ConfigError(f"GPTConfig.d_model must be even with sinusoidal positions, got {self.d_model}")
         if self.positional == "rope" and self.head_dim % 2:
@@ -150,24 +264,12 @@ class GPTConfig:
                 f"GPTConfig.positional='rope' rotates pairs of dimensions, so head_dim = d_model / n_heads "
                 f"must be even, got {self.d_model} / {self.n_heads} = {self.head_dim}"
             )
-        theta = self.rope_theta
-        if (
-            isinstance(theta, bool)
-            or not isinstance(theta, int | float)
-            or not (math.isfinite(theta) and theta > 1)
-        ):
-            raise ConfigError(f"GPTConfig.rope_theta must be a finite number > 1, got {theta!r}")
-        for name in ("bias", "final_norm", "tie_embeddings", "embed_scale", "qk_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"GPTConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-            raise ConfigError(f"GPTConfig.dropout must be a number in [0, 1), got {dropout!r}")
-        eps = self.norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (0 < eps < 1):
-            raise ConfigError(f"GPTConfig.norm_eps must be a number in (0, 1), got {eps!r}")
-        if not math.isfinite(float(eps)):
-            raise ConfigError(f"GPTConfig.norm_eps must be finite, got {eps!r}")
+        if not (math.isfinite(self.rope_theta) and self.rope_theta > 1):
+            raise ConfigError(f"GPTConfig.rope_theta must be a finite number > 1, got {self.rope_theta!r}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"GPTConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
+        if not 0 < self.norm_eps < 1:
+            raise ConfigError(f"GPTConfig.norm_eps must be a number in (0, 1), got {self.norm_eps!r}")
 
     # ----------------------------------------------------------------------------------------------
     def replace(self, **changes: Any) -> GPTConfig:
@@ -211,7 +313,7 @@ class GPTConfig:
             raise ConfigError(f"a GPTConfig must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         version = data.pop("format_version", FORMAT_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if not is_integer(version) or version < 1:
             raise ConfigError(f"format_version must be an integer >= 1, got {version!r}")
         if version > FORMAT_VERSION:
             raise ConfigError(
@@ -222,16 +324,11 @@ class GPTConfig:
 
 
 def _default_d_ff(d_model: object, mlp: object) -> int | None:
-    if isinstance(d_model, bool) or not isinstance(d_model, int):
+    if not is_integer(d_model):
         return None  # validate() names the bad d_model
     if mlp == "swiglu":
         return -(-8 * d_model // 96) * 32  # ⌈(2/3 · 4D) / 32⌉ · 32
     return 4 * d_model
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...], also: str = "") -> None:
-    if value not in choices:
-        raise ConfigError(f"GPTConfig.{name} must be one of {list(choices)}{also}, got {value!r}")
 
 
 # The original microGPT's model (kandarpa02/microGPT, which reported 5.4M parameters): the "seed"
