@@ -70,7 +70,7 @@ def test_merge_flat_and_nested_model_keys():
         ({"fsdp": "yes"}, "true or false"),
         (
             {"weights_dtype": "float16"},
-            r"weights_dtype must be one of \['bfloat16', 'float32'\], got 'float16'",
+            r"weights_dtype must be one of \['float32', 'bfloat16'\], got 'float16'",
         ),
     ],
 )

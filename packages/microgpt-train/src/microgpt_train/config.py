@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
-from microgpt_core.config import COMPUTE_DTYPES, WEIGHTS_DTYPES
+from microgpt_core.config import COMPUTE_DTYPES, WeightsDtype, check_fields
 from microgpt_infer.run_layout import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
@@ -86,7 +86,7 @@ class RunConfig:
     checkpoint_every: int = _f(200, "save an orbax checkpoint every N steps (and at the end)")
     keep_checkpoints: int = _f(2, "checkpoints to keep")
     log_every: int = _f(10, "write metrics.jsonl every N steps")
-    weights_dtype: str = _f(
+    weights_dtype: WeightsDtype = _f(
         "float32",
         "dtype of the exported model.safetensors: float32, or bfloat16 (half the size; loads as float32)",
     )
@@ -105,22 +105,13 @@ class RunConfig:
         return self.batch_size * self.model.context_length
 
     def validate(self) -> None:
-        """Raises `RunConfigError` naming the first bad field (device counts are checked at start)."""
-        if not isinstance(self.model, GPTConfig):
-            raise RunConfigError(f"RunConfig.model must be a GPTConfig, got {type(self.model).__name__}")
+        """Raises `RunConfigError` naming the first bad field (device counts are checked at start):
+        first a value not of its annotated type (`check_fields`), then one out of range."""
+        check_fields(self, error=RunConfigError, qualified=False)
         for f in run_fields():
             value = getattr(self, f.name)
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
-                raise RunConfigError(f"{f.name} must be an integer, got {value!r}")
-            if kind == "float" and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise RunConfigError(f"{f.name} must be a number, got {value!r}")
-            if kind == "float" and not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # only number fields hold floats
                 raise RunConfigError(f"{f.name} must be finite, got {value!r}")
-            if kind == "bool" and not isinstance(value, bool):
-                raise RunConfigError(f"{f.name} must be true or false, got {value!r}")
-            if kind == "str" and not isinstance(value, str):
-                raise RunConfigError(f"{f.name} must be a string, got {value!r}")
         for name in ("batch_size", "grad_accum", "max_steps", "eval_batches", "sample_tokens"):
             _at_least(name, getattr(self, name), 1)
         for name in ("checkpoint_every", "keep_checkpoints", "log_every"):
@@ -139,10 +130,6 @@ class RunConfig:
         if self.batch_size % self.grad_accum:
             raise RunConfigError(
                 f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
-            )
-        if self.weights_dtype not in WEIGHTS_DTYPES:
-            raise RunConfigError(
-                f"weights_dtype must be one of {sorted(WEIGHTS_DTYPES)}, got {self.weights_dtype!r}"
             )
         if self.model.compute_dtype not in COMPUTE_DTYPES:
             raise RunConfigError(

@@ -21,6 +21,7 @@ import math
 import sys
 from pathlib import Path
 
+from microgpt_core.config import is_integer
 from microgpt_data.commands import Parser, fail, interrupted, notes_on_stderr
 from microgpt_data.signals import Interrupts
 
@@ -44,7 +45,7 @@ def evaluate_model(
       for), "unigram_entropy"}.
     """
     for name, value in (("batches", batches), ("batch-size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_integer(value) or value < 1:
             raise ValueError(f"--{name} must be an integer >= 1, got {value!r}")
     import jax
     import numpy as np
