@@ -232,11 +232,22 @@ def test_state_from_another_loader_is_refused(make_dataset, small_tokenizer, sma
         ),
         ({"batch_size": 2, "seq_len": 8, "epochs": 0}, "epochs must be None"),
         ({"batch_size": 2, "seq_len": 8, "shuffle_buffer": -1}, "shuffle_buffer must be an integer >= 0"),
+        ({"batch_size": True, "seq_len": 8}, "batch_size must be an integer >= 1, got True"),
+        ({"batch_size": 2, "seq_len": 8, "process_index": True}, r"process_index must be in \[0, 1\)"),
     ],
 )
 def test_bad_arguments(make_dataset, small_tokenizer, small_texts, kwargs, match):
     with pytest.raises(DataError, match=match):
         PackedLoader(make_dataset(small_texts[:1]), small_tokenizer, **kwargs)
+
+
+def test_numpy_integer_arguments_are_ints(make_dataset, small_tokenizer, small_texts):
+    loader = PackedLoader(
+        make_dataset(small_texts[:2]), small_tokenizer, batch_size=np.int64(2), seq_len=np.int32(8),
+        epochs=np.int64(1), seed=np.uint32(3),
+    )  # fmt: skip
+    json.dumps(loader.state_dict())  # the state holds Python ints
+    assert (type(loader.batch_size), type(loader.epochs), type(loader.seed)) == (int, int, int)
 
 
 def test_not_a_dataset(make_dataset, small_tokenizer):

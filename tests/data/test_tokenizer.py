@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import tiktoken
 import tiktoken.load
@@ -95,6 +96,14 @@ def test_save_load_round_trip(small_tokenizer, small_texts, tmp_path):
     assert loaded.encode(small_texts[0]) == small_tokenizer.encode(small_texts[0])
     # tiktoken's own reader agrees with our rank file.
     assert tiktoken.load.load_tiktoken_bpe(str(folder / RANKS_FILE)) == small_tokenizer.ranks
+
+
+def test_numpy_integer_ids_are_kept_as_ints(small_tokenizer, tmp_path):
+    ranks = {token: np.int64(rank) for token, rank in small_tokenizer.ranks.items()}
+    special = {token: np.uint32(i) for token, i in small_tokenizer.special_tokens.items()}
+    tokenizer = Tokenizer(ranks, special)
+    assert tokenizer == small_tokenizer and {type(i) for i in tokenizer.special_tokens.values()} == {int}
+    assert Tokenizer.load(tokenizer.save(tmp_path / "tok")) == small_tokenizer  # its config is JSON
 
 
 def test_save_overwrites_and_leaves_no_temporary_files(small_tokenizer, tmp_path):

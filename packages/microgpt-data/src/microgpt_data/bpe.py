@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from microgpt_core.config import is_integer
 from microgpt_data.errors import DataError
 from microgpt_data.tokenizer import ENDOFTEXT, GPT2_PATTERN, Tokenizer
 from microgpt_data.tokenizer_checks import check_text
@@ -77,7 +78,7 @@ def check_arguments(
     if eot_token not in special_tokens:
         raise DataError(f"{eot_name} {eot_token!r} must be one of {special_name} {special_tokens}")
     smallest = 256 + len(special_tokens)
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < smallest:
+    if not is_integer(vocab_size) or vocab_size < smallest:
         raise DataError(
             f"{size_name} must be an integer >= {smallest} (256 bytes + {len(special_tokens)} special), "
             f"got {vocab_size!r}"

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from microgpt_core.config import is_real
 from microgpt_data.errors import DataSourceError, HubUnavailableError
 
 __all__ = [
@@ -62,7 +63,7 @@ def hub_timeout_seconds(timeout: float | None) -> float:
             timeout = float(value)
         except ValueError:
             timeout = None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+    if not is_real(timeout) or not 0 < timeout < float("inf"):
         raise DataSourceError(f"{where} must be a positive number of seconds, got {value!r}")
     return float(timeout)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
+from microgpt_core.config import is_integer
 from microgpt_data.errors import DataError, TokenizerFileError
 
 __all__ = [
@@ -78,7 +79,7 @@ def spell(token: bytes) -> str:
 
 def check_id(value: object, where: str) -> None:
     """`TokenizerFileError` unless `value` is an integer id in [0, 2**32) (not a bool, float or str)."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < ID_LIMIT:
+    if not is_integer(value) or not 0 <= value < ID_LIMIT:
         raise TokenizerFileError(
             f"{where} must be an integer in [0, 2**32), got {type(value).__name__} {value!r:.40}"
         )

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from microgpt_core.config import is_integer
 from microgpt_data.errors import DataError, DataSourceError, InvalidTextError, LoaderStateError
 from microgpt_data.shuffle import shuffled
 from microgpt_data.sources import source_label
@@ -143,9 +144,9 @@ class PackedLoader:
             ("prefetch", prefetch, 1),
             ("seed", seed, 0),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_integer(value) or value < low:
                 raise DataError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(process_index, int) or not 0 <= process_index < process_count:
+        if not is_integer(process_index) or not 0 <= process_index < process_count:
             raise DataError(f"process_index must be in [0, {process_count}), got {process_index!r}")
         if batch_size % process_count:
             raise DataError(
@@ -153,7 +154,7 @@ class PackedLoader:
                 f"{batch_size} rows do not split over {process_count} processes (each returns "
                 f"batch_size / process_count rows)"
             )
-        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+        if epochs is not None and (not is_integer(epochs) or epochs < 1):
             raise DataError(f"epochs must be None (forever) or an integer >= 1, got {epochs!r}")
         from datasets import Dataset
 
@@ -176,13 +177,17 @@ class PackedLoader:
         self._dataset = dataset.shard(num_shards=1, index=0)
         self._start = self._dataset.state_dict()
         self._tokenizer = tokenizer
+        # Numpy integers pass the checks above; the loader keeps Python ints (its state is JSON).
+        batch_size, seq_len = int(batch_size), int(seq_len)
+        process_index, process_count = int(process_index), int(process_count)
         self.batch_size, self.seq_len = batch_size, seq_len
         self.process_index, self.process_count = process_index, process_count
         self._rows = slice(
             process_index * batch_size // process_count, (process_index + 1) * batch_size // process_count
         )
-        self.epochs, self.shuffle_buffer, self.seed = epochs, shuffle_buffer, seed
-        self._tokenize_batch, self._prefetch = tokenize_batch, prefetch
+        self.epochs = None if epochs is None else int(epochs)
+        self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
+        self._tokenize_batch, self._prefetch = int(tokenize_batch), int(prefetch)
         self._state = _State()
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import tiktoken
 
+from microgpt_core.config import is_integer
 from microgpt_data.errors import TokenizerDownloadError, TokenizerFileError
 from microgpt_data.tokenizer_checks import REPLACEMENT, check_tables, check_text, make_encoding
 from microgpt_data.tokenizer_files import (
@@ -89,8 +90,8 @@ class Tokenizer:
         eot_token: str = ENDOFTEXT,
     ) -> None:
         check_tables(ranks, special_tokens, pattern=pattern, name=name, eot_token=eot_token)
-        self._ranks = dict(ranks)
-        self._special = dict(special_tokens)
+        self._ranks = {token: int(rank) for token, rank in ranks.items()}  # numpy ids as Python ints
+        self._special = {token: int(token_id) for token, token_id in special_tokens.items()}
         self._pattern = pattern
         self._name = name
         self._eot_token = eot_token
@@ -199,7 +200,7 @@ class Tokenizer:
 
         `where` names the tokenizer's origin (a folder, a flag) at the start of the message.
         """
-        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size < 1:
+        if not is_integer(vocab_size) or vocab_size < 1:
             raise TokenizerFileError(f"{where}: vocab_size must be a positive integer, got {vocab_size!r}")
         if self.vocab_size > vocab_size:
             raise TokenizerFileError(

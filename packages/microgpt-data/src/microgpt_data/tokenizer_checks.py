@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tiktoken
 
+from microgpt_core.config import is_integer
 from microgpt_data.errors import InvalidTextError, TokenizerFileError
 
 __all__ = ["REPLACEMENT", "check_tables", "check_text", "make_encoding"]
@@ -40,7 +41,7 @@ _PROBE = "Hello, World!  It's 2024:\tx_y = [1, 2.5]\n\n  naïve café 中文 �
 
 
 def _is_id(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _ID_LIMIT
+    return is_integer(value) and 0 <= value < _ID_LIMIT
 
 
 def check_tables(

@@ -54,6 +54,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from microgpt_core.config import fits
 from microgpt_core.files import write_atomic
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data.errors import DataError, TokenizerFileError
@@ -212,7 +213,7 @@ def _get(obj: dict, key: str, kinds: type | tuple[type, ...], at: str, default: 
         return default
     value = obj[key]
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+    if not any(fits(value, kind) for kind in kinds):  # `fits` refuses bools as numbers
         wanted = " or ".join("null" if k is type(None) else _JSON_NAMES.get(k, k.__name__) for k in kinds)
         raise TokenizerFileError(f"{at}: {key!r} must be {wanted}, got {json.dumps(value)[:40]}")
     return value
