@@ -28,7 +28,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig
+from microgpt_core.config import FORMAT_VERSION, ConfigError, GPTConfig, is_integer
 from microgpt_core.files import fsync_folder, write_temp
 from microgpt_core.jsonfile import read_json_object
 from microgpt_core.params import Params, flatten, param_shapes, unflatten
@@ -173,7 +173,7 @@ def _read_config(path: Path) -> GPTConfig:
     """Parses and validates a `config.json` (any known format version)."""
     body = read_json_object(path, error=CheckpointError, holds="a JSON object of GPTConfig fields")
     version = body.get("format_version", FORMAT_VERSION)
-    if isinstance(version, bool) or not isinstance(version, int):
+    if not is_integer(version):
         raise CheckpointError(f"{path}: format_version must be an integer >= 1, got {json.dumps(version)}")
     try:
         return GPTConfig.upgrade(body)

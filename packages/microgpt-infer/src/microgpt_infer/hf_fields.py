@@ -24,6 +24,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from microgpt_core.config import is_integer, is_real
 from microgpt_infer.errors import ModelFileError
 
 __all__ = [
@@ -84,21 +85,17 @@ TRANSFORMERS_KEYS = frozenset({
 _log = logging.getLogger("microgpt_infer")
 
 
-def _int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _number(x: object) -> bool:
-    return (_int(x) or isinstance(x, float)) and math.isfinite(x)
+    return is_real(x) and math.isfinite(x)
 
 
 def _id(x: object) -> bool:
-    return _int(x) and x >= 0
+    return is_integer(x) and x >= 0
 
 
 VALID = {
-    COUNT: lambda x: _int(x) and x >= 1,
-    COUNT_OR_NULL: lambda x: x is None or (_int(x) and x >= 1),
+    COUNT: lambda x: is_integer(x) and x >= 1,
+    COUNT_OR_NULL: lambda x: x is None or (is_integer(x) and x >= 1),
     ID_OR_NULL: lambda x: x is None or _id(x),
     IDS_OR_NULL: lambda x: x is None or _id(x) or (isinstance(x, list) and x != [] and all(map(_id, x))),
     POSITIVE: lambda x: _number(x) and x > 0,
