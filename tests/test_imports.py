@@ -57,3 +57,30 @@ def test_the_graph_covers_every_package():
 def test_no_module_imports_itself_through_others():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+REFERENCE = {"microgpt_core.layers", "microgpt_core.model", "microgpt_core.cache", "microgpt_core.sampling"}
+REFERENCE_MAY_IMPORT = REFERENCE | {"microgpt_core.config", "microgpt_core.params", "microgpt_core.precision"}
+
+
+def test_the_reference_contract_forbids_every_other_core_module():
+    """pyproject.toml's contract lists what the reference may not import; this makes it an allow-list:
+    every core module outside the reference and its three contract modules is on it."""
+    import tomllib
+    from pathlib import Path
+
+    contracts = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"][
+        "importlinter"
+    ]
+    (contract,) = [
+        c for c in contracts["contracts"] if c["name"] == "The reference path imports only the reference"
+    ]
+    assert set(contract["source_modules"]) == REFERENCE
+    core = {m for m in import_graph() if m.startswith("microgpt_core")}
+    assert set(contract["forbidden_modules"]) == core - REFERENCE_MAY_IMPORT
+
+
+def test_the_reference_imports_only_the_reference():
+    graph = import_graph()
+    for module in REFERENCE:
+        assert graph[module] <= REFERENCE_MAY_IMPORT, (module, graph[module] - REFERENCE_MAY_IMPORT)

@@ -1,5 +1,5 @@
 """KV cache (the reference path): prefill plus one-token decoding equals the full forward, with rows of
-different lengths in a batch. The fast decode path is tested against this one in test_fastpath.py."""
+different lengths in a batch. The engine's decode step is tested against this one in tests/infer/test_engine.py."""
 
 import jax
 import jax.numpy as jnp

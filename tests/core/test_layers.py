@@ -222,7 +222,8 @@ def test_causal_self_attention_matches_a_per_head_loop(tiny_config, tiny_params)
     params = jax.tree_util.tree_map(lambda a: np.asarray(a[0], np.float64), tiny_params["blocks"]["attn"])
     params["b_qkv"] = randn(3 * 32).astype(np.float64) * 0.1
     x = randn(2, 7, 32)
-    y = layers.causal_self_attention(params, x, config=tiny_config)
+    y, cache = layers.causal_self_attention(params, x, config=tiny_config)
+    assert cache is None
     qkv = x @ params["w_qkv"] + params["b_qkv"]
     q, k, v = np.split(qkv, 3, axis=-1)
     heads = []
@@ -303,9 +304,9 @@ def test_linear_and_gelu_gradients():
 def test_attention_mlp_and_block_gradients(tiny_params, grad_config):
     block_params = _layer(tiny_params, grad_config)
     x = randn(2, 5, 16)
-    _check(lambda p, x: layers.causal_self_attention(p, x, config=grad_config), block_params["attn"], x)
+    _check(lambda p, x: layers.causal_self_attention(p, x, config=grad_config)[0], block_params["attn"], x)
     _check(lambda p, x: layers.mlp(p, x, config=grad_config), block_params["mlp"], x)
-    _check(lambda p, x: layers.block(p, x, config=grad_config), block_params, x)
+    _check(lambda p, x: layers.block(p, x, config=grad_config)[0], block_params, x)
 
 
 @pytest.mark.parametrize("n_kv_heads", [2, 1])
@@ -314,7 +315,7 @@ def test_llama_style_block_gradients(tiny_params, grad_config, n_kv_heads):
         norm="rmsnorm", mlp="swiglu", bias=False, positional="rope", n_kv_heads=n_kv_heads, qk_norm=True
     )
     block_params = _layer(tiny_params, config)
-    _check(lambda p, x: layers.block(p, x, config=config), block_params, randn(2, 5, 16))
+    _check(lambda p, x: layers.block(p, x, config=config)[0], block_params, randn(2, 5, 16))
 
 
 def test_embed_and_cross_entropy_gradients(grad_config):
@@ -331,3 +332,23 @@ def test_linear_is_x_w_plus_b():
     got = layers.linear(jnp.asarray(x, jnp.float32), w, b)  # (2, 3, 5)
     assert got.shape == (2, 3, 5)
     np.testing.assert_allclose(got, x @ w + b, rtol=1e-5, atol=1e-5)  # float64 numpy
+
+
+def test_one_block_serves_training_prefill_and_decoding(tiny_config, tiny_params):
+    """The block over a whole sequence equals the block over a cache: a prefill of the first 5
+    positions, then one position at a time, each row at its own position."""
+    from microgpt_core.cache import KVCache
+
+    params = jax.tree.map(lambda a: a[0], tiny_params["blocks"])  # layer 0
+    x = jax.random.normal(jax.random.key(2), (2, 8, tiny_config.d_model))
+    whole, _ = layers.block(params, x, config=tiny_config)
+    shape = (2, tiny_config.n_kv_heads, 8, tiny_config.head_dim)  # (B, Hkv, S, Dh)
+    cache = KVCache(k=jnp.zeros(shape), v=jnp.zeros(shape))
+    positions = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    first, cache = layers.block(params, x[:, :5], config=tiny_config, positions=positions, cache=cache)
+    np.testing.assert_allclose(first, whole[:, :5], atol=1e-5)
+    for t in range(5, 8):
+        out, cache = layers.block(
+            params, x[:, t : t + 1], config=tiny_config, positions=jnp.full((2, 1), t), cache=cache
+        )
+        np.testing.assert_allclose(out[:, 0], whole[:, t], atol=1e-5)

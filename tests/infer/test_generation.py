@@ -155,7 +155,7 @@ def test_prompts_with_lone_surrogates_are_refused(model, prompts, which):
 
 
 def test_an_empty_prompt_starts_from_end_of_text(model):
-    from microgpt_core import generate_tokens
+    from microgpt_infer.engine import generate_tokens
 
     eot = model.tokenizer.eot_id
     prompt, lengths = np.full((1, 16), eot, np.int32), np.array([1], np.int32)
@@ -204,9 +204,9 @@ def test_generate_inside_on_token(model):
 
 
 def test_one_program_for_every_callback(model):
-    from microgpt_core.sampling import _generation_program
+    from microgpt_infer.engine.generate import _program
 
-    program = _generation_program(model.config)
+    program = _program(model.config)
     generate(model, "abc", rng=0, max_new_tokens=N, temperature=0, on_token=lambda r, t: None)
     before = program._cache_size()
     for callback in (lambda r, t: None, lambda r, t: [r, t], lambda r, t: print(end="")):
@@ -239,12 +239,12 @@ def test_the_loop_ends_once_every_row_has_hit_a_stop_string(model, monkeypatch):
 
 
 def test_prompt_lengths_in_one_bucket_share_one_compiled_program(model):
-    from microgpt_core.sampling import _generation_program
+    from microgpt_infer.engine.generate import _program
 
     assert bucket_width(3, 64) == bucket_width(15, 64) == 16 and bucket_width(17, 64) == 32
     assert bucket_width(40, 48) == 48 and bucket_width(50, 48) == 50
     generate(model, "abc", rng=0, max_new_tokens=N, temperature=0)
-    program = _generation_program(model.config)
+    program = _program(model.config)
     before = program._cache_size()
     for prompt in ["a", "abcdefgh", "abcdefghijklmno"]:
         generate(model, prompt, rng=0, max_new_tokens=N, temperature=0)

@@ -1,9 +1,9 @@
 """microgpt_core: a GPT-style decoder-only Transformer written from its equations in JAX.
 
     config.py     GPTConfig, SEED_CONFIG           params.py    init_params, param_shapes, param_axes
-    layers.py     the layers, one equation each    model.py     forward, cross_entropy
-    cache.py      KVCache, forward_cached          sampling.py  sample_logits, generate_tokens
-    checkpoint.py save_pretrained, load_pretrained fastpath.py  the decode loop laid out for speed
+    layers.py     the layers, one equation each    model.py     forward, forward_cached, cross_entropy
+    cache.py      KVCache, init_cache              sampling.py  sample_logits, generate_tokens
+    precision.py  the mixed-precision matmul       checkpoint.py save_pretrained, load_pretrained
 
 Names load on first use (PEP 562): `import microgpt_core` (or a light module of it, such as
 `microgpt_core.files`) does not import JAX until a name that needs it is asked for.
@@ -44,7 +44,7 @@ __getattr__, __dir__ = lazy_names(
     {
         "layers": None,  # the module itself
         "KVCache": "microgpt_core.cache",
-        "forward_cached": "microgpt_core.cache",
+        "forward_cached": "microgpt_core.model",
         "init_cache": "microgpt_core.cache",
         "CheckpointError": "microgpt_core.checkpoint",
         "load_pretrained": "microgpt_core.checkpoint",
@@ -68,9 +68,9 @@ __getattr__, __dir__ = lazy_names(
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_core import layers
-    from microgpt_core.cache import KVCache, forward_cached, init_cache
+    from microgpt_core.cache import KVCache, init_cache
     from microgpt_core.checkpoint import CheckpointError, load_pretrained, save_pretrained
     from microgpt_core.config import FORMAT_VERSION, SEED_CONFIG, ConfigError, GPTConfig
-    from microgpt_core.model import cross_entropy, forward
+    from microgpt_core.model import cross_entropy, forward, forward_cached
     from microgpt_core.params import count_params, init_params, param_axes, param_shapes
     from microgpt_core.sampling import Generation, SamplingError, generate_tokens, sample_logits

@@ -23,7 +23,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from microgpt_core.cache import KVCache, write_chunk
 from microgpt_core.config import GPTConfig
+from microgpt_core.params import Params
 from microgpt_core.precision import accumulation_dtype, matmul  # x w in compute_dtype, float32 result
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "gelu",
     "layer_norm",
     "linear",
-    "matmul",
     "merge_heads",
     "mlp",
     "norm",
@@ -46,8 +47,6 @@ __all__ = [
     "sinusoidal_positions",
     "unembed",
 ]
-
-Params = dict[str, Any]
 
 
 def linear(
@@ -307,24 +306,47 @@ def merge_heads(params: Params, out: jax.Array, *, config: GPTConfig) -> jax.Arr
     return linear(out, params["w_out"], params.get("b_out"), compute_dtype=config.compute_dtype)  # (B, T, D)
 
 
-def causal_self_attention(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
-    """Multi-head causal self-attention:
+def causal_self_attention(
+    params: Params,
+    x: jax.Array,
+    *,
+    config: GPTConfig,
+    positions: jax.Array | None = None,
+    cache: KVCache | None = None,
+) -> tuple[jax.Array, KVCache | None]:
+    """Multi-head causal self-attention, over the chunk itself or over a key/value cache:
 
-        head_h = Attention(Q_h, K_g, V_g) with M = -∞ above the diagonal (`qkv_heads`, `attention`),
+        Q, K, V = qkv_heads(x) at the chunk's positions
+        K, V ← the layer's cache with the chunk's K, V written at their positions   (with a cache)
+        head_h = Attention(Q_h, K_g, V_g, M),   M[t, s] = 0 if position(s) <= position(t) else -∞
         y = Concat(head_1..head_H) W_out + b_out
 
+    Without a cache the keys are the chunk's own, at positions 0..T-1 (training, evaluation). With
+    one, slot s of the cache holds position s, so each query attends to every earlier position of
+    its row, cached or new (prefill and decoding; see cache.py).
+
     Args:
-      params: {"w_qkv" (D, (H + 2Hkv)·Dh), "w_out" (D, D), "b_qkv" and "b_out" (D,) when bias,
+      params: {"w_qkv" (D, (H + 2Hkv)·Dh), "w_out" (D, D), "b_qkv" and "b_out" when bias,
         "q_norm" and "k_norm" when qk_norm}.
       x: (B, T, D).
+      config: the model's configuration.
+      positions: (B, T) int positions of the chunk's tokens; None: 0..T-1 (required with a cache).
+      cache: this layer's `KVCache` of (B, Hkv, S, Dh) arrays, or None.
     Returns:
-      (B, T, D) float32.
+      (B, T, D) float32, and the layer's cache with the chunk written (None without a cache).
     """
-    positions = jnp.arange(x.shape[1])  # (T,)
+    if positions is None:
+        positions = jnp.arange(x.shape[1])  # (T,)
     q, k, v = qkv_heads(params, x, positions, config=config)  # (B, H, T, Dh), (B, Hkv, T, Dh) x 2
-    mask = causal_mask(positions, positions)  # (1, T, T)
+    if cache is None:
+        key_positions = positions  # (T,): the chunk attends to itself
+    else:
+        start = positions[:, 0]  # (B,) each row's first position
+        cache = KVCache(k=write_chunk(cache.k, k, start), v=write_chunk(cache.v, v, start))
+        k, v, key_positions = cache.k, cache.v, jnp.arange(cache.k.shape[2])  # (B, Hkv, S, Dh) x 2, (S,)
+    mask = causal_mask(positions, key_positions)  # (1, T, T) or (B, 1, T, S)
     out = attention(q, k, v, mask, config=config)  # (B, H, T, Dh)
-    return merge_heads(params, out, config=config)  # (B, T, D)
+    return merge_heads(params, out, config=config), cache  # (B, T, D)
 
 
 def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
@@ -352,21 +374,36 @@ def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
     return linear(h, params["w_out"], params.get("b_out"), compute_dtype=cd)  # (B, T, D)
 
 
-def block(params: Params, x: jax.Array, *, config: GPTConfig, rng: jax.Array | None = None) -> jax.Array:
+def block(
+    params: Params,
+    x: jax.Array,
+    *,
+    config: GPTConfig,
+    positions: jax.Array | None = None,
+    cache: KVCache | None = None,
+    rng: jax.Array | None = None,
+) -> tuple[jax.Array, KVCache | None]:
     """One pre-norm Transformer block (GPT-2; Norm is LayerNorm or RMSNorm, see `norm`):
 
         x = x + Dropout(CausalSelfAttention(Norm₁(x)))
         x = x + Dropout(MLP(Norm₂(x)))
 
+    The one block of the model: training and evaluation call it without a cache, prefill and
+    decoding with one (`causal_self_attention`).
+
     Args:
       params: one layer's params {"ln1", "attn", "ln2", "mlp"} (no leading layer axis).
       x: (B, T, D) residual stream.
-      rng: dropout key; None disables dropout (evaluation).
+      config: the model's configuration.
+      positions: (B, T) int positions of the tokens; None: 0..T-1 (required with a cache).
+      cache: this layer's `KVCache` (B, Hkv, S, Dh), or None.
+      rng: dropout key; None disables dropout (evaluation, decoding).
     Returns:
-      (B, T, D) float32.
+      (B, T, D) float32, and the layer's cache with the chunk written (None without a cache).
     """
     rng_attn, rng_mlp = jax.random.split(rng) if rng is not None else (None, None)
     h = norm(params["ln1"], x, config=config)  # (B, T, D)
-    x = x + dropout(causal_self_attention(params["attn"], h, config=config), config.dropout, rng_attn)
+    h, cache = causal_self_attention(params["attn"], h, config=config, positions=positions, cache=cache)
+    x = x + dropout(h, config.dropout, rng_attn)  # (B, T, D)
     h = norm(params["ln2"], x, config=config)  # (B, T, D)
-    return x + dropout(mlp(params["mlp"], h, config=config), config.dropout, rng_mlp)  # (B, T, D)
+    return x + dropout(mlp(params["mlp"], h, config=config), config.dropout, rng_mlp), cache  # (B, T, D)

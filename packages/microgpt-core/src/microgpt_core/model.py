@@ -4,6 +4,10 @@
     xˡ = Block_l(xˡ⁻¹)  for l = 1..L  (one `lax.scan` over the stacked blocks)
     logits = Unembed(Norm_f(xᴸ))                       (B, T, V)
 
+`forward` runs it over whole sequences (training, evaluation); `forward_cached` over a chunk of
+tokens per row that continues what a `KVCache` holds (prefill and decoding). Both run the same
+`layers.block`, with or without the cache.
+
 GPT-2 -> Llama-style, as configuration (GPT-2, Radford et al. 2019, is the default; Llama 3 sets
 every line below, SmolLM all but the last):
   * positions: a learned table added to the embeddings -> rotary embeddings (`positional="rope"`,
@@ -32,17 +36,15 @@ final_norm=False)`: 5,256,192 parameters.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 
+from microgpt_core.cache import KVCache
 from microgpt_core.config import GPTConfig
 from microgpt_core.layers import block, dropout, embed, norm, unembed
+from microgpt_core.params import Params
 
-__all__ = ["cross_entropy", "forward", "hidden_states"]
-
-Params = dict[str, Any]
+__all__ = ["cross_entropy", "forward", "forward_cached", "hidden_states"]
 
 
 def hidden_states(
@@ -63,7 +65,7 @@ def hidden_states(
       rng: dropout key, used only when `train` is true.
       train: apply dropout (needs `rng`).
       unroll: blocks per iteration of the scan (`lax.scan`'s `unroll`; True: all of them, no loop).
-        The same numbers, compiled differently; `fastpath.layer_unroll` picks it for speed.
+        The same numbers, compiled differently (the train step unrolls them for speed on CPU).
     Returns:
       (B, T, D) float32.
     """
@@ -74,16 +76,33 @@ def hidden_states(
     rng_embed, rng_blocks = jax.random.split(rng) if rng is not None else (None, None)
     x = embed(params["embed"], tokens, jnp.arange(T), config=config)  # (B, T, D)
     x = dropout(x, config.dropout, rng_embed)  # (B, T, D)
+    layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
+    x, _ = _blocks(params, x, config, rngs=layer_rngs, unroll=unroll)  # (B, T, D)
+    return _final_norm(params, x, config)  # (B, T, D)
+
+
+def _blocks(
+    params: Params,
+    x: jax.Array,
+    config: GPTConfig,
+    *,
+    positions: jax.Array | None = None,
+    cache: KVCache | None = None,
+    rngs: jax.Array | None = None,
+    unroll: int | bool = 1,
+) -> tuple[jax.Array, KVCache | None]:
+    """x through the L blocks: one `lax.scan` over the stacked layer params (and each layer's cache
+    slice and dropout key, when given)."""
 
     def layer(x, inputs):
-        layer_params, layer_rng = inputs
-        return block(layer_params, x, config=config, rng=layer_rng), None
+        layer_params, layer_cache, layer_rng = inputs
+        return block(layer_params, x, config=config, positions=positions, cache=layer_cache, rng=layer_rng)
 
-    layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
-    x, _ = jax.lax.scan(layer, x, (params["blocks"], layer_rngs), unroll=unroll)  # (B, T, D)
-    if config.final_norm:
-        x = norm(params["final_norm"], x, config=config)  # (B, T, D)
-    return x
+    return jax.lax.scan(layer, x, (params["blocks"], cache, rngs), unroll=unroll)  # (B, T, D), cache
+
+
+def _final_norm(params: Params, x: jax.Array, config: GPTConfig) -> jax.Array:
+    return norm(params["final_norm"], x, config=config) if config.final_norm else x  # (B, T, D)
 
 
 def forward(
@@ -109,6 +128,30 @@ def forward(
     """
     x = hidden_states(params, tokens, config, rng=rng, train=train, unroll=unroll)  # (B, T, D)
     return unembed(params, x, config=config)  # (B, T, V)
+
+
+def forward_cached(
+    params: Params, cache: KVCache, tokens: jax.Array, positions: jax.Array, config: GPTConfig
+) -> tuple[jax.Array, KVCache]:
+    """Logits for a chunk of tokens per row, given the cache of everything before it (cache.py).
+
+    The same blocks as `forward`, without dropout; each attends over its layer's cache, into which
+    it first writes the chunk's keys and values.
+
+    Args:
+      params: model parameters.
+      cache: `KVCache` holding positions < positions[b] of row b.
+      tokens: (B, T) int, the chunk (T = prompt length for prefill, 1 for decoding).
+      positions: (B,) int, the position of tokens[b, 0]; tokens[b, i] is at positions[b] + i.
+        Callers keep positions[b] + T <= cache length (slots past the end are not written).
+      config: the model's configuration.
+    Returns:
+      logits (B, T, V) float32, and the cache with the chunk's keys and values written.
+    """
+    token_positions = positions[:, None] + jnp.arange(tokens.shape[1])  # (B, T)
+    x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
+    x, cache = _blocks(params, x, config, positions=token_positions, cache=cache)  # (B, T, D)
+    return unembed(params, _final_norm(params, x, config), config=config), cache  # (B, T, V)
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:

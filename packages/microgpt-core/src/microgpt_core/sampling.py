@@ -9,12 +9,11 @@ Top-k picks from the raw logits, before the temperature (so it holds for any τ)
 maximum does not change the softmax, and it keeps z/τ finite for tiny τ: the maximum becomes 0 and
 every other logit a large negative number, so a tiny temperature samples the argmax.
 
-`generate_tokens` runs one prefill over the (right-padded) prompts (`cache.forward_cached`), then a
-`lax.while_loop` of one-token decode steps over the preallocated cache (`fastpath.decode_step`: the
-same numbers as `forward_cached`, laid out for speed). The whole generation is one XLA program:
-nothing is retraced per token and no shape grows, so generating 50 or 500 tokens compiles once.
-With `on_token`, each step's tokens go to the callback in the calling thread while the loop runs
-(`streaming.py` holds that plumbing); the callback can stop the loop.
+`generate_tokens` runs one prefill over the (right-padded) prompts (`model.forward_cached`), then
+`decode_loop`: a `lax.while_loop` of one-token steps of `forward_cached` over the preallocated
+cache. The whole generation is one XLA program: nothing is retraced per token and no shape grows, so
+generating 50 or 500 tokens compiles once. (microgpt_infer's engine runs the same loop with a decode
+step laid out for speed, and streams its tokens.)
 """
 
 from __future__ import annotations
@@ -29,22 +28,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from microgpt_core import fastpath, streaming
-from microgpt_core.cache import forward_cached, init_cache
+from microgpt_core.cache import KVCache, init_cache
 from microgpt_core.config import GPTConfig
+from microgpt_core.model import forward_cached
+from microgpt_core.params import Params
 
 __all__ = [
     "Generation",
     "SamplingError",
+    "check_prompts",
     "check_rng",
     "check_sampling",
+    "decode_loop",
     "filter_logits",
     "generate_tokens",
     "greedy",
+    "prefill",
     "sample_logits",
 ]
 
-Params = dict[str, Any]
 # The smallest normal float32: a smaller τ would round to 0 (or be flushed to 0) in float32. Any τ this
 # small already puts all the probability on the maximum, so τ is taken as at least this.
 MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
@@ -58,8 +60,8 @@ class Generation(NamedTuple):
     """What `generate_tokens` returns.
 
     Attributes:
-      tokens: (B, N) int32 new tokens; after a row's end-of-text token the row holds `eot_id` (and
-        after the step at which `on_token` returned True, every row holds it, or 0 without `eot_id`).
+      tokens: (B, N) int32 new tokens; after a row's end-of-text token the row holds `eot_id` (0
+        without one).
       num_tokens: (B,) int32 tokens generated per row before its end-of-text token (or N).
     """
 
@@ -191,6 +193,36 @@ def sample_logits(
 
 
 # ------------------------------------------------------------------------------------------------
+def check_prompts(
+    config: GPTConfig, prompt: Any, lengths: Any, max_new_tokens: Any, eot_id: Any
+) -> tuple[jax.Array, jax.Array, int, int | None]:
+    """The arguments of a generation as (prompt int32, lengths int32, N, eot_id), or `SamplingError`
+    naming the bad one (see `generate_tokens` for what is valid)."""
+    prompt = jnp.asarray(prompt)
+    lengths = jnp.asarray(lengths)
+    if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
+        raise SamplingError(
+            f"prompt must be a (batch, length) integer array, got {prompt.dtype}{prompt.shape}"
+        )
+    B, P = prompt.shape
+    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise SamplingError(f"lengths must be ({B},) integers, got {lengths.dtype}{lengths.shape}")
+    if not _is_integer(max_new_tokens) or max_new_tokens < 1:
+        raise SamplingError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    lo, hi = int(lengths.min()), int(lengths.max())
+    if lo < 1 or hi > P:
+        raise SamplingError(f"lengths must be in [1, {P}] (the prompt width), got min {lo} max {hi}")
+    if hi + max_new_tokens > config.context_length:
+        raise SamplingError(
+            f"the longest prompt ({hi} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
+            f"context_length {config.context_length}"
+        )
+    if eot_id is not None and (not _is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
+        raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
+    eot_id = None if eot_id is None else int(eot_id)
+    return prompt.astype(jnp.int32), lengths.astype(jnp.int32), int(max_new_tokens), eot_id
+
+
 def generate_tokens(
     params: Params,
     config: GPTConfig,
@@ -203,7 +235,6 @@ def generate_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     eot_id: int | None = None,
-    on_token: Callable[[int, np.ndarray], bool | None] | None = None,
 ) -> Generation:
     """Continues each prompt by up to `max_new_tokens` tokens, stopping a row at `eot_id`.
 
@@ -216,111 +247,110 @@ def generate_tokens(
       max_new_tokens: N >= 1; needs max(lengths) + N <= context_length.
       temperature, top_k, top_p: see `sample_logits`.
       eot_id: end-of-text id; a row stops after producing it (None: never stop early).
-      on_token: optional `on_token(step, tokens)` with step an int and tokens (B,) int32 numpy,
-        called in the calling thread, in order, while the loop runs (rows that have stopped repeat
-        `eot_id`). Returning True stops every row after that step. An exception it raises stops
-        the loop and reaches the caller as itself; it may itself call `generate_tokens`.
     Returns:
-      `Generation(tokens (B, N), num_tokens (B,))`: without `on_token`, dispatched asynchronously
-      (wait with `streaming.wait` for a wait that Ctrl-C can interrupt); with it, once done.
+      `Generation(tokens (B, N), num_tokens (B,))`, dispatched asynchronously (as JAX does).
     """
     temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
     rng = check_rng(rng)
-    prompt = jnp.asarray(prompt)
-    lengths = jnp.asarray(lengths)
-    if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
-        raise SamplingError(
-            f"prompt must be a (batch, length) integer array, got {prompt.dtype}{prompt.shape}"
-        )
-    B, P = prompt.shape
-    if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise SamplingError(f"lengths must be ({B},) integers, got {lengths.dtype}{lengths.shape}")
-    if not _is_integer(max_new_tokens) or max_new_tokens < 1:
-        raise SamplingError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    max_new_tokens = int(max_new_tokens)
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 1 or hi > P:
-        raise SamplingError(f"lengths must be in [1, {P}] (the prompt width), got min {lo} max {hi}")
-    if hi + max_new_tokens > config.context_length:
-        raise SamplingError(
-            f"the longest prompt ({hi} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
-            f"context_length {config.context_length}"
-        )
-    if eot_id is not None and (not _is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
-        raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
-    eot_id = None if eot_id is None else int(eot_id)
-    if on_token is not None and not callable(on_token):
-        raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
-    program = functools.partial(
-        _generation_program(config), params, prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng,
-        config=config, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, eot_id=eot_id,
+    prompt, lengths, max_new_tokens, eot_id = check_prompts(config, prompt, lengths, max_new_tokens, eot_id)
+    return _generate(
+        params, prompt, lengths, rng, config=config, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_k=top_k, top_p=top_p, eot_id=eot_id,
     )  # fmt: skip
-    if on_token is None:
-        return program()
-    out, stopped = streaming.stream(program, on_token)
-    return out if stopped is None else _cut(out, stopped, 0 if eot_id is None else eot_id)
 
 
-def _cut(out: Generation, step: int, pad: int) -> Generation:
-    """`out` as if the loop had stopped after `step` (the device may have run a step or two more)."""
-    tokens = np.array(out.tokens)  # (B, N)
-    tokens[:, step + 1 :] = pad
-    num = np.minimum(np.asarray(out.num_tokens), step + 1)  # (B,)
-    return Generation(tokens=jnp.asarray(tokens), num_tokens=jnp.asarray(num))
+def prefill(
+    params: Params, config: GPTConfig, prompt: jax.Array, lengths: jax.Array, max_new_tokens: int
+) -> tuple[jax.Array, KVCache]:
+    """The logits after each row's last prompt token, and the cache holding the prompts.
 
-
-def _generation_program(config: GPTConfig) -> Callable:
-    """`_generate` jitted with the compiler options for decoding `config` on this backend."""
-    return _jit_generate(tuple(sorted(fastpath.compiler_options(config, decode=True).items())))
-
-
-@functools.cache
-def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
-    static = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
-    return jax.jit(_generate, static_argnames=static, compiler_options=dict(options))
-
-
-def _generate(
-    params, prompt, lengths, rng, stream=None, *, config, max_new_tokens, temperature, top_k, top_p, eot_id
-):
-    """The compiled generation: prefill, first sample, then a while-loop of decode steps.
-
-    `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
-    each step's tokens then go to `streaming.emit`, whose answer `halt` ends the loop.
+    Args:
+      prompt: (B, P) int32, right-padded; lengths: (B,) int32 true lengths.
+      max_new_tokens: N; the cache has room for P + N - 1 positions (the last token is not fed back).
+    Returns:
+      (B, V) float32 logits, and the `KVCache`.
     """
     B, P = prompt.shape
-    N = max_new_tokens
-    pad = 0 if eot_id is None else eot_id
-    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    emit = (lambda step, tok: streaming.emit(stream, step, tok)) if stream is not None else None
-
-    cache = init_cache(config, B, min(P + N - 1, config.context_length))
+    cache = init_cache(config, B, min(P + max_new_tokens - 1, config.context_length))
     logits, cache = forward_cached(params, cache, prompt, jnp.zeros((B,), jnp.int32), config)  # (B, P, V)
-    last_logits = jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0]  # (B, V)
-    token = sample(last_logits, jax.random.fold_in(rng, 0))  # (B,); the key of step i is fold_in(rng, i)
+    return jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0], cache  # (B, V)
+
+
+STATIC_ARGNAMES = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
+
+
+@functools.partial(jax.jit, static_argnames=STATIC_ARGNAMES)
+def _generate(params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, eot_id):
+    """The compiled generation: prefill, then `decode_loop` over one-token `forward_cached` steps."""
+    logits, cache = prefill(params, config, prompt, lengths, max_new_tokens)  # (B, V)
+
+    def step(cache, token, positions):
+        logits, cache = forward_cached(params, cache, token[:, None], positions, config)  # (B, 1, V)
+        return logits[:, 0], cache
+
+    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    return decode_loop(
+        step, cache, logits, lengths, rng, sample=sample, max_new_tokens=max_new_tokens, eot_id=eot_id
+    )
+
+
+def decode_loop(
+    step: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]],
+    cache: Any,
+    logits: jax.Array,
+    lengths: jax.Array,
+    rng: jax.Array,
+    *,
+    sample: Callable[[jax.Array, jax.Array], jax.Array],
+    max_new_tokens: int,
+    eot_id: int | None,
+    on_step: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+) -> Generation:
+    """Autoregressive decoding, traced once: sample a token per row, feed it back, repeat.
+
+        token₀ = sample(logits after the prompt, key₀)
+        logitsᵢ, cache = step(cache, tokenᵢ₋₁, its position)    i = 1 .. N - 1
+        tokenᵢ = sample(logitsᵢ, keyᵢ),   keyᵢ = fold_in(rng, i)
+
+    as one `lax.while_loop` that ends after N tokens or once every row has produced `eot_id` (a row
+    that has stopped holds `eot_id` from then on).
+
+    Args:
+      step: `step(cache, tokens (B,), positions (B,)) -> (logits (B, V), cache)`, one token per row.
+      cache: whatever `step` reads, holding the prompts.
+      logits: (B, V) logits after each row's last prompt token.
+      lengths: (B,) int32 prompt lengths (the position of token₀).
+      rng: the generation's key.
+      sample: `sample(logits (B, V), key) -> (B,) int32`.
+      max_new_tokens: N.
+      eot_id: end-of-text id, or None.
+      on_step: optional `on_step(i, tokenᵢ) -> halt`, traced into the loop (microgpt_infer's engine
+        streams tokens through it); a True halt ends the loop after step i.
+    Returns:
+      `Generation(tokens (B, N), num_tokens (B,))`.
+    """
+    B, N = logits.shape[0], max_new_tokens
+    pad = 0 if eot_id is None else eot_id
+    token = sample(logits, jax.random.fold_in(rng, 0))  # (B,)
     done = token == eot_id if eot_id is not None else jnp.zeros((B,), bool)  # (B,)
     num = jnp.where(done, 0, 1).astype(jnp.int32)  # (B,)
     out = jnp.full((B, N), pad, jnp.int32).at[:, 0].set(token)  # (B, N)
-    halt = emit(jnp.int32(0), token) if emit else jnp.bool_(False)  # () the caller asked to stop
-    weights = fastpath.decode_weights(params, config)  # sliced once, outside the loop
-    cache = fastpath.split_cache(cache)  # one array per layer, each updated in place
+    halt = on_step(jnp.int32(0), token) if on_step else jnp.bool_(False)  # ()
 
     def keep_going(state):
-        step, _, _, _, done, _, halt = state
-        return (step < N) & ~jnp.all(done) & ~halt
+        i, _, _, _, done, _, halt = state
+        return (i < N) & ~jnp.all(done) & ~halt
 
-    def decode_step(state):
-        step, out, cache, token, done, num, _ = state
-        positions = lengths + step - 1  # (B,) position of `token`
-        logits, cache = fastpath.decode_step(params, weights, cache, token[:, None], positions, config)
-        new = jnp.where(done, pad, sample(logits[:, 0], jax.random.fold_in(rng, step)))  # (B,)
-        out = jax.lax.dynamic_update_slice(out, new[:, None], (0, step))  # (B, N)
-        stopped = done | (new == eot_id) if eot_id is not None else done
-        num = num + (~stopped).astype(jnp.int32)
-        halt = emit(step, new) if emit else jnp.bool_(False)
-        return step + 1, out, cache, new, stopped, num, halt
+    def next_token(state):
+        i, out, cache, token, done, num, _ = state
+        logits, cache = step(cache, token, lengths + i - 1)  # (B, V); token sits at lengths + i - 1
+        new = jnp.where(done, pad, sample(logits, jax.random.fold_in(rng, i)))  # (B,)
+        out = jax.lax.dynamic_update_slice(out, new[:, None], (0, i))  # (B, N)
+        stopped = done | (new == eot_id) if eot_id is not None else done  # (B,)
+        num = num + (~stopped).astype(jnp.int32)  # (B,)
+        halt = on_step(i, new) if on_step else jnp.bool_(False)
+        return i + 1, out, cache, new, stopped, num, halt
 
     state = (jnp.int32(1), out, cache, token, done, num, halt)
-    _, out, _, _, _, num, _ = jax.lax.while_loop(keep_going, decode_step, state)
+    _, out, _, _, _, num, _ = jax.lax.while_loop(keep_going, next_token, state)
     return Generation(tokens=out, num_tokens=num)

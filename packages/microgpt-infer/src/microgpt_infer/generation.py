@@ -1,6 +1,6 @@
 """Text in, text out: `generate` (batched, streaming, stop strings) and `generate_text`.
 
-Both sit on `microgpt_core.sampling.generate_tokens`, which runs a whole generation (prefill plus a
+Both sit on the engine's `generate_tokens` (engine/), which runs a whole generation (prefill plus a
 `while_loop` of cached decode steps) as ONE compiled program per (batch, prompt width,
 max_new_tokens, sampling settings). Prompts are right-padded to a bucket width (a power of two, at
 least 16, at most the context), so prompts of nearby lengths share a compiled program.
@@ -9,7 +9,7 @@ Text is decoded per row, token by token, through an incremental UTF-8 decoder (`
 character split across tokens is emitted once complete, and the text streamed to `on_token` is
 exactly the text returned. A row ends at the end-of-text token (not included), at the first stop string (not
 included), or after `max_new_tokens`. Stop strings are found on the host, step by step while the
-compiled loop runs (`generate_tokens(on_token=...)`, streaming.py in core): once every row has ended,
+compiled loop runs (`generate_tokens(on_token=...)`, engine/streaming.py): once every row has ended,
 the loop is told to stop; Ctrl-C (KeyboardInterrupt) or an exception raised by `on_token` stops it
 within a step or two and reaches the caller as itself. Without `on_token` and stop strings the loop
 runs without host round trips (the fastest program, and one JAX's persistent compilation cache can
@@ -29,11 +29,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from microgpt_core import SamplingError, generate_tokens, streaming
+from microgpt_core import SamplingError
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.sampling import check_rng, check_sampling
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
+from microgpt_infer.engine import generate_tokens, streaming
 from microgpt_infer.errors import InferError, PromptTooLongError
 from microgpt_infer.folder import Model
 from microgpt_infer.model import DEFAULT_MODEL_DIR, find_default_model, is_default, load_model

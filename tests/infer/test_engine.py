@@ -1,12 +1,6 @@
-"""The fast decode path equals the reference path: `fastpath.decode_step` gives the logits and cache of
-`cache.forward_cached` (and so of `model.forward`), and the XLA options, the unrolled layer loop and
-`keep_host_memory` change no result."""
-
-import os
-import platform
-import subprocess
-import sys
-import textwrap
+"""The engine equals the reference: `decode.decode_step` gives the logits and cache of
+`model.forward_cached` (and so of `model.forward`), the XLA options change no result, and the
+engine's `generate_tokens` gives core's tokens."""
 
 import jax
 import jax.numpy as jnp
@@ -15,16 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgpt_core import cross_entropy, forward, init_cache, init_params
-from microgpt_core.fastpath import (
-    KEEP_HOST_MEMORY_ENV,
-    compiler_options,
-    decode_step,
-    decode_weights,
-    keep_host_memory,
-    layer_unroll,
-    split_cache,
-)
+from microgpt_core import forward, init_cache, init_params
+from microgpt_core.sampling import generate_tokens as reference_generate
+from microgpt_infer.engine import generate_tokens as engine_generate
+from microgpt_infer.engine.decode import decode_step, decode_weights, split_cache
+from microgpt_infer.engine.options import compiler_options
 from tests.conftest import config_strategy
 
 T = 16
@@ -112,90 +101,54 @@ def test_the_split_cache_is_the_same_numbers(tiny_config):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("decode", [False, True], ids=["forward", "decode"])
-def test_compiler_options_change_no_result(tiny_config, tiny_params, dtype, decode):
+def test_compiler_options_change_no_result(tiny_config, tiny_params, dtype):
     config = tiny_config.replace(compute_dtype=dtype)
     tokens = jax.random.randint(jax.random.key(3), (2, 8), 0, config.vocab_size)
     plain = jax.jit(lambda p, t: forward(p, t, config))(tiny_params, tokens)
-    options = compiler_options(config, decode=decode)
-    tuned = jax.jit(lambda p, t: forward(p, t, config), compiler_options=options)(tiny_params, tokens)
+    tuned = jax.jit(lambda p, t: forward(p, t, config), compiler_options=compiler_options(config))(
+        tiny_params, tokens
+    )
     np.testing.assert_allclose(tuned, plain, atol=1e-5 if dtype == "float32" else 2e-2)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_unrolled_layer_loop_gives_the_same_loss_and_gradients(tiny_config, tiny_params, dtype):
-    """`unroll=True` (what `layer_unroll` picks on CPU) against the rolled scan, dropout included:
-    each block gets the same key either way."""
-    config = tiny_config.replace(compute_dtype=dtype, dropout=0.1)
-    tokens = jax.random.randint(jax.random.key(4), (2, 9), 0, config.vocab_size)
-
-    def loss(params, unroll):
-        logits = forward(params, tokens[:, :-1], config, rng=jax.random.key(5), train=True, unroll=unroll)
-        return cross_entropy(logits, tokens[:, 1:])
-
-    grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
-    (rolled, rolled_grads), (unrolled, unrolled_grads) = grad(tiny_params, 1), grad(tiny_params, True)
-    tolerance = 1e-5 if dtype == "float32" else 1e-3
-    np.testing.assert_allclose(unrolled, rolled, rtol=tolerance)
-    for a, b in zip(jax.tree.leaves(unrolled_grads), jax.tree.leaves(rolled_grads), strict=True):
-        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * 1e-2)
+def spread(params, config):
+    """`params` with logits spread apart (the embeddings x 40): a fresh model's logits are nearly
+    equal, so rounding alone could flip a greedy choice; a trained model's are not."""
+    embed = dict(params["embed"], tokens=params["embed"]["tokens"] * 40)
+    out = dict(params, embed=embed)
+    if not config.tie_embeddings:
+        out["head"] = {"w": params["head"]["w"] * 40}
+    return out
 
 
-def test_layer_unroll_unrolls_up_to_twelve_layers_on_cpu(tiny_config):
-    assert jax.default_backend() == "cpu"
-    assert layer_unroll(tiny_config) is True
-    assert layer_unroll(tiny_config.replace(n_layers=12)) is True
-    assert layer_unroll(tiny_config.replace(n_layers=13)) == 1
-
-
-# A 64 MB buffer inside one executable (as a train step's logits are): the page faults of the last 20
-# of 80 calls. With the memory kept, the heap grows for the first few calls (more on a busy machine,
-# where buffers are freed later) and then stops; without, every call faults every page.
-_FAULTS = textwrap.dedent("""
-    import resource, sys
-    from microgpt_core.fastpath import keep_host_memory
-    kept = keep_host_memory()
-    import jax, jax.numpy as jnp
-    f = jax.jit(lambda x, z: jnp.sin(x[:, None] * x[None, :]) @ z)  # a (4096, 4096) float32 temporary
-    x, z = jnp.linspace(0, 1, 4096), jnp.ones((4096, 8))
-    for _ in range(60):
-        f(x, z).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(20):
-        f(x, z).block_until_ready()
-    print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-""")
-
-
-def _faults(**env: str) -> tuple[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _FAULTS],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(
+    config=config_strategy(st),
+    dtype=st.sampled_from(["float32", "bfloat16"]),
+    lengths=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+    sampled=st.booleans(),
+    stop=st.booleans(),
+    stream=st.booleans(),
+)
+def test_the_engine_gives_the_reference_tokens(config, dtype, lengths, sampled, stop, stream):
+    """For any configuration, either dtype, ragged prompts, greedy or sampled, with an end-of-text id
+    or none, streamed or not: `engine.generate_tokens` returns core's `generate_tokens` tokens."""
+    config = config.replace(compute_dtype=dtype)
+    params = spread(init_params(jax.random.key(1), config), config)
+    B, P = len(lengths), max(lengths)
+    prompt = np.random.default_rng(B * 7 + P).integers(0, config.vocab_size, (B, P)).astype(np.int32)
+    kwargs = dict(
+        rng=jax.random.key(3), max_new_tokens=16 - P, temperature=0.8 if sampled else 0.0, top_k=None
     )
-    assert out.returncode == 0, out.stderr
-    kept, faults = out.stdout.split()
-    return kept, int(faults)
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_host_memory sets glibc's malloc")
-def test_keep_host_memory_lets_a_second_call_reuse_the_first_calls_pages():
-    """With it, most of 20 calls with a 64 MB temporary (16,384 pages of 4 KiB each) fault no page in
-    again (glibc's default: every page of every call, 327,680); off with MICROGPT_KEEP_HOST_MEMORY=0."""
-    kept, faults = _faults(**{KEEP_HOST_MEMORY_ENV: "1"})
-    assert kept == "True" and faults < 5 * 16_384, faults
-    kept, _ = _faults(**{KEEP_HOST_MEMORY_ENV: "0"})
-    assert kept == "False"
-
-
-def test_keep_host_memory_does_nothing_once_the_backends_exist():
-    jax.devices()  # this test process has used JAX already
-    assert keep_host_memory() is False
-
-
-def test_keep_host_memory_refuses_a_setting_it_does_not_know(monkeypatch):
-    monkeypatch.setenv(KEEP_HOST_MEMORY_ENV, "yes")
-    with pytest.raises(ValueError, match="MICROGPT_KEEP_HOST_MEMORY must be 0 or 1, got 'yes'"):
-        keep_host_memory()
+    want = reference_generate(params, config, prompt, np.asarray(lengths), **kwargs)
+    if stop:  # the token row 0 makes at its third step ends a row
+        kwargs["eot_id"] = int(want.tokens[0, min(2, want.tokens.shape[1] - 1)])
+        want = reference_generate(params, config, prompt, np.asarray(lengths), **kwargs)
+    seen = []
+    if stream:
+        kwargs["on_token"] = lambda step, tokens: seen.append(tokens.tolist())
+    got = engine_generate(params, config, prompt, np.asarray(lengths), **kwargs)
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_array_equal(got.num_tokens, want.num_tokens)
+    if stream:  # every step, in order, until every row has stopped
+        np.testing.assert_array_equal(np.asarray(seen).T, np.asarray(want.tokens)[:, : len(seen)])

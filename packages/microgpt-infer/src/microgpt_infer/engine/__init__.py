@@ -1,0 +1,21 @@
+"""The engine: microGPT's reference model, run fast on one backend.
+
+Core (`microgpt_core`) is the textbook: the model, its cache and its decode loop, written as their
+equations. The engine imports it and is never imported by it. It holds what exists only for speed,
+each part tested equal to the reference (tests/infer/test_engine.py):
+
+    decode.py      the decode step laid out for XLA's CPU backend: per-layer caches and weights,
+                   blockwise attention over the cache and the new chunk
+    options.py     XLA options for the decode loop, chosen by the backend and the CPU's features
+    streaming.py   host plumbing: a compiled loop hands each step's tokens to a Python callback
+    generate.py    `generate_tokens`: core's loop over the fast step, compiled with those options,
+                   optionally streaming
+
+`microgpt_infer.generate` and `generate_text` run on it.
+"""
+
+from __future__ import annotations
+
+from microgpt_infer.engine.generate import generate_tokens
+
+__all__ = ["generate_tokens"]

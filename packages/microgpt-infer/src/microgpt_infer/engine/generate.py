@@ -1,0 +1,117 @@
+"""`generate_tokens` on the engine: the reference generation with the fast decode step, compiled with
+the decode options, and its tokens streamed to a callback while the loop runs.
+
+The loop is core's own (`sampling.prefill`, then `sampling.decode_loop`); only its step differs:
+`decode.decode_step` over per-layer caches and weights sliced once, instead of `forward_cached` over
+the stacked ones. tests/infer/test_engine.py checks that both give the same tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from microgpt_core.config import GPTConfig
+from microgpt_core.params import Params
+from microgpt_core.sampling import (
+    STATIC_ARGNAMES,
+    Generation,
+    SamplingError,
+    check_prompts,
+    check_rng,
+    check_sampling,
+    decode_loop,
+    prefill,
+    sample_logits,
+)
+from microgpt_infer.engine import decode, streaming
+from microgpt_infer.engine.options import compiler_options
+
+__all__ = ["generate_tokens"]
+
+
+def generate_tokens(
+    params: Params,
+    config: GPTConfig,
+    prompt: jax.Array,
+    lengths: jax.Array,
+    *,
+    rng: jax.Array,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eot_id: int | None = None,
+    on_token: Callable[[int, np.ndarray], bool | None] | None = None,
+) -> Generation:
+    """`microgpt_core.sampling.generate_tokens`, the same tokens, faster, optionally streamed.
+
+    Args: as core's `generate_tokens`, plus
+      on_token: optional `on_token(step, tokens)` with step an int and tokens (B,) int32 numpy,
+        called in the calling thread, in order, while the loop runs (rows that have stopped repeat
+        `eot_id`). Returning True stops every row after that step (the rows then hold `eot_id`, or
+        0 without one). An exception it raises stops the loop and reaches the caller as itself; it
+        may itself call `generate_tokens`.
+    Returns:
+      `Generation(tokens (B, N), num_tokens (B,))`: without `on_token`, dispatched asynchronously
+      (wait with `streaming.wait` for a wait that Ctrl-C can interrupt); with it, once done.
+    """
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    rng = check_rng(rng)
+    prompt, lengths, max_new_tokens, eot_id = check_prompts(config, prompt, lengths, max_new_tokens, eot_id)
+    if on_token is not None and not callable(on_token):
+        raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
+    program = functools.partial(
+        _program(config), params, prompt, lengths, rng, config=config, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_k=top_k, top_p=top_p, eot_id=eot_id,
+    )  # fmt: skip
+    if on_token is None:
+        return program()
+    out, stopped = streaming.stream(program, on_token)
+    return out if stopped is None else _cut(out, stopped, 0 if eot_id is None else eot_id)
+
+
+def _cut(out: Generation, step: int, pad: int) -> Generation:
+    """`out` as if the loop had stopped after `step` (the device may have run a step or two more)."""
+    tokens = np.array(out.tokens)  # (B, N)
+    tokens[:, step + 1 :] = pad
+    num = np.minimum(np.asarray(out.num_tokens), step + 1)  # (B,)
+    return Generation(tokens=jnp.asarray(tokens), num_tokens=jnp.asarray(num))
+
+
+def _program(config: GPTConfig) -> Callable:
+    """`_generate` jitted with the compiler options for decoding `config` on this backend."""
+    return _jit_generate(tuple(sorted(compiler_options(config).items())))
+
+
+@functools.cache
+def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
+    return jax.jit(_generate, static_argnames=STATIC_ARGNAMES, compiler_options=dict(options))
+
+
+def _generate(
+    params, prompt, lengths, rng, stream=None, *, config, max_new_tokens, temperature, top_k, top_p, eot_id
+):
+    """The compiled generation: the reference prefill, then `decode_loop` over `decode.decode_step`.
+
+    `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
+    each step's tokens then go to `streaming.emit`, whose answer `halt` ends the loop.
+    """
+    logits, cache = prefill(params, config, prompt, lengths, max_new_tokens)  # (B, V)
+    weights = decode.decode_weights(params, config)  # sliced once, outside the loop
+
+    def step(caches, token, positions):
+        logits, caches = decode.decode_step(params, weights, caches, token[:, None], positions, config)
+        return logits[:, 0], caches  # (B, V)
+
+    on_step = (lambda i, tokens: streaming.emit(stream, i, tokens)) if stream is not None else None
+    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    return decode_loop(
+        step, decode.split_cache(cache), logits, lengths, rng,
+        sample=sample, max_new_tokens=max_new_tokens, eot_id=eot_id, on_step=on_step,
+    )  # fmt: skip
