@@ -11,7 +11,7 @@ import pytest
 from microgpt_core import GPTConfig
 from microgpt_train import decay_mask, init_state, learning_rate_schedule, make_optimizer, make_train_step
 from microgpt_train.config import preset
-from microgpt_train.step import loss_fn, split_micro_batches
+from microgpt_train.step import layer_unroll, loss_fn, make_eval_step, micro_batches, split_micro_batches
 
 CONFIG = GPTConfig(vocab_size=64, context_length=16, d_model=32, n_layers=2, n_heads=2)
 
@@ -84,3 +84,65 @@ def test_schedule_follows_max_steps(steps):
     np.testing.assert_allclose(float(schedule(10)), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(float(schedule(steps)), 1e-4, rtol=1e-5)
     assert float(schedule(steps // 2 + 5)) < 1e-3
+
+
+def test_micro_batches_bring_each_device_to_the_cpu_token_budget():
+    assert jax.default_backend() == "cpu"
+    assert micro_batches(16, 256) == 4  # 4 rows x 256 = 1,024 tokens each
+    assert micro_batches(16, 256, grad_accum=2) == 4  # each of the 2 split in 2
+    assert micro_batches(16, 256, data_devices=2) == 2  # 8 rows per device, in 2 of 4
+    assert micro_batches(6, 256) == 2  # 3 rows: 768 tokens
+    assert micro_batches(4, 2048) == 4  # one row is over the budget already: one row each
+    assert micro_batches(8, 16, grad_accum=4) == 4  # small batches stay as asked
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_the_cpu_split_gives_the_unsplit_step(monkeypatch, dropout):
+    """Split into micro-batches of 2 rows (32 tokens) or not at all: the same loss, gradient norm and
+    update (dropout draws its masks per micro-batch, so with dropout only the loss stays close)."""
+    import microgpt_train.step as step_module
+
+    config = CONFIG.replace(dropout=dropout)
+    run = preset("quickstart").merge({"model": config.to_dict(), "batch_size": 8, "sample_tokens": 8})
+    optimizer = make_optimizer(run)
+    results = []
+    for budget in (10**9, 32):
+        monkeypatch.setattr(step_module, "CPU_MICRO_TOKENS", budget)
+        state = init_state(jax.random.PRNGKey(0), config, optimizer)
+        evaluated = make_eval_step(config)(state["params"], _batch(8, seed=1))
+        results += [make_train_step(config, optimizer)(state, _batch(8)), evaluated]
+    (whole, metrics), whole_eval, (split, split_metrics), split_eval = results
+    np.testing.assert_allclose(split_eval, whole_eval, rtol=1e-6)
+    np.testing.assert_allclose(split_metrics["loss"], metrics["loss"], rtol=1e-6 if dropout == 0 else 0.05)
+    if dropout == 0:
+        np.testing.assert_allclose(split_metrics["grad_norm"], metrics["grad_norm"], rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(split["params"]), jax.tree.leaves(whole["params"]), strict=True):
+            np.testing.assert_allclose(a, b, atol=2e-6)
+
+
+def test_layer_unroll_unrolls_up_to_twelve_layers_on_cpu():
+    assert layer_unroll(CONFIG) is True
+    assert layer_unroll(CONFIG.replace(n_layers=12)) is True
+    assert layer_unroll(CONFIG.replace(n_layers=13)) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_unrolled_layer_loop_gives_the_same_loss_and_gradients(dtype):
+    """`unroll=True` (what `layer_unroll` picks on CPU) against the rolled scan, dropout included:
+    each block gets the same key either way."""
+    from microgpt_core import cross_entropy, forward, init_params
+
+    config = CONFIG.replace(compute_dtype=dtype, dropout=0.1)
+    params = init_params(jax.random.key(0), config)
+    tokens = jax.random.randint(jax.random.key(4), (2, 9), 0, config.vocab_size)
+
+    def loss(params, unroll):
+        logits = forward(params, tokens[:, :-1], config, rng=jax.random.key(5), train=True, unroll=unroll)
+        return cross_entropy(logits, tokens[:, 1:])
+
+    grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+    (rolled, rolled_grads), (unrolled, unrolled_grads) = grad(params, 1), grad(params, True)
+    tolerance = 1e-5 if dtype == "float32" else 1e-3
+    np.testing.assert_allclose(unrolled, rolled, rtol=tolerance)
+    for a, b in zip(jax.tree.leaves(unrolled_grads), jax.tree.leaves(rolled_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * 1e-2)

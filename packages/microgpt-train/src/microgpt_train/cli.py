@@ -63,9 +63,6 @@ def _run(args: argparse.Namespace) -> int:
     from microgpt_train.flags import named, resolve_config
 
     config = resolve_config(args)
-    from microgpt_core.fastpath import keep_host_memory  # imports JAX: after the cheap checks
-
-    keep_host_memory()  # before JAX's first computation
     from microgpt_train import distributed
 
     distributed.initialize(

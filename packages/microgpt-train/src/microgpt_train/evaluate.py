@@ -107,9 +107,6 @@ def _evaluate(argv: list[str] | None) -> int:
     parser.add_argument("--text-column", default="text", help="column holding the text")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
-    from microgpt_core.fastpath import keep_host_memory  # imports JAX: after the argument checks
-
-    keep_host_memory()  # before JAX's first computation
     try:
         note = lambda text: print(text, file=sys.stderr)
         with notes_on_stderr("microgpt_infer"):

@@ -11,11 +11,20 @@ One step over a global batch of B rows in A micro-batches (gradient accumulation
 Micro-batch a takes every A-th row (a strided split), so each micro-batch stays spread over all
 devices of the ``data`` axis. With equal micro-batch sizes the mean of the micro-batch losses equals
 the loss of the whole batch, and so does the gradient (to float rounding).
+
+Speed on CPU, the same numbers (tests/train/test_step.py):
+  * each micro-batch is split further, to about `CPU_MICRO_TOKENS` tokens per device
+    (`micro_batches`). XLA's CPU backend allocates an executable's buffers on every call, and the
+    C library hands blocks this large out as fresh pages that the kernel must fault in and zero:
+    at the seed configuration, batch 16 x 256, about 1 GB of them per step. A scan over small
+    micro-batches reuses one micro-batch's buffers, so a step touches a tenth of that memory, and
+    its working set stays in the caches. Only the dropout masks differ (each micro-batch draws its
+    own), so a run is reproducible on one backend;
+  * the blocks run one after another (`layer_unroll`), not as a loop.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -23,9 +32,51 @@ import jax.numpy as jnp
 import optax
 
 from microgpt_core import GPTConfig, cross_entropy, forward, init_params
-from microgpt_core.fastpath import compiler_options, layer_unroll
 
-__all__ = ["init_state", "loss_fn", "make_eval_step", "make_train_step", "split_micro_batches"]
+__all__ = [
+    "CPU_MICRO_TOKENS",
+    "init_state",
+    "layer_unroll",
+    "loss_fn",
+    "make_eval_step",
+    "make_train_step",
+    "micro_batches",
+    "split_micro_batches",
+]
+
+# Tokens per device in one micro-batch on CPU: 1,024 ran fastest at the seed configuration on AMD
+# EPYC (Zen 4) in float32 and bfloat16 alike (bench/README.md).
+CPU_MICRO_TOKENS = 1024
+# Compiling a bfloat16 seed-size train step unrolled: 4.9 s at 4 layers (loop 5.3 s), 6.9 s at 12 (4.5),
+# 11.2 s at 24 (3.8), AMD EPYC (Zen 5).
+_UNROLL_MAX_LAYERS = 12
+
+
+def layer_unroll(config: GPTConfig) -> int | bool:
+    """`unroll` for `model.forward` in training and evaluation: on CPU, the blocks one after another
+    (True) up to 12 layers, else the loop (1); other backends keep the loop.
+
+    A rolled loop stores what the backward pass needs of every block into stacked buffers that XLA
+    first fills with zeros, then slices, converts and transposes again in the backward loop.
+    Unrolled, each block's residuals are buffers of their own, and XLA fuses those conversions and
+    transposes into the operations that make them.
+    """
+    if jax.default_backend() != "cpu" or config.n_layers > _UNROLL_MAX_LAYERS:
+        return 1
+    return True
+
+
+def micro_batches(rows: int, seq_len: int, *, grad_accum: int = 1, data_devices: int = 1) -> int:
+    """How many micro-batches a step of `rows` rows runs: `grad_accum`, times the smallest split of
+    each that brings it to at most `CPU_MICRO_TOKENS` tokens per device on CPU (every micro-batch
+    keeping a multiple of `data_devices` rows). Other backends: `grad_accum`."""
+    if jax.default_backend() != "cpu":
+        return grad_accum
+    per_device = rows // (grad_accum * data_devices)  # rows of one device in one micro-batch
+    for split in range(1, per_device + 1):
+        if per_device % split == 0 and per_device // split * seq_len <= CPU_MICRO_TOKENS:
+            return grad_accum * split
+    return grad_accum * per_device
 
 
 def loss_fn(
@@ -65,15 +116,20 @@ def make_train_step(
 ):
     """`train_step(state, batch) -> (state, metrics)`, jitted, with the state's buffers donated.
 
+    A step runs `micro_batches(...)` micro-batches: `grad_accum` of them, or more on CPU (module
+    docstring), whose mean loss and gradient are the batch's.
+
     metrics: ``{"loss", "grad_norm"}`` float32 scalars (loss is the mean over micro-batches, before
     the update; grad_norm is the global norm of the averaged gradient, before clipping).
     """
     grad_fn = jax.value_and_grad(loss_fn)
+    devices = batch_sharding.mesh.shape["data"] if batch_sharding is not None else 1
 
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
         step_key = jax.random.fold_in(state["rng"], state["step"])
-        micro = split_micro_batches(batch, grad_accum)  # (A, B/A, T+1)
+        A = micro_batches(batch.shape[0], batch.shape[1] - 1, grad_accum=grad_accum, data_devices=devices)
+        micro = split_micro_batches(batch, A)  # (A, B/A, T+1)
         if batch_sharding is not None:
             micro = jax.lax.with_sharding_constraint(
                 micro,
@@ -88,13 +144,13 @@ def make_train_step(
             return (loss_sum + loss, grad_sum), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        if grad_accum == 1:
+        if A == 1:
             (loss, grads), _ = accumulate((jnp.zeros((), jnp.float32), zeros), (0, micro[0]))
         else:
             (loss, grads), _ = jax.lax.scan(
-                accumulate, (jnp.zeros((), jnp.float32), zeros), (jnp.arange(grad_accum), micro)
+                accumulate, (jnp.zeros((), jnp.float32), zeros), (jnp.arange(A), micro)
             )
-            loss, grads = loss / grad_accum, jax.tree.map(lambda g: g / grad_accum, grads)
+            loss, grads = loss / A, jax.tree.map(lambda g: g / A, grads)
         if state_sharding is not None:
             grads = jax.lax.with_sharding_constraint(grads, state_sharding["params"])
         updates, opt_state = optimizer.update(grads, state["opt_state"], params)
@@ -106,7 +162,7 @@ def make_train_step(
         }
         return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
-    kwargs: dict[str, Any] = {"donate_argnums": (0,), "compiler_options": compiler_options(config)}
+    kwargs: dict[str, Any] = {"donate_argnums": (0,)}
     if state_sharding is not None:
         kwargs["in_shardings"] = (state_sharding, batch_sharding)
         kwargs["out_shardings"] = (state_sharding, None)
@@ -114,12 +170,15 @@ def make_train_step(
 
 
 def make_eval_step(config: GPTConfig):
-    """`eval_step(params, batch) -> (sum of token losses, number of tokens)` without dropout, jitted."""
+    """`eval_step(params, batch) -> (sum of token losses, number of tokens)` without dropout, jitted;
+    on CPU over micro-batches, as the train step (the same sums, to float rounding)."""
 
-    @functools.partial(jax.jit, compiler_options=compiler_options(config))
+    @jax.jit
     def eval_step(params: Any, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
-        loss = loss_fn(params, batch, config, None, False)
+        A = micro_batches(batch.shape[0], batch.shape[1] - 1)
+        rows = split_micro_batches(batch, A)  # (A, B/A, T+1)
+        losses = jax.lax.map(lambda micro: loss_fn(params, micro, config, None, False), rows)  # (A,)
         tokens = batch.shape[0] * (batch.shape[1] - 1)
-        return loss * tokens, jnp.asarray(tokens, jnp.float32)
+        return jnp.mean(losses) * tokens, jnp.asarray(tokens, jnp.float32)
 
     return eval_step
