@@ -22,6 +22,7 @@ from microgpt_train.sharding import (
     param_shardings,
     replicated,
     state_shardings,
+    to_host,
 )
 
 MESH = AbstractMesh((8,), ("data",))
@@ -116,3 +117,6 @@ def test_batches_are_split_by_rows_and_the_mesh_spans_every_device():
     assert batch.shape == (8, 5) and isinstance(batch.sharding, NamedSharding)
     assert batch.sharding.spec == P("data")
     np.testing.assert_array_equal(np.asarray(batch), rows)
+    back = to_host({"rows": batch})  # and back: one numpy copy of the whole global array
+    assert isinstance(back["rows"], np.ndarray)
+    np.testing.assert_array_equal(back["rows"], rows)

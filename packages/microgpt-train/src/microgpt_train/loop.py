@@ -26,7 +26,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from microgpt_core import count_params, generate_tokens, load_pretrained
 from microgpt_core.checkpoint import CONFIG_FILE
@@ -54,7 +53,14 @@ from microgpt_train.pipeline import TOKENIZER_DIR, cache_tokenizer, make_loader,
 from microgpt_train.plots import PLOT_FILE, plot_losses
 from microgpt_train.progress import Clock, Progress
 from microgpt_train.run_folder import RunFolder, check_not_busy, check_run_folder
-from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
+from microgpt_train.sharding import (
+    batch_sharding,
+    global_batch,
+    make_mesh,
+    param_shardings,
+    state_shardings,
+    to_host,
+)
 from microgpt_train.step import init_state, make_eval_step, make_train_step
 
 __all__ = ["NonFiniteLossError", "check_devices", "to_host", "train"]
@@ -82,13 +88,6 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
 _EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_bits_per_byte")
 # What a run writes in its folder (model/ comes only with a trained step).
 _RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR)
-
-
-def to_host(tree: Any) -> Any:
-    """Host numpy copies of a pytree of (possibly multi-process) arrays; all processes must call it."""
-    if jax.process_count() == 1:
-        return jax.device_get(tree)
-    return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ One mesh axis, ``data``, spans every device of every process. Batches are split 
 parallelism). Parameters and optimiser state are replicated, or, with FSDP, split over the same axis
 along their ``embed`` dimension. Core names each parameter's axes (`microgpt_core.param_axes`); the one
 table below, `LOGICAL_AXIS_RULES`, maps those names to mesh axes.
+`global_batch` makes one global array of every process's rows, and `to_host` copies arrays back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from microgpt_core import GPTConfig, param_axes
@@ -25,6 +27,7 @@ __all__ = [
     "param_shardings",
     "replicated",
     "state_shardings",
+    "to_host",
 ]
 
 DATA = "data"
@@ -125,3 +128,10 @@ def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
     sharding = batch_sharding(mesh)
     global_shape = (local.shape[0] * jax.process_count(), *local.shape[1:])
     return jax.make_array_from_process_local_data(sharding, local, global_shape)
+
+
+def to_host(tree: Any) -> Any:
+    """Host numpy copies of a pytree of (possibly multi-process) arrays; all processes must call it."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
