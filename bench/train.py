@@ -27,7 +27,6 @@ import numpy as np
 from _peer import run_peer
 from _timing import rate, stopwatch, timed
 
-from microgpt_core.fastpath import keep_host_memory
 from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
 from microgpt_train.config import SEED_MODEL
 from microgpt_train.metrics import flops_per_token, peak_flops_per_device
@@ -76,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default="float32,bfloat16", help="compute dtypes to measure")
     parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face / PyTorch peer")
     args = parser.parse_args(argv)
-    kept = keep_host_memory()  # as `train` and `evaluate` do, before JAX's first computation
     result: dict = {
         "bench": "train",
         "config": "seed (V 8192, D 256, L 4, H 4, T 256), AdamW, dropout 0.1",
@@ -84,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         "device": jax.devices()[0].device_kind,
         "cpu_count": os.cpu_count(),
         "flops_per_token": flops_per_token(SEED_MODEL),
-        "keep_host_memory": kept,
     }
     for dtype in args.dtypes.split(","):
         result.update(bench_train(dtype, args.batch, args.repeats))

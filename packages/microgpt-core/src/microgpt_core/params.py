@@ -28,8 +28,10 @@ import jax.numpy as jnp
 
 from microgpt_core.config import GPTConfig
 
-__all__ = ["init_params", "count_params", "param_shapes", "param_axes", "flatten", "unflatten"]
+__all__ = ["Params", "init_params", "count_params", "param_shapes", "param_axes", "flatten", "unflatten"]
 
+# The parameters: nested dicts of arrays, {"embed": {"tokens": E (V, D), ...}, "blocks": {...}, ...}
+# (`param_shapes` lists every leaf). The one type every module that takes parameters names.
 Params = dict[str, Any]
 
 INIT_STD = 0.02  # GPT-2's N(0, 0.02)

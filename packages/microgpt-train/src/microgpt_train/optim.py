@@ -14,7 +14,7 @@ from typing import Any
 
 import optax
 
-from microgpt_core.params import flatten, unflatten
+from microgpt_core.params import Params, flatten, unflatten
 from microgpt_train.config import RunConfig
 
 __all__ = ["decay_mask", "learning_rate_schedule", "make_optimizer"]
@@ -23,7 +23,7 @@ __all__ = ["decay_mask", "learning_rate_schedule", "make_optimizer"]
 _DECAYED = {"w_qkv", "w_out", "w_gate", "w_in", "w"}
 
 
-def decay_mask(params: Any) -> Any:
+def decay_mask(params: Params) -> Any:
     """A pytree of bools mirroring `params`: True where AdamW applies weight decay."""
     flat = flatten(params)
     return unflatten({name: name.rsplit(".", 1)[1] in _DECAYED for name in flat})

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from microgpt_core import GPTConfig, cross_entropy, forward, init_params
+from microgpt_core.params import Params
 
 __all__ = [
     "CPU_MICRO_TOKENS",
@@ -80,7 +81,7 @@ def micro_batches(rows: int, seq_len: int, *, grad_accum: int = 1, data_devices:
 
 
 def loss_fn(
-    params: Any, batch: jax.Array, config: GPTConfig, rng: jax.Array | None, train: bool
+    params: Params, batch: jax.Array, config: GPTConfig, rng: jax.Array | None, train: bool
 ) -> jax.Array:
     """Next-token cross-entropy of a (B, T+1) window batch: inputs w[:, :-1], targets w[:, 1:]."""
     inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
@@ -174,7 +175,7 @@ def make_eval_step(config: GPTConfig):
     on CPU over micro-batches, as the train step (the same sums, to float rounding)."""
 
     @jax.jit
-    def eval_step(params: Any, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def eval_step(params: Params, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
         A = micro_batches(batch.shape[0], batch.shape[1] - 1)
         rows = split_micro_batches(batch, A)  # (A, B/A, T+1)
         losses = jax.lax.map(lambda micro: loss_fn(params, micro, config, None, False), rows)  # (A,)
