@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from microgpt_core.cache import KVCache, init_cache
-from microgpt_core.config import GPTConfig
+from microgpt_core.config import GPTConfig, is_integer, is_real
 from microgpt_core.model import forward_cached
 from microgpt_core.params import Params
 
@@ -70,15 +69,7 @@ class Generation(NamedTuple):
 
 
 # ------------------------------------------------------------------------------------------------
-# Arguments: checked once, on the host, before anything is traced.
-def _is_integer(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
-
-
+# Arguments: checked once, on the host, before anything is traced (`config.is_integer`, `is_real`).
 def check_sampling(
     temperature: float, top_k: int | None, top_p: float | None
 ) -> tuple[float, int | None, float | None]:
@@ -87,11 +78,11 @@ def check_sampling(
     Valid: a finite temperature >= 0; top_k an integer >= 1 (larger than V keeps every token) or
     None; top_p a number in (0, 1] or None. Bools are not numbers here.
     """
-    if not _is_real(temperature) or not (math.isfinite(temperature) and temperature >= 0):
+    if not is_real(temperature) or not (math.isfinite(temperature) and temperature >= 0):
         raise SamplingError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (not _is_integer(top_k) or top_k < 1):
+    if top_k is not None and (not is_integer(top_k) or top_k < 1):
         raise SamplingError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
-    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+    if top_p is not None and (not is_real(top_p) or not 0 < top_p <= 1):
         raise SamplingError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
     return (
         float(temperature),
@@ -207,7 +198,7 @@ def check_prompts(
     B, P = prompt.shape
     if lengths.shape != (B,) or not jnp.issubdtype(lengths.dtype, jnp.integer):
         raise SamplingError(f"lengths must be ({B},) integers, got {lengths.dtype}{lengths.shape}")
-    if not _is_integer(max_new_tokens) or max_new_tokens < 1:
+    if not is_integer(max_new_tokens) or max_new_tokens < 1:
         raise SamplingError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     lo, hi = int(lengths.min()), int(lengths.max())
     if lo < 1 or hi > P:
@@ -217,7 +208,7 @@ def check_prompts(
             f"the longest prompt ({hi} tokens) plus max_new_tokens ({max_new_tokens}) exceeds "
             f"context_length {config.context_length}"
         )
-    if eot_id is not None and (not _is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
+    if eot_id is not None and (not is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
         raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
     eot_id = None if eot_id is None else int(eot_id)
     return prompt.astype(jnp.int32), lengths.astype(jnp.int32), int(max_new_tokens), eot_id

@@ -19,7 +19,6 @@ the abandoned loop finishes in the background.
 
 from __future__ import annotations
 
-import numbers
 import os
 import secrets
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 
 from microgpt_core import SamplingError
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from microgpt_core.config import is_integer
 from microgpt_core.sampling import check_rng, check_sampling
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
@@ -61,7 +61,7 @@ SEED_RANGE = (0, 2**32 - 1)  # distinct keys: without x64, jax.random.key keeps 
 def check_seed(seed: object, name: str = "rng") -> int:
     """`seed` as an int in `SEED_RANGE` (numpy integers too), or `InferError` naming `name`."""
     lo, hi = SEED_RANGE
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool | np.bool_) or not lo <= seed <= hi:
+    if not is_integer(seed) or not lo <= seed <= hi:
         raise InferError(
             f"{name} must be an integer seed in [{lo}, {hi}] (2**32 - 1; JAX keeps 32 bits of a seed, so "
             f"larger or negative seeds would repeat smaller ones), got {seed!r}"
@@ -73,7 +73,7 @@ def _as_key(rng: object) -> jax.Array:
     """A typed key from a key (typed or legacy `PRNGKey`), an int seed, or None (a fresh seed)."""
     if rng is None:
         return jax.random.key(secrets.randbits(32))
-    if isinstance(rng, numbers.Integral) and not isinstance(rng, bool | np.bool_):
+    if is_integer(rng):
         return jax.random.key(check_seed(rng))
     try:
         return check_rng(rng)
@@ -179,11 +179,7 @@ class _Settings(NamedTuple):
     @classmethod
     def check(cls, model, rng, max_new_tokens, temperature, top_k, top_p, stop, on_token) -> _Settings:
         T = model.config.context_length
-        if (
-            not isinstance(max_new_tokens, numbers.Integral)
-            or isinstance(max_new_tokens, bool | np.bool_)
-            or not 1 <= max_new_tokens < T
-        ):
+        if not is_integer(max_new_tokens) or not 1 <= max_new_tokens < T:
             raise SamplingError(
                 f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt "
                 f"token), got {max_new_tokens!r}"
