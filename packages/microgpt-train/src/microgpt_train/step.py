@@ -16,7 +16,7 @@ Speed on CPU, the same numbers (tests/train/test_step.py):
   * each micro-batch is split further, to about `CPU_MICRO_TOKENS` tokens per device
     (`micro_batches`). XLA's CPU backend allocates an executable's buffers on every call, and the
     C library hands blocks this large out as fresh pages that the kernel must fault in and zero:
-    at the seed configuration, batch 16 x 256, about 1 GB of them per step. A scan over small
+    at the seed configuration, a gigabyte of them per step (bench/README.md). A scan over small
     micro-batches reuses one micro-batch's buffers, so a step touches a tenth of that memory, and
     its working set stays in the caches. Only the dropout masks differ (each micro-batch draws its
     own), so a run is reproducible on one backend;
@@ -45,11 +45,10 @@ __all__ = [
     "split_micro_batches",
 ]
 
-# Tokens per device in one micro-batch on CPU: 1,024 ran fastest at the seed configuration on AMD
-# EPYC (Zen 4) in float32 and bfloat16 alike (bench/README.md).
+# Tokens per device in one micro-batch on CPU: the budget that trained fastest at the seed
+# configuration in float32 and bfloat16 alike (bench/README.md has the measurements).
 CPU_MICRO_TOKENS = 1024
-# Compiling a bfloat16 seed-size train step unrolled: 4.9 s at 4 layers (loop 5.3 s), 6.9 s at 12 (4.5),
-# 11.2 s at 24 (3.8), AMD EPYC (Zen 5).
+# Unrolled, compile time grows with depth: past this many layers the loop wins (bench/README.md).
 _UNROLL_MAX_LAYERS = 12
 
 
