@@ -15,7 +15,7 @@ import pytest
 from microgpt_core import load_pretrained
 from microgpt_data import Tokenizer
 from microgpt_train import NonFiniteLossError, RunConfig, RunConfigError, evaluate_model, train
-from microgpt_train import loop as loop_module
+from microgpt_train import trainer as trainer_module
 from microgpt_train.checkpointing import Checkpoints
 from microgpt_train.evaluate import main as evaluate_main
 
@@ -81,7 +81,7 @@ def test_existing_run_needs_resume(tiny_run_dir, tiny_tokenizer_dir):
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_tokenizer_dir, monkeypatch):
-    real = loop_module.make_train_step
+    real = trainer_module.make_train_step
 
     def poisoned(*args, **kwargs):
         step = real(*args, **kwargs)
@@ -99,7 +99,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny
 
         return types.SimpleNamespace(lower=compile_poisoned)
 
-    monkeypatch.setattr(loop_module, "make_train_step", poisoned)
+    monkeypatch.setattr(trainer_module, "make_train_step", poisoned)
     run = tiny_run(tmp_path, tokenizer=str(tiny_tokenizer_dir), checkpoint_every=2, max_steps=8)
     with pytest.raises(NonFiniteLossError, match="step 5.*last good checkpoint is step 4"):
         train(run, log=lambda *a: None)

@@ -1,0 +1,143 @@
+"""What a run trains with, built before it starts and fixed from then on: one frozen `Trainer`.
+
+`build_trainer` opens the training data (a bad source or tokenizer name fails here, before any work
+is announced), resolves the tokenizer, opens the training loader, reads the validation batches,
+builds the initial state on the mesh and compiles the step. It writes nothing: the run folder is
+started afterwards (`loop.py`). The state it returns is not part of the `Trainer`: every step
+replaces it, so the loop passes it along explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from microgpt_core import count_params
+from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
+from microgpt_infer.run_layout import TRAIN_CONFIG_FILE
+from microgpt_train.config import RunConfig
+from microgpt_train.metrics import (
+    flops_per_token,
+    machine,
+    peak_flops_per_device,
+    text_bytes,
+    unigram_entropy,
+)
+from microgpt_train.optim import learning_rate_schedule, make_optimizer
+from microgpt_train.pipeline import make_loader, resolve_tokenizer
+from microgpt_train.sharding import (
+    batch_sharding,
+    global_batch,
+    make_mesh,
+    param_shardings,
+    state_shardings,
+    to_host,
+)
+from microgpt_train.step import init_state, make_eval_step, make_train_step
+
+__all__ = ["Trainer", "build_trainer"]
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """One run's fixed parts, from its config to its compiled step.
+
+    Attributes:
+      run: the run config; run_dir: its folder.
+      main: whether this is process 0, the one that logs and writes the run's files.
+      say: logs a line (a no-op off process 0); warn: writes a warning to stderr (likewise).
+      tokenizer: the run's tokenizer.
+      loader: this process's training rows, (B_local, T+1) int32 per batch; its position is saved.
+      mesh: the device mesh the state and batches live on.
+      train_step: the compiled `train_step(state, batch) -> (state, metrics)`, state donated.
+      eval_step: `eval_step(params, batch) -> (sum of token losses, number of tokens)`.
+      val_batches: the `eval_batches` validation batches, global (B, T+1) arrays on the mesh.
+      val_bytes: the bytes of text that every process's validation targets stand for.
+      baseline: the unigram entropy of the validation targets, in nats.
+      schedule: the learning rate after a number of steps.
+      flops: model FLOPs per token; peak: the peak FLOP/s of all devices together (for MFU).
+      machine: the machine, in words, for the training summary.
+    """
+
+    run: RunConfig
+    run_dir: Path
+    main: bool
+    say: Callable[..., None]
+    warn: Callable[[str], None]
+    tokenizer: Tokenizer
+    loader: PackedLoader
+    mesh: Mesh
+    train_step: Any
+    eval_step: Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
+    val_batches: list[jax.Array]
+    val_bytes: int
+    baseline: float
+    schedule: Callable[[int], Any]
+    flops: float
+    peak: float
+    machine: str
+
+
+def build_trainer(
+    run: RunConfig, run_dir: Path, *, main: bool, say, warn, stack: contextlib.ExitStack
+) -> tuple[Trainer, dict]:
+    """The `Trainer` of `run` and the initial train state (params, optimiser state, step, rng).
+
+    `say` logs the run's summary line, a BPE training (for a run with its own tokenizer) and the
+    parameter count. The training loader is closed when `stack` closes.
+    """
+    train_data = load_text_dataset(run.data, "train", text_column=run.text_column)
+    tokenizer = resolve_tokenizer(run, run_dir, warn=warn) if run.tokenizer else None
+    say(f"run {run.name}: {run.summary()}; every setting in {run_dir / TRAIN_CONFIG_FILE}")
+    if tokenizer is None:  # the run's own BPE, trained (and said) or read from its cache
+        tokenizer = resolve_tokenizer(run, run_dir, log=say, warn=warn, data=train_data)
+    loader = stack.enter_context(make_loader(run, tokenizer, "train", dataset=train_data))
+    val_local, baseline, val_bytes = _validation(run, tokenizer)
+    mesh = make_mesh()
+    state, train_step = _compile(run, mesh)
+    trainer = Trainer(
+        run=run, run_dir=run_dir, main=main, say=say, warn=warn, tokenizer=tokenizer, loader=loader,
+        mesh=mesh, train_step=train_step, eval_step=make_eval_step(run.model),
+        val_batches=[global_batch(b, mesh) for b in val_local], val_bytes=val_bytes, baseline=baseline,
+        schedule=learning_rate_schedule(run), flops=flops_per_token(run.model),
+        peak=peak_flops_per_device(run.model, run.peak_flops) * jax.device_count(), machine=machine(),
+    )  # fmt: skip
+    say(
+        f"{count_params(state['params']):,} parameters on {jax.device_count()} device(s) in "
+        f"{jax.process_count()} process(es); unigram baseline of the validation tokens: {baseline:.3f} nats"
+    )
+    return trainer, state
+
+
+def _validation(run: RunConfig, tokenizer: Tokenizer) -> tuple[list[np.ndarray], float, int]:
+    """This process's validation batches, their targets' unigram entropy, and the bytes of text the
+    targets of every process stand for (for bits per byte)."""
+    with make_loader(run, tokenizer, "validation", shuffle=False) as val_loader:
+        val_local = [next(val_loader) for _ in range(run.eval_batches)]
+    targets = np.stack(val_local)[..., 1:]  # (eval_batches, B_local, T)
+    local = np.asarray([text_bytes(targets, tokenizer)], np.int64)
+    return val_local, unigram_entropy(targets), int(to_host(local).sum())
+
+
+def _compile(run: RunConfig, mesh: Mesh) -> tuple[dict, Any]:
+    """The initial state, laid out on `mesh` (FSDP or replicated), and the train step compiled for it
+    (compiled before the run starts, so a run that cannot compile leaves no trace)."""
+    config = run.model
+    optimizer = make_optimizer(run)
+    init = lambda k: init_state(k, config, optimizer)  # noqa: E731
+    shape = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+    shardings = state_shardings(shape, param_shardings(shape["params"], config, mesh, fsdp=run.fsdp), mesh)
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(run.seed))
+    rows = batch_sharding(mesh)
+    step = make_train_step(
+        config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings, batch_sharding=rows
+    )
+    batch = jax.ShapeDtypeStruct((run.batch_size, config.context_length + 1), np.int32, sharding=rows)
+    return state, step.lower(state, batch).compile()
