@@ -27,12 +27,13 @@ from typing import Any
 import jax
 import numpy as np
 
-from microgpt_core import generate_tokens, load_pretrained
+from microgpt_core import load_pretrained
 from microgpt_core.checkpoint import CONFIG_FILE
 from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import Tokenizer
 from microgpt_infer.card import SUMMARY_FILE
+from microgpt_infer.engine import generate_tokens
 from microgpt_infer.run_layout import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_train.checkpointing import Checkpoints, abstract_like
 from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
