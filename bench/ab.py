@@ -8,6 +8,9 @@ process whose imports come from that side's `packages/*/src` (PYTHONPATH comes b
 workspace's editable installs). Both sides run the seed configuration with the same random weights:
 KV-cached greedy decoding of 256 new tokens after a 16-token prompt (as in bench/core.py), and the
 cold start of a fresh process (`load_pretrained`, then a 50-token generation, compilation included).
+Each side generates with its fast `generate_tokens`, the one users' `generate` runs:
+`microgpt_infer.engine.generate_tokens`, or on a commit from before the engine moved to
+microgpt_infer, `microgpt_core.generate_tokens` (which was then the fast one).
 
 Round by round the two sides alternate (which goes first alternates too), so they share the minutes
 of a shared machine; `new_vs_base` is the median over rounds of (new time / base time) in the same
@@ -32,14 +35,22 @@ from microgpt_train.metrics import cpu_model
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT, NEW, COLD_NEW = 16, 256, 50
 
+# The fast generation of either side: the engine's, or core's on a commit from before the engine.
+IMPORT_GENERATE = """
+try:
+    from microgpt_infer.engine import generate_tokens
+except ImportError:
+    from microgpt_core import generate_tokens
+"""
+
 WORKER = f"""
 import sys, time
 import jax, jax.numpy as jnp
-import microgpt_core
-from microgpt_core import SEED_CONFIG, generate_tokens, init_params
+from microgpt_core import SEED_CONFIG, init_params
+{IMPORT_GENERATE}
 config = SEED_CONFIG.replace(context_length={PROMPT} + {NEW})
 params = init_params(jax.random.key(0), SEED_CONFIG)
-print(microgpt_core.__file__, flush=True)
+print(sys.modules[generate_tokens.__module__].__file__, flush=True)
 for line in sys.stdin:
     batch = int(line)
     prompt = jax.random.randint(jax.random.key(1), (batch, {PROMPT}), 0, config.vocab_size)
@@ -53,7 +64,8 @@ for line in sys.stdin:
 COLD = f"""
 import sys, time
 import jax, jax.numpy as jnp
-from microgpt_core import generate_tokens, load_pretrained
+from microgpt_core import load_pretrained
+{IMPORT_GENERATE}
 params, config = load_pretrained(sys.argv[1])
 start = time.perf_counter()
 generate_tokens(params, config, jnp.zeros((1, {PROMPT}), jnp.int32), jnp.array([{PROMPT}]),
@@ -83,7 +95,7 @@ class Worker:
         )  # fmt: skip
         self.module = self.process.stdout.readline().strip()
         if not self.module.startswith(str(tree)):
-            raise SystemExit(f"the worker for {tree} imported microgpt_core from {self.module}")
+            raise SystemExit(f"the worker for {tree} imported generate_tokens from {self.module}")
 
     def decode(self, batch: int) -> tuple[float, int]:
         self.process.stdin.write(f"{batch}\n")

@@ -8,18 +8,22 @@ The seed configuration (the original microGPT: V 8192, D 256, 4 layers, 4 heads,
 tied and scaled embeddings, no final norm), random weights, this machine's CPU. Measured:
 
   decode    KV-cached greedy decoding, 16-token prompt, 256 new tokens, batch 1 and 8: tokens/s =
-            batch * 256 / seconds of one `generate_tokens` call (prefill included, compiled before).
+            batch * 256 / seconds of one `microgpt_infer.engine.generate_tokens` call (what users'
+            `generate` runs: the fast decode step with its compiler options; prefill included,
+            compiled before).
             16 + 256 positions exceed the seed's 256-token context: both models are built with 272
             positions for this (sinusoidal positions have no table, so our parameters are unchanged).
             The peer's calls are interleaved with ours, one after each (`PeerServer`): the decode
             speed of this shared VM drifts from minute to minute, and a ratio of figures taken
             minutes apart drifts with it. `decode_bN_round_ratios` gives each round's ratio.
-  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, as `evaluate` runs it
-            (`compiler_options(config)`, `unroll=layer_unroll(config)`, and in a process of its
-            own that calls `keep_host_memory` first, as the `evaluate` command does): tokens/s.
-  cold50    a fresh process: `load_pretrained` of a saved model, then a 50-token greedy generation,
-            compilation included: seconds of that first call (`cold50_first_call_s`) and from the
-            process start, imports included (`cold50_process_s`).
+  eval      `forward` over batch 16 x 256, float32 and bfloat16 compute, the model alone: the plain
+            `jax.jit(lambda p, t: forward(p, t, config))`, with no compiler options, the layers as
+            their scan, the whole batch in one call (`evaluate`'s eval step splits it into
+            micro-batches on CPU; this is not that step): tokens/s.
+  cold50    a fresh process: `load_pretrained` of a saved model, then a 50-token greedy generation
+            with the engine's `generate_tokens`, compilation included: seconds of that first call
+            (`cold50_first_call_s`) and from the process start, imports included
+            (`cold50_process_s`).
 
 Each figure is the median of --repeats timed calls after a warmup (`*_best` is the fastest call, for
 a machine shared with other work). The peer runs `bench/peer_hf.py` in the side venv of
@@ -42,8 +46,8 @@ from _peer import PeerServer, interleave, run_peer
 from _timing import rate, timed
 
 from microgpt_core import SEED_CONFIG as SEED
-from microgpt_core import GPTConfig, forward, generate_tokens, init_params, save_pretrained
-from microgpt_core.fastpath import compiler_options, keep_host_memory, layer_unroll
+from microgpt_core import GPTConfig, forward, init_params, save_pretrained
+from microgpt_infer.engine import generate_tokens
 
 PROMPT, NEW = 16, 256
 
@@ -67,35 +71,16 @@ def bench_decode(params, config: GPTConfig, batch: int, repeats: int, peer: Peer
 
 def bench_eval(params, config: GPTConfig, repeats: int) -> dict[str, float]:
     tokens = jax.random.randint(jax.random.key(2), (16, 256), 0, config.vocab_size)
-    unroll = layer_unroll(config)
-    fn = jax.jit(lambda p, t: forward(p, t, config, unroll=unroll), compiler_options=compiler_options(config))
+    fn = jax.jit(lambda p, t: forward(p, t, config))
     return rate(16 * 256, timed(lambda: fn(params, tokens), repeats, warmup=2, sync=jax.block_until_ready))
-
-
-def eval_figures(repeats: int) -> dict:
-    """The eval rows in this (fresh) process, set up as the `evaluate` command sets up its own."""
-    kept = keep_host_memory()  # before JAX's first computation, as `evaluate` and `train` do
-    params = init_params(jax.random.key(0), SEED)
-    return {
-        "eval_keep_host_memory": kept,
-        "eval_f32_tokens_per_s": bench_eval(params, SEED, repeats),
-        "eval_bf16_tokens_per_s": bench_eval(params, SEED.replace(compute_dtype="bfloat16"), repeats),
-    }
-
-
-def eval_in_fresh_process(repeats: int) -> dict:
-    """`eval_figures` in a child process: `keep_host_memory` must come before JAX's first computation,
-    and decoding (this process) runs as `generate` runs it, without it."""
-    command = [sys.executable, os.path.abspath(__file__), "--eval-only", "--repeats", str(repeats)]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 COLD = """
 import time, sys
 start = time.perf_counter()
 import jax, jax.numpy as jnp
-from microgpt_core import generate_tokens, load_pretrained
+from microgpt_core import load_pretrained
+from microgpt_infer.engine import generate_tokens
 params, config = load_pretrained(sys.argv[1])
 first = time.perf_counter()
 out = generate_tokens(params, config, jnp.zeros((1, 16), jnp.int32), jnp.array([16]),
@@ -127,11 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median reported)")
     parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face / PyTorch peer")
-    parser.add_argument("--eval-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.eval_only:  # the child process of eval_in_fresh_process
-        print(json.dumps(eval_figures(args.repeats)))
-        return
 
     decode_config = SEED.replace(context_length=PROMPT + NEW)
     params = init_params(jax.random.key(0), SEED)
@@ -144,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             server.close()
     for batch, figures in decode.items():
         result[f"decode_b{batch}_tokens_per_s"] = figures["ours"]
-    result.update(eval_in_fresh_process(args.repeats))
+    result["eval_f32_tokens_per_s"] = bench_eval(params, SEED, args.repeats)
+    result["eval_bf16_tokens_per_s"] = bench_eval(
+        params, SEED.replace(compute_dtype="bfloat16"), args.repeats
+    )
     result["cold50"] = bench_cold(params, decode_config)
 
     peer_args = ("--what", "first50,eval", "--bf16", "--repeats", str(args.repeats))

@@ -8,15 +8,16 @@ The seed configuration with random weights, a 16-token prompt and 256 new tokens
 `PeerServer`), their timed calls interleaved round by round so all three see the same minutes of
 this shared machine:
 
-  generate   `generate_tokens` as users call it: the prefill, then the decode loop, where each token
-             attends over the KV cache of every earlier position.
+  generate   `microgpt_infer.engine.generate_tokens`, the generation users' `generate` runs: the
+             prefill, then the decode loop, where each token attends over the KV cache of every
+             earlier position.
   bound      the same loop with every cost of a decode step except the cache: embedding, per layer
              the layer norms, the q/k/v projection, attention over **one** key (the token itself, so
              no cache is written or read), the output projection and the MLP, then the logits
              and the greedy choice. It streams the same 21.6 MB of float32 weights per step, laid
-             out by the same `decode_weights`, through the same XLA matmuls, jitted with the same
-             compiler options. It starts
-             from the prompt's last token and has no prefill: a `generate_tokens` call for one new
+             out by the engine's `decode.decode_weights`, through the same XLA matmuls, jitted with
+             the engine's compiler options (`engine.options.compiler_options`). It starts from the
+             prompt's last token and has no prefill: a `generate_tokens` call for one new
              token (prefill, empty cache, call overhead) took 4.8 ms at batch 1 and 12 ms at batch 8,
              about 2% of a 256-token call, so `generate / bound` is low by at most that much.
   peer       Hugging Face `transformers` GPT-2 `generate`, greedy, as `bench/peer_hf.py` decode.
@@ -37,10 +38,12 @@ import jax.numpy as jnp
 from _peer import PeerServer
 from _timing import rate, timed
 
-from microgpt_core import SEED_CONFIG, generate_tokens, init_params
-from microgpt_core.fastpath import compiler_options, decode_weights
+from microgpt_core import SEED_CONFIG, init_params
 from microgpt_core.layers import attention, embed, layer_norm, linear, merge_heads, mlp, qkv_heads
 from microgpt_core.sampling import greedy
+from microgpt_infer.engine import generate_tokens
+from microgpt_infer.engine.decode import decode_weights
+from microgpt_infer.engine.options import compiler_options
 
 PROMPT, NEW = 16, 256
 
@@ -60,7 +63,7 @@ def bound_program(config):
 
     def run(params, first):
         B = first.shape[0]
-        weights = decode_weights(params, config)  # once, outside the loop, as generate_tokens does
+        weights = decode_weights(params, config)  # once, outside the loop, as the engine does
 
         def body(i, carry):
             out, token = carry
@@ -70,7 +73,7 @@ def bound_program(config):
         out = jnp.zeros((B, NEW), jnp.int32).at[:, 0].set(first)
         return jax.lax.fori_loop(0, NEW - 1, body, (out, first))[0]  # (B, NEW)
 
-    return jax.jit(run, compiler_options=compiler_options(config, decode=True))
+    return jax.jit(run, compiler_options=compiler_options(config))
 
 
 def measure(params, config, batch: int, rounds: int, peer: PeerServer | None) -> dict:

@@ -3,12 +3,14 @@
     uv run python bench/decode_copies.py                 # one JSON line
     uv run python bench/decode_copies.py --batch 8
 
-Compiles `generate_tokens`'s generation for the seed configuration (16-token prompt, 256 new tokens)
-with the options `fastpath.compiler_options(config, decode=True)` picks, and with each of them left
-out in turn, then counts, in the body of each `while` loop of the optimised HLO, the `copy`
-instructions whose result has the shape of one layer's cache (B, H, S, Dh). In the decode loop each
-such copy is a full pass over that layer's cache on every token: it should update the caches in
-place (0). The prefill scan runs once per generation (it materialises each layer's empty cache).
+Compiles the engine's generation (`microgpt_infer.engine.generate._generate`, what
+`microgpt_infer.engine.generate_tokens` and users' `generate` run) for the seed configuration
+(16-token prompt, 256 new tokens) with the options `microgpt_infer.engine.options.compiler_options`
+picks, and with each of them left out in turn, then counts, in the body of each `while` loop of the
+optimised HLO, the `copy` instructions whose result has the shape of one layer's cache (B, Hkv, S,
+Dh). In the decode loop each such copy is a full pass over that layer's cache on every token: it
+should update the caches in place (0). The prefill scan runs once per generation (it materialises
+each layer's empty cache).
 """
 
 from __future__ import annotations
@@ -21,25 +23,26 @@ import re
 import jax
 import jax.numpy as jnp
 
-from microgpt_core import SEED_CONFIG, init_params, sampling
-from microgpt_core.fastpath import compiler_options
+from microgpt_core import SEED_CONFIG, init_params
+from microgpt_core.sampling import STATIC_ARGNAMES
+from microgpt_infer.engine import generate
+from microgpt_infer.engine.options import compiler_options
 
 PROMPT, NEW = 16, 256
-STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
 
 
 def cache_copies(params, config, batch: int, options: dict) -> dict[str, int]:
     """Copies of a one-layer cache array in the body of each while loop of the generation compiled
     with `options`: {"decode loop": n, "prefill scan": n} (the loops told apart by their trip count:
     the prefill scan runs once per layer, the decode loop once per new token after the first)."""
-    program = jax.jit(sampling._generate, static_argnames=STATIC, compiler_options=options)
+    program = jax.jit(generate._generate, static_argnames=STATIC_ARGNAMES, compiler_options=options)
     prompt, lengths = jnp.zeros((batch, PROMPT), jnp.int32), jnp.full((batch,), PROMPT, jnp.int32)
     hlo = program.lower(
         params, prompt, lengths, jax.random.key(0), config=config, max_new_tokens=NEW,
         temperature=0.0, top_k=None, top_p=None, eot_id=None,
     ).compile().as_text()  # fmt: skip
     dtype = {"float32": "f32", "bfloat16": "bf16"}[config.compute_dtype]
-    shape = f"{dtype}[{batch},{config.n_heads},{PROMPT + NEW - 1},{config.head_dim}]"
+    shape = f"{dtype}[{batch},{config.n_kv_heads},{PROMPT + NEW - 1},{config.head_dim}]"
     loops = {}
     for line in hlo.splitlines():
         if " while(" not in line:
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--batch must be >= 1, got {args.batch}")
     config = SEED_CONFIG.replace(context_length=PROMPT + NEW, compute_dtype=args.dtype)
     params = init_params(jax.random.key(0), SEED_CONFIG)
-    options = compiler_options(config, decode=True)
+    options = compiler_options(config)
     result: dict = {
         "bench": "decode_copies",
         "jax": jax.__version__,

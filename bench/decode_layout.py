@@ -1,4 +1,4 @@
-"""Which memory order of the weights decodes fastest? The evidence for `fastpath.decode_weights`.
+"""Which memory order of the weights decodes fastest? The evidence for the engine's `decode_weights`.
 
     uv run python bench/decode_layout.py                 # one JSON line
     uv run python bench/decode_layout.py --rounds 21 --batches 1,8
@@ -6,8 +6,10 @@
 The seed configuration with random weights, a 16-token prompt and 256 new tokens (greedy), as in
 `bench/core.py`. A decode step multiplies B rows by every weight matrix, streaming all 21.6 MB of
 them from memory, and XLA's CPU dot streams a matrix faster in one order or the other depending on
-its shape. Each layout below is `generate_tokens` itself, jitted with `fastpath.decode_weights`
-replaced by one that lays the weights out that way (same numbers, same tokens: the script checks):
+its shape. Each layout below is the engine's compiled generation itself (`_generate` of
+`microgpt_infer.engine.generate`, what `generate` runs), jitted with the engine's compiler options
+and with `microgpt_infer.engine.decode.decode_weights` replaced by one that lays the weights out
+that way (same numbers, same tokens: the script checks):
 
   stored     the parameters as saved: every W (Din, Dout), the tied head read as E (V, D) through a
              transpose XLA folds into the dot (what `decode_weights` does)
@@ -20,7 +22,7 @@ The library once used `head` at every batch and `head+out` at batch 1; measured 
 
 The timed calls of all layouts are interleaved round by round, so they share the minutes of this
 shared machine; `time_vs_stored` is the median over rounds of (layout's time / stored's time) in the
-same round, with its quartiles. `library` names the layout `decode_weights` picks.
+same round, with its quartiles. `library` names the layout the engine's `decode_weights` picks.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ import numpy as np
 from _args import batch_sizes
 from _timing import timed
 
-from microgpt_core import SEED_CONFIG, fastpath, init_params, sampling
-from microgpt_core.fastpath import DecodeWeights, compiler_options, decode_weights
+from microgpt_core import SEED_CONFIG, init_params
+from microgpt_core.sampling import STATIC_ARGNAMES
+from microgpt_infer.engine import decode, generate
+from microgpt_infer.engine.decode import DecodeWeights, decode_weights
+from microgpt_infer.engine.options import compiler_options
 
 PROMPT, NEW = 16, 256
-STATIC = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
 
 
 def copied(w: jax.Array) -> jax.Array:
@@ -74,17 +78,19 @@ LAYOUTS = {"stored": stored, "head": head, "head+out": head_and_out}
 
 
 def program(layout, config):
-    """`generate_tokens`'s compiled generation, traced with `fastpath.decode_weights` replaced."""
+    """The engine's compiled generation, traced with `decode.decode_weights` replaced by `layout`."""
 
-    def generate(*args, **kwargs):
-        with mock.patch.object(fastpath, "decode_weights", layout):
-            return sampling._generate(*args, **kwargs)
+    def generate_with_layout(*args, **kwargs):
+        with mock.patch.object(decode, "decode_weights", layout):
+            return generate._generate(*args, **kwargs)
 
-    return jax.jit(generate, static_argnames=STATIC, compiler_options=compiler_options(config, decode=True))
+    return jax.jit(
+        generate_with_layout, static_argnames=STATIC_ARGNAMES, compiler_options=compiler_options(config)
+    )
 
 
 def library_choice(params, config) -> str:
-    """The layout `fastpath.decode_weights` picks here: "head" when it copies the head, else "stored"."""
+    """The layout the engine's `decode_weights` picks here: "head" when it copies the head, else "stored"."""
     jaxpr = str(jax.make_jaxpr(lambda p: decode_weights(p, config))(params))
     return "head" if "optimization_barrier" in jaxpr else "stored"
 

@@ -46,8 +46,9 @@ import numpy as np
 from _peer import PeerServer, interleave, run_peer
 from _timing import stopwatch, summary, timed
 
-from microgpt_core import SEED_CONFIG, generate_tokens, init_params, save_pretrained
+from microgpt_core import SEED_CONFIG, init_params, save_pretrained
 from microgpt_infer import generate, load_model
+from microgpt_infer.engine import generate_tokens
 
 SEED = SEED_CONFIG
 PROMPT, NEW, FIRST = 16, 256, 50

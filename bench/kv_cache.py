@@ -6,12 +6,13 @@
 A Llama-style model (rotary positions, RMSNorm, SwiGLU, no biases; D 256, L 4, H 8, V 8192, random
 weights) with n_kv_heads = H, H/2, ..., 1. For each:
   cache_bytes        the bytes of the `KVCache` that `init_cache` allocates, jitted, for `--batch`
-                     rows of `--context` positions (what `generate_tokens` preallocates): measured
+                     rows of `--context` positions (what a generation preallocates): measured
                      as the growth of the bytes of JAX's live arrays when the cache is made, and checked
                      against L x B x Hkv x S x Dh x 2 (keys and values) x the dtype's size;
   ratio_vs_mha       multi-head's cache bytes / this one's (H / Hkv by construction);
-  decode_tokens_per_s  greedy `generate_tokens`, 16-token prompt, --new tokens, batch --batch
-                     (median of --repeats calls after a compile-and-warm call).
+  decode_tokens_per_s  greedy `microgpt_infer.engine.generate_tokens` (what users' `generate`
+                     runs), 16-token prompt, --new tokens, batch --batch (median of --repeats
+                     calls after a compile-and-warm call).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import jax
 import jax.numpy as jnp
 from _timing import rate, timed
 
-from microgpt_core import GPTConfig, generate_tokens, init_cache, init_params
+from microgpt_core import GPTConfig, init_cache, init_params
+from microgpt_infer.engine import generate_tokens
 
 PROMPT = 16
 
@@ -36,7 +38,7 @@ def live_bytes() -> int:
 
 def measure(config: GPTConfig, batch: int, new: int, repeats: int) -> dict:
     before = live_bytes()
-    # Inside jit, as in `generate_tokens` (outside it, k and v are one buffer of zeros until written).
+    # Inside jit, as in a generation's prefill (outside it, k and v are one buffer of zeros until written).
     cache = jax.block_until_ready(jax.jit(lambda: init_cache(config, batch, config.context_length))())
     allocated = live_bytes() - before
     expected = 2 * config.n_layers * batch * config.n_kv_heads * config.context_length * config.head_dim
