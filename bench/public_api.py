@@ -72,7 +72,7 @@ def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            info = dict(line.split(":", 1) for line in f if ":" in line)
+            info = {k.strip(): v for k, v in (line.split(":", 1) for line in f if ":" in line)}
         name, family, model = (info[key].strip() for key in ("model name", "cpu family", "model"))
         return f"{name} (family {family} model {model})"
     except (OSError, KeyError):

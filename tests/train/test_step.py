@@ -88,12 +88,15 @@ def test_schedule_follows_max_steps(steps):
 
 def test_micro_batches_bring_each_device_to_the_cpu_token_budget():
     assert jax.default_backend() == "cpu"
-    assert micro_batches(16, 256) == 4  # 4 rows x 256 = 1,024 tokens each
-    assert micro_batches(16, 256, grad_accum=2) == 4  # each of the 2 split in 2
-    assert micro_batches(16, 256, data_devices=2) == 2  # 8 rows per device, in 2 of 4
-    assert micro_batches(6, 256) == 2  # 3 rows: 768 tokens
+    bf16 = {"compute_dtype": "bfloat16"}  # 1,024 tokens per micro-batch; float32: 512
+    assert micro_batches(16, 256, **bf16) == 4  # 4 rows x 256 = 1,024 tokens each
+    assert micro_batches(16, 256) == 8  # float32: 2 rows each
+    assert micro_batches(16, 256, grad_accum=2, **bf16) == 4  # each of the 2 split in 2
+    assert micro_batches(16, 256, data_devices=2, **bf16) == 2  # 8 rows per device, in 2 of 4
+    assert micro_batches(6, 256, **bf16) == 2  # 3 rows: 768 tokens
     assert micro_batches(4, 2048) == 4  # one row is over the budget already: one row each
     assert micro_batches(8, 16, grad_accum=4) == 4  # small batches stay as asked
+    assert micro_batches(16, 256, compute_dtype="float64") == 8  # gradient checks: float32's
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
@@ -107,7 +110,7 @@ def test_the_cpu_split_gives_the_unsplit_step(monkeypatch, dropout):
     optimizer = make_optimizer(run)
     results = []
     for budget in (10**9, 32):
-        monkeypatch.setattr(step_module, "CPU_MICRO_TOKENS", budget)
+        monkeypatch.setattr(step_module, "CPU_MICRO_TOKENS", {"float32": budget})
         state = init_state(jax.random.PRNGKey(0), config, optimizer)
         evaluated = make_eval_step(config)(state["params"], _batch(8, seed=1))
         results += [make_train_step(config, optimizer)(state, _batch(8)), evaluated]

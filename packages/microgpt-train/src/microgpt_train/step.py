@@ -45,9 +45,9 @@ __all__ = [
     "split_micro_batches",
 ]
 
-# Tokens per device in one micro-batch on CPU: the budget that trained fastest at the seed
-# configuration in float32 and bfloat16 alike (bench/README.md has the measurements).
-CPU_MICRO_TOKENS = 1024
+# Tokens per device in one micro-batch on CPU, by compute dtype: the budgets that trained fastest at
+# the seed configuration (bench/micro_batches.py; bench/README.md has the measurements).
+CPU_MICRO_TOKENS = {"float32": 512, "bfloat16": 1024}
 # Unrolled, compile time grows with depth: past this many layers the loop wins (bench/README.md).
 _UNROLL_MAX_LAYERS = 12
 
@@ -66,15 +66,18 @@ def layer_unroll(config: GPTConfig) -> int | bool:
     return True
 
 
-def micro_batches(rows: int, seq_len: int, *, grad_accum: int = 1, data_devices: int = 1) -> int:
+def micro_batches(
+    rows: int, seq_len: int, *, grad_accum: int = 1, data_devices: int = 1, compute_dtype: str = "float32"
+) -> int:
     """How many micro-batches a step of `rows` rows runs: `grad_accum`, times the smallest split of
-    each that brings it to at most `CPU_MICRO_TOKENS` tokens per device on CPU (every micro-batch
-    keeping a multiple of `data_devices` rows). Other backends: `grad_accum`."""
+    each that brings it to at most `CPU_MICRO_TOKENS[compute_dtype]` tokens per device on CPU (every
+    micro-batch keeping a multiple of `data_devices` rows). Other backends: `grad_accum`."""
     if jax.default_backend() != "cpu":
         return grad_accum
+    budget = CPU_MICRO_TOKENS.get(compute_dtype, CPU_MICRO_TOKENS["float32"])
     per_device = rows // (grad_accum * data_devices)  # rows of one device in one micro-batch
     for split in range(1, per_device + 1):
-        if per_device % split == 0 and per_device // split * seq_len <= CPU_MICRO_TOKENS:
+        if per_device % split == 0 and per_device // split * seq_len <= budget:
             return grad_accum * split
     return grad_accum * per_device
 
@@ -128,7 +131,10 @@ def make_train_step(
     def step(state: dict, batch: jax.Array) -> tuple[dict, dict]:
         params = state["params"]
         step_key = jax.random.fold_in(state["rng"], state["step"])
-        A = micro_batches(batch.shape[0], batch.shape[1] - 1, grad_accum=grad_accum, data_devices=devices)
+        A = micro_batches(
+            batch.shape[0], batch.shape[1] - 1, grad_accum=grad_accum, data_devices=devices,
+            compute_dtype=config.compute_dtype,
+        )  # fmt: skip
         micro = split_micro_batches(batch, A)  # (A, B/A, T+1)
         if batch_sharding is not None:
             micro = jax.lax.with_sharding_constraint(
@@ -175,7 +181,7 @@ def make_eval_step(config: GPTConfig):
 
     @jax.jit
     def eval_step(params: Params, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
-        A = micro_batches(batch.shape[0], batch.shape[1] - 1)
+        A = micro_batches(batch.shape[0], batch.shape[1] - 1, compute_dtype=config.compute_dtype)
         rows = split_micro_batches(batch, A)  # (A, B/A, T+1)
         losses = jax.lax.map(lambda micro: loss_fn(params, micro, config, None, False), rows)  # (A,)
         tokens = batch.shape[0] * (batch.shape[1] - 1)
