@@ -1,5 +1,5 @@
 """KV cache (the reference path): prefill plus one-token decoding equals the full forward, with rows of
-different lengths in a batch. The engine's decode step is tested against this one in tests/infer/test_engine.py."""
+different lengths in a batch. tests/infer/test_engine.py tests the engine's decode step against it."""
 
 import jax
 import jax.numpy as jnp
