@@ -152,3 +152,37 @@ def test_the_engine_gives_the_reference_tokens(config, dtype, lengths, sampled, 
     np.testing.assert_array_equal(got.num_tokens, want.num_tokens)
     if stream:  # every step, in order, until every row has stopped
         np.testing.assert_array_equal(np.asarray(seen).T, np.asarray(want.tokens)[:, : len(seen)])
+
+
+# Three models that between them take every value of every configuration option.
+COVERING = {
+    "gpt2": dict(positional="learned", norm="layernorm", mlp="gelu", gelu="tanh", bias=True,
+                 tie_embeddings=True, attention="math", final_norm=True),
+    "llama": dict(positional="rope", norm="rmsnorm", mlp="swiglu", n_kv_heads=2, bias=False,
+                  tie_embeddings=False, qk_norm=True, attention="fused", compute_dtype="bfloat16"),
+    "seed": dict(positional="sinusoidal", embed_scale=True, final_norm=False, gelu="exact",
+                 n_kv_heads=1, compute_dtype="bfloat16"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("options", COVERING.values(), ids=COVERING.keys())
+def test_every_option_gives_the_reference_tokens(options):
+    """Sampled, ragged, with an end-of-text id and streamed: the engine's tokens are core's."""
+    from microgpt_core import GPTConfig
+
+    config = GPTConfig(vocab_size=64, context_length=16, d_model=32, n_layers=2, n_heads=4, **options)
+    params = spread(init_params(jax.random.key(2), config), config)
+    prompt = np.random.default_rng(0).integers(0, 64, (3, 4)).astype(np.int32)
+    lengths = np.asarray([4, 1, 3])
+    kwargs = dict(rng=jax.random.key(4), max_new_tokens=12, temperature=0.7, top_k=20, top_p=0.9)
+    free = reference_generate(params, config, prompt, lengths, **kwargs)
+    kwargs["eot_id"] = int(free.tokens[1, 3])  # row 1 stops at its fourth token
+    want = reference_generate(params, config, prompt, lengths, **kwargs)
+    seen = []
+    got = engine_generate(
+        params, config, prompt, lengths, **kwargs, on_token=lambda i, t: seen.append(t.tolist())
+    )
+    np.testing.assert_array_equal(got.tokens, want.tokens)
+    np.testing.assert_array_equal(got.num_tokens, want.num_tokens)
+    assert int(want.num_tokens[1]) <= 3
+    np.testing.assert_array_equal(np.asarray(seen).T, np.asarray(want.tokens)[:, : len(seen)])
