@@ -35,7 +35,7 @@ from microgpt_core.params import Params
 __all__ = [
     "Generation",
     "SamplingError",
-    "check_prompts",
+    "check_generation",
     "check_rng",
     "check_sampling",
     "decode_loop",
@@ -184,11 +184,15 @@ def sample_logits(
 
 
 # ------------------------------------------------------------------------------------------------
-def check_prompts(
-    config: GPTConfig, prompt: Any, lengths: Any, max_new_tokens: Any, eot_id: Any
-) -> tuple[jax.Array, jax.Array, int, int | None]:
-    """The arguments of a generation as (prompt int32, lengths int32, N, eot_id), or `SamplingError`
-    naming the bad one (see `generate_tokens` for what is valid)."""
+def check_generation(
+    config: GPTConfig, prompt: Any, lengths: Any, *, rng: Any, max_new_tokens: Any, temperature: Any,
+    top_k: Any, top_p: Any, eot_id: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:  # fmt: skip
+    """The arguments of `generate_tokens`, checked: (prompt int32, lengths int32, the key, and the
+    static settings `max_new_tokens`, `temperature`, `top_k`, `top_p`, `eot_id` as Python values), or
+    `SamplingError` naming the bad one (see `generate_tokens` for what is valid)."""
+    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    rng = check_rng(rng)
     prompt = jnp.asarray(prompt)
     lengths = jnp.asarray(lengths)
     if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer):
@@ -210,8 +214,11 @@ def check_prompts(
         )
     if eot_id is not None and (not is_integer(eot_id) or not 0 <= eot_id < config.vocab_size):
         raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
-    eot_id = None if eot_id is None else int(eot_id)
-    return prompt.astype(jnp.int32), lengths.astype(jnp.int32), int(max_new_tokens), eot_id
+    settings = dict(
+        max_new_tokens=int(max_new_tokens), temperature=temperature, top_k=top_k, top_p=top_p,
+        eot_id=None if eot_id is None else int(eot_id),
+    )  # fmt: skip
+    return prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng, settings
 
 
 def generate_tokens(
@@ -241,13 +248,11 @@ def generate_tokens(
     Returns:
       `Generation(tokens (B, N), num_tokens (B,))`, dispatched asynchronously (as JAX does).
     """
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-    rng = check_rng(rng)
-    prompt, lengths, max_new_tokens, eot_id = check_prompts(config, prompt, lengths, max_new_tokens, eot_id)
-    return _generate(
-        params, prompt, lengths, rng, config=config, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_k=top_k, top_p=top_p, eot_id=eot_id,
+    prompt, lengths, rng, settings = check_generation(
+        config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_k=top_k, top_p=top_p, eot_id=eot_id,
     )  # fmt: skip
+    return _generate(params, prompt, lengths, rng, config=config, **settings)
 
 
 def prefill(

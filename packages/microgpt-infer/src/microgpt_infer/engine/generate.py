@@ -22,9 +22,7 @@ from microgpt_core.sampling import (
     STATIC_ARGNAMES,
     Generation,
     SamplingError,
-    check_prompts,
-    check_rng,
-    check_sampling,
+    check_generation,
     decode_loop,
     prefill,
     sample_logits,
@@ -61,19 +59,18 @@ def generate_tokens(
       `Generation(tokens (B, N), num_tokens (B,))`: without `on_token`, dispatched asynchronously
       (wait with `streaming.wait` for a wait that Ctrl-C can interrupt); with it, once done.
     """
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-    rng = check_rng(rng)
-    prompt, lengths, max_new_tokens, eot_id = check_prompts(config, prompt, lengths, max_new_tokens, eot_id)
+    prompt, lengths, rng, settings = check_generation(
+        config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_k=top_k, top_p=top_p, eot_id=eot_id,
+    )  # fmt: skip
     if on_token is not None and not callable(on_token):
         raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
-    program = functools.partial(
-        _program(config), params, prompt, lengths, rng, config=config, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_k=top_k, top_p=top_p, eot_id=eot_id,
-    )  # fmt: skip
+    program = functools.partial(_program(config), params, prompt, lengths, rng, config=config, **settings)
     if on_token is None:
         return program()
     out, stopped = streaming.stream(program, on_token)
-    return out if stopped is None else _cut(out, stopped, 0 if eot_id is None else eot_id)
+    pad = 0 if settings["eot_id"] is None else settings["eot_id"]
+    return out if stopped is None else _cut(out, stopped, pad)
 
 
 def _cut(out: Generation, step: int, pad: int) -> Generation:
