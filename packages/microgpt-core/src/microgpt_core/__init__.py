@@ -1,7 +1,8 @@
 """microgpt_core: a GPT-style decoder-only Transformer written from its equations in JAX.
 
     config.py     GPTConfig, SEED_CONFIG           params.py    init_params, param_shapes, param_axes
-    layers.py     the layers, one equation each    model.py     forward, forward_cached, cross_entropy
+    layers.py     the layers, one equation each    model.py     forward, forward_cached, cross_entropy,
+                                                                trace, logit_lens
     cache.py      KVCache, init_cache              sampling.py  sample_logits, generate_tokens
     precision.py  the mixed-precision matmul       checkpoint.py save_pretrained, load_pretrained
 
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from microgpt_core.lazy import lazy_names
 
 __all__ = [
+    "ACTIVATIONS",
     "FORMAT_VERSION",
     "SEED_CONFIG",
     "CheckpointError",
@@ -33,10 +35,12 @@ __all__ = [
     "init_params",
     "layers",
     "load_pretrained",
+    "logit_lens",
     "param_axes",
     "param_shapes",
     "sample_logits",
     "save_pretrained",
+    "trace",
 ]
 
 __getattr__, __dir__ = lazy_names(
@@ -55,6 +59,9 @@ __getattr__, __dir__ = lazy_names(
         "GPTConfig": "microgpt_core.config",
         "cross_entropy": "microgpt_core.model",
         "forward": "microgpt_core.model",
+        "ACTIVATIONS": "microgpt_core.model",
+        "logit_lens": "microgpt_core.model",
+        "trace": "microgpt_core.model",
         "count_params": "microgpt_core.params",
         "init_params": "microgpt_core.params",
         "param_axes": "microgpt_core.params",
@@ -71,6 +78,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_core.cache import KVCache, init_cache
     from microgpt_core.checkpoint import CheckpointError, load_pretrained, save_pretrained
     from microgpt_core.config import FORMAT_VERSION, SEED_CONFIG, ConfigError, GPTConfig
-    from microgpt_core.model import cross_entropy, forward, forward_cached
+    from microgpt_core.model import ACTIVATIONS, cross_entropy, forward, forward_cached, logit_lens, trace
     from microgpt_core.params import count_params, init_params, param_axes, param_shapes
     from microgpt_core.sampling import Generation, SamplingError, generate_tokens, sample_logits

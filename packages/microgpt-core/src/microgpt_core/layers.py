@@ -18,6 +18,7 @@ one write-head is all you need"; Henry et al. 2020, "Query-key normalization for
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -28,7 +29,12 @@ from microgpt_core.config import GPTConfig
 from microgpt_core.params import Params
 from microgpt_core.precision import accumulation_dtype, matmul  # x w in compute_dtype, float32 result
 
+Look = Callable[[str, jax.Array], jax.Array]
+"""A hook point's observer: `look(name, value)` sees the activation `name` where it is made and
+returns the value the rest of the pass uses (itself, or a patched or ablated one; `model.trace`)."""
+
 __all__ = [
+    "Look",
     "attention",
     "block",
     "causal_mask",
@@ -225,7 +231,9 @@ def causal_mask(query_positions: jax.Array, key_positions: jax.Array) -> jax.Arr
     return (key_positions[..., None, :] <= query_positions[..., :, None])[..., None, :, :]
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, config: GPTConfig) -> jax.Array:
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, config: GPTConfig, look: Look | None = None
+) -> jax.Array:
     """Scaled dot-product attention (Vaswani et al. 2017, eq. 1), per query head h:
 
         Attention(Q_h, K_g, V_g) = softmax(Q_h K_gᵀ / √Dh + M) V_g,   M[t, s] = 0 if allowed else -∞
@@ -233,19 +241,21 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, conf
     where g = ⌊h / G⌋ is the key/value head that query head h shares with the G - 1 others of its
     group (G = H / Hkv: G = 1 is multi-head attention, Hkv = 1 multi-query). The "math" path computes
     exactly that, softmax in float32; the "fused" path calls `jax.nn.dot_product_attention` (tests
-    check that the two agree).
+    check that the two agree). An observed pass (`look`) takes the math path, whose softmax weights
+    it sees as "attn_pattern".
 
     Args:
       q: (B, H, T, Dh) queries.
       k: (B, Hkv, S, Dh) keys.
       v: (B, Hkv, S, Dh) values.
       mask: bool, broadcastable to (B, H, T, S); True where attending is allowed.
+      look: the hook point's observer, or None.
     Returns:
       (B, H, T, Dh) float32.
     """
     cd = config.compute_dtype
     B, H, T, Dh = q.shape
-    if config.attention == "fused":
+    if config.attention == "fused" and look is None:
         out = jax.nn.dot_product_attention(
             q.astype(cd).transpose(0, 2, 1, 3),  # (B, T, H, Dh)
             k.astype(cd).transpose(0, 2, 1, 3),  # (B, S, Hkv, Dh)
@@ -258,6 +268,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, conf
     scores = matmul("bkgtd,bksd->bkgts", q, k, cd) / math.sqrt(Dh)  # (B, Hkv, G, T, S)
     scores = jnp.where(jnp.expand_dims(mask, -3), scores, -jnp.inf)  # (B, Hkv, G, T, S)
     weights = jax.nn.softmax(scores, axis=-1)  # (B, Hkv, G, T, S)
+    if look is not None:
+        S = k.shape[2]
+        weights = look("attn_pattern", weights.reshape(B, H, T, S)).reshape(weights.shape)
     out = matmul("bkgts,bksd->bkgtd", weights, v, cd)  # (B, Hkv, G, T, Dh)
     return out.reshape(B, H, T, Dh)
 
@@ -313,6 +326,7 @@ def causal_self_attention(
     config: GPTConfig,
     positions: jax.Array | None = None,
     cache: KVCache | None = None,
+    look: Look | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """Multi-head causal self-attention, over the chunk itself or over a key/value cache:
 
@@ -332,6 +346,7 @@ def causal_self_attention(
       config: the model's configuration.
       positions: (B, T) int positions of the chunk's tokens; None: 0..T-1 (required with a cache).
       cache: this layer's `KVCache` of (B, Hkv, S, Dh) arrays, or None.
+      look: the hook point's observer ("attn_pattern", "attn_z"), or None.
     Returns:
       (B, T, D) float32, and the layer's cache with the chunk written (None without a cache).
     """
@@ -345,11 +360,12 @@ def causal_self_attention(
         cache = KVCache(k=write_chunk(cache.k, k, start), v=write_chunk(cache.v, v, start))
         k, v, key_positions = cache.k, cache.v, jnp.arange(cache.k.shape[2])  # (B, Hkv, S, Dh) x 2, (S,)
     mask = causal_mask(positions, key_positions)  # (1, T, T) or (B, 1, T, S)
-    out = attention(q, k, v, mask, config=config)  # (B, H, T, Dh)
+    out = attention(q, k, v, mask, config=config, look=look)  # (B, H, T, Dh)
+    out = look("attn_z", out) if look is not None else out  # (B, H, T, Dh)
     return merge_heads(params, out, config=config), cache  # (B, T, D)
 
 
-def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
+def mlp(params: Params, x: jax.Array, *, config: GPTConfig, look: Look | None = None) -> jax.Array:
     """Position-wise feed-forward network, as `config.mlp` says:
 
         gelu:    y = GELU(x W_in + b_in) W_out + b_out                           (GPT-2)
@@ -361,6 +377,7 @@ def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
       params: {"w_in" (D, F), "w_out" (F, D), "w_gate" (D, F) for swiglu, and "b_in" (F,),
         "b_out" (D,), "b_gate" (F,) when bias}.
       x: (B, T, D).
+      look: the hook point's observer ("mlp_hidden", the input of W_out), or None.
     Returns:
       (B, T, D) float32.
     """
@@ -371,6 +388,7 @@ def mlp(params: Params, x: jax.Array, *, config: GPTConfig) -> jax.Array:
         h = jax.nn.silu(gate) * h  # (B, T, F)
     else:
         h = gelu(h, approximate=config.gelu == "tanh")  # (B, T, F)
+    h = look("mlp_hidden", h) if look is not None else h  # (B, T, F)
     return linear(h, params["w_out"], params.get("b_out"), compute_dtype=cd)  # (B, T, D)
 
 
@@ -382,6 +400,7 @@ def block(
     positions: jax.Array | None = None,
     cache: KVCache | None = None,
     rng: jax.Array | None = None,
+    look: Look | None = None,
 ) -> tuple[jax.Array, KVCache | None]:
     """One pre-norm Transformer block (GPT-2; Norm is LayerNorm or RMSNorm, see `norm`):
 
@@ -389,7 +408,9 @@ def block(
         x = x + Dropout(MLP(Norm₂(x)))
 
     The one block of the model: training and evaluation call it without a cache, prefill and
-    decoding with one (`causal_self_attention`).
+    decoding with one (`causal_self_attention`), `model.trace` with a `look` that sees each named
+    activation (a hook point: "resid_pre", "attn_pattern", "attn_z", "attn_out", "resid_mid",
+    "mlp_hidden", "mlp_out", "resid_post") and may replace it.
 
     Args:
       params: one layer's params {"ln1", "attn", "ln2", "mlp"} (no leading layer axis).
@@ -398,12 +419,23 @@ def block(
       positions: (B, T) int positions of the tokens; None: 0..T-1 (required with a cache).
       cache: this layer's `KVCache` (B, Hkv, S, Dh), or None.
       rng: dropout key; None disables dropout (evaluation, decoding).
+      look: the hook points' observer, or None.
     Returns:
       (B, T, D) float32, and the layer's cache with the chunk written (None without a cache).
     """
+    see = look or _unobserved
     rng_attn, rng_mlp = jax.random.split(rng) if rng is not None else (None, None)
+    x = see("resid_pre", x)  # (B, T, D)
     h = norm(params["ln1"], x, config=config)  # (B, T, D)
-    h, cache = causal_self_attention(params["attn"], h, config=config, positions=positions, cache=cache)
-    x = x + dropout(h, config.dropout, rng_attn)  # (B, T, D)
-    h = norm(params["ln2"], x, config=config)  # (B, T, D)
-    return x + dropout(mlp(params["mlp"], h, config=config), config.dropout, rng_mlp), cache  # (B, T, D)
+    h, cache = causal_self_attention(
+        params["attn"], h, config=config, positions=positions, cache=cache, look=look
+    )
+    h = see("attn_out", h)  # (B, T, D)
+    x = see("resid_mid", x + dropout(h, config.dropout, rng_attn))  # (B, T, D)
+    h = mlp(params["mlp"], norm(params["ln2"], x, config=config), config=config, look=look)  # (B, T, D)
+    h = see("mlp_out", h)  # (B, T, D)
+    return see("resid_post", x + dropout(h, config.dropout, rng_mlp)), cache  # (B, T, D)
+
+
+def _unobserved(name: str, value: jax.Array) -> jax.Array:
+    return value

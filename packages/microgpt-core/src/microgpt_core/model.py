@@ -5,8 +5,10 @@
     logits = Unembed(Norm_f(xᴸ))                       (B, T, V)
 
 `forward` runs it over whole sequences (training, evaluation); `forward_cached` over a chunk of
-tokens per row that continues what a `KVCache` holds (prefill and decoding). Both run the same
-`layers.block`, with or without the cache.
+tokens per row that continues what a `KVCache` holds (prefill and decoding); `trace` is `forward`
+observed: it also returns every intermediate activation, and can zero heads or patch activations on
+the way (interpretability; `logit_lens` reads each layer's residual stream as logits). All run the
+same `layers.block`, with or without a cache or an observer.
 
 GPT-2 -> Llama-style, as configuration (GPT-2, Radford et al. 2019, is the default; Llama 3 sets
 every line below, SmolLM all but the last):
@@ -36,15 +38,40 @@ final_norm=False)`: 5,256,192 parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import jax
 import jax.numpy as jnp
 
 from microgpt_core.cache import KVCache
 from microgpt_core.config import GPTConfig
-from microgpt_core.layers import block, dropout, embed, norm, unembed
+from microgpt_core.layers import Look, block, dropout, embed, norm, unembed
 from microgpt_core.params import Params
 
-__all__ = ["cross_entropy", "forward", "forward_cached", "hidden_states"]
+__all__ = [
+    "ACTIVATIONS",
+    "activation_shapes",
+    "cross_entropy",
+    "forward",
+    "forward_cached",
+    "hidden_states",
+    "logit_lens",
+    "trace",
+]
+
+ACTIVATIONS = (
+    "embed",
+    "resid_pre",
+    "attn_pattern",
+    "attn_z",
+    "attn_out",
+    "resid_mid",
+    "mlp_hidden",
+    "mlp_out",
+    "resid_post",
+    "final",
+)
+"""The activations `trace` returns, in the order the pass makes them (`activation_shapes`)."""
 
 
 def hidden_states(
@@ -77,7 +104,7 @@ def hidden_states(
     x = embed(params["embed"], tokens, jnp.arange(T), config=config)  # (B, T, D)
     x = dropout(x, config.dropout, rng_embed)  # (B, T, D)
     layer_rngs = jax.random.split(rng_blocks, config.n_layers) if rng_blocks is not None else None
-    x, _ = _blocks(params, x, config, rngs=layer_rngs, unroll=unroll)  # (B, T, D)
+    x, _, _ = _blocks(params, x, config, rngs=layer_rngs, unroll=unroll)  # (B, T, D)
     return _final_norm(params, x, config)  # (B, T, D)
 
 
@@ -90,15 +117,24 @@ def _blocks(
     cache: KVCache | None = None,
     rngs: jax.Array | None = None,
     unroll: int | bool = 1,
-) -> tuple[jax.Array, KVCache | None]:
+    observe: Callable[[jax.Array, dict[str, jax.Array]], Look] | None = None,
+) -> tuple[jax.Array, KVCache | None, dict[str, jax.Array]]:
     """x through the L blocks: one `lax.scan` over the stacked layer params (and each layer's cache
-    slice and dropout key, when given)."""
+    slice and dropout key, when given). `observe(layer, seen)` makes the layer's `Look`, which
+    records what it sees in `seen`; the scan stacks those over layers."""
 
     def layer(x, inputs):
-        layer_params, layer_cache, layer_rng = inputs
-        return block(layer_params, x, config=config, positions=positions, cache=layer_cache, rng=layer_rng)
+        layer_params, layer_cache, layer_rng, index = inputs
+        seen: dict[str, jax.Array] = {}
+        look = observe(index, seen) if observe is not None else None
+        x, layer_cache = block(
+            layer_params, x, config=config, positions=positions, cache=layer_cache, rng=layer_rng, look=look
+        )
+        return x, (layer_cache, seen)
 
-    return jax.lax.scan(layer, x, (params["blocks"], cache, rngs), unroll=unroll)  # (B, T, D), cache
+    layers = (params["blocks"], cache, rngs, jnp.arange(config.n_layers))
+    x, (cache, seen) = jax.lax.scan(layer, x, layers, unroll=unroll)  # (B, T, D), cache, (L, ...) each
+    return x, cache, seen
 
 
 def _final_norm(params: Params, x: jax.Array, config: GPTConfig) -> jax.Array:
@@ -150,8 +186,134 @@ def forward_cached(
     """
     token_positions = positions[:, None] + jnp.arange(tokens.shape[1])  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
-    x, cache = _blocks(params, x, config, positions=token_positions, cache=cache)  # (B, T, D)
+    x, cache, _ = _blocks(params, x, config, positions=token_positions, cache=cache)  # (B, T, D)
     return unembed(params, _final_norm(params, x, config), config=config), cache  # (B, T, V)
+
+
+def activation_shapes(config: GPTConfig, batch: int, length: int) -> dict[str, tuple[int, ...]]:
+    """The shape of each activation `trace` returns, for `batch` rows of `length` tokens (B, T):
+    per-layer ones lead with L; `patch` takes one layer's, without it."""
+    B, T, L, D = batch, length, config.n_layers, config.d_model
+    H, Dh, F = config.n_heads, config.head_dim, config.d_ff
+    shapes = {"embed": (B, T, D), "attn_pattern": (L, B, H, T, T), "attn_z": (L, B, H, T, Dh)}
+    shapes |= {name: (L, B, T, D) for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")}
+    shapes |= {"mlp_hidden": (L, B, T, F), "final": (B, T, D)}
+    return {name: shapes[name] for name in ACTIVATIONS}
+
+
+def trace(
+    params: Params,
+    tokens: jax.Array,
+    config: GPTConfig,
+    *,
+    ablate: Sequence[tuple[int, int]] | jax.Array = (),
+    patch: Mapping[str, tuple[int | None, jax.Array]] | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`forward` (without dropout) that also returns its intermediate activations, and can change
+    them on the way: zero-ablate heads, or patch an activation (Meng et al. 2022, "Locating and
+    editing factual associations in GPT").
+
+        activations[name][l] = the value the hook point `name` of block l saw (`layers.block`)
+        ablate (l, h):        attn_z[l][:, h] ← 0, before the output projection
+        patch name: (l, a):   activation name at layer l ← a; the rest of the pass runs on a
+
+    Names and shapes are `ACTIVATIONS` and `activation_shapes`; "embed" (the first block's input)
+    and "final" (after the final norm) are whole-model ones, patched with layer None. A "fused"
+    attention model is traced on the math path, which gives the same numbers.
+
+    Args:
+      params: model parameters.
+      tokens: (B, T) int token ids, T <= context_length.
+      config: the model's configuration.
+      ablate: (layer, head) pairs whose attention output is zeroed, or an (N, 2) int array.
+      patch: activation name -> (layer, array of that layer's shape), e.g.
+        {"resid_post": (3, other["resid_post"][3])}.
+    Returns:
+      logits (B, T, V) float32, and the activations, a dict of float32 arrays.
+    """
+    B, T = tokens.shape
+    if T > config.context_length:
+        raise ValueError(f"sequence length {T} exceeds context_length {config.context_length}")
+    patch = _checked_patch(patch, activation_shapes(config, B, T), config.n_layers)
+    head_mask = _head_mask(ablate, config)  # (L, H): 0 where a head is ablated
+
+    def observe(layer: jax.Array, seen: dict[str, jax.Array]) -> Look:
+        def look(name: str, value: jax.Array) -> jax.Array:
+            if name == "attn_z" and head_mask is not None:
+                value = value * head_mask[layer][:, None, None]  # (B, H, T, Dh)
+            if name in patch:
+                at, new = patch[name]
+                value = jnp.where(layer == at, new, value)
+            seen[name] = value
+            return value
+
+        return look
+
+    x = embed(params["embed"], tokens, jnp.arange(T), config=config)  # (B, T, D)
+    embedded = x = patch["embed"][1] if "embed" in patch else x
+    x, _, seen = _blocks(params, x, config, observe=observe)  # (B, T, D), {name: (L, ...)}
+    x = _final_norm(params, x, config)  # (B, T, D)
+    x = patch["final"][1] if "final" in patch else x
+    activations = {"embed": embedded, **seen, "final": x}
+    return unembed(params, x, config=config), {name: activations[name] for name in ACTIVATIONS}
+
+
+def logit_lens(params: Params, activations: Mapping[str, jax.Array], config: GPTConfig) -> jax.Array:
+    """Each layer's residual stream read as the model's prediction (nostalgebraist 2020, "interpreting
+    GPT: the logit lens"): the final norm and the unembedding applied to every block's output,
+
+        lens[l] = Unembed(Norm_f(resid_post[l]))
+
+    The last layer's is the logits.
+
+    Args:
+      params: model parameters.
+      activations: `trace`'s, of which "resid_post" (L, B, T, D) is read.
+      config: the model's configuration.
+    Returns:
+      (L, B, T, V) float32 logits.
+    """
+    resid = activations["resid_post"]  # (L, B, T, D)
+    return jax.vmap(lambda x: unembed(params, _final_norm(params, x, config), config=config))(resid)
+
+
+def _head_mask(ablate: Sequence[tuple[int, int]] | jax.Array, config: GPTConfig) -> jax.Array | None:
+    """(L, H) float32: 0 at each ablated (layer, head), 1 elsewhere; None when nothing is ablated.
+    Python ints are checked here; traced ones (under `jax.jit`) cannot be."""
+    if len(ablate) == 0:
+        return None
+    pairs = jnp.asarray(ablate, dtype=jnp.int32).reshape(-1, 2)  # (N, 2)
+    for layer, head in () if isinstance(ablate, jax.Array) else ablate:
+        if isinstance(layer, int) and not 0 <= layer < config.n_layers:
+            raise ValueError(f"ablate: layer {layer} is outside 0..{config.n_layers - 1}")
+        if isinstance(head, int) and not 0 <= head < config.n_heads:
+            raise ValueError(f"ablate: head {head} is outside 0..{config.n_heads - 1}")
+    return jnp.ones((config.n_layers, config.n_heads)).at[pairs[:, 0], pairs[:, 1]].set(0.0)
+
+
+def _checked_patch(
+    patch: Mapping[str, tuple[int | None, jax.Array]] | None,
+    shapes: dict[str, tuple[int, ...]],
+    n_layers: int,
+) -> dict[str, tuple[int | None, jax.Array]]:
+    """The patch with float32 arrays, or a ValueError naming the bad name, layer or shape."""
+    checked = {}
+    for name, entry in (patch or {}).items():
+        if name not in shapes:
+            raise ValueError(f"patch: unknown activation {name!r}; one of {', '.join(ACTIVATIONS)}")
+        if not isinstance(entry, tuple) or len(entry) != 2:
+            raise ValueError(f"patch[{name!r}] must be a (layer, array) pair")
+        layer, value = entry
+        whole = name in ("embed", "final")
+        shape = shapes[name] if whole else shapes[name][1:]
+        if whole and layer is not None:
+            raise ValueError(f"patch[{name!r}]: {name} belongs to no layer; give None, not {layer!r}")
+        if not whole and (layer is None or (isinstance(layer, int) and not 0 <= layer < n_layers)):
+            raise ValueError(f"patch[{name!r}]: layer {layer!r} is outside 0..{n_layers - 1}")
+        if tuple(jnp.shape(value)) != shape:
+            raise ValueError(f"patch[{name!r}]: shape {tuple(jnp.shape(value))}, expected {shape}")
+        checked[name] = (layer, jnp.asarray(value, dtype=jnp.float32))
+    return checked
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array | None = None) -> jax.Array:
