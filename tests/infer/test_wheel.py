@@ -5,7 +5,8 @@ Builds wheels of core, data and infer with `uv build`, creates a fresh venv, and
 `pip install --find-links DIST microgpt-infer`: our three packages from the wheels, third-party ones
 from the package index (pip's cache makes later runs fast). Then, from an empty folder with
 `HF_HUB_OFFLINE=1`, a fresh home and none of our environment variables, runs the original's example
-verbatim, and generates text from a saved model with the installed package and its `generate` command.
+verbatim, generates text from a saved model with the installed package and its `generate` command, and
+writes an `inspect` page of it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-INFER_COMMANDS = ("generate", "push-to-hub", "export-hf")
+INFER_COMMANDS = ("generate", "push-to-hub", "export-hf", "inspect")
 ABSENT = ("datasets", "optax", "orbax-checkpoint", "tokenizers", "torch", "microgpt-train", "pyarrow")
 
 
@@ -43,7 +44,9 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
     assert wheel.stat().st_size < 15_000_000, f"{wheel.name}: {wheel.stat().st_size:,} bytes"
     with zipfile.ZipFile(wheel) as archive:
         shipped = {Path(n).name for n in archive.namelist() if "/default_model/" in n}
+        names = set(archive.namelist())
     assert {"config.json", "model.safetensors", "tokenizer.tiktoken", "README.md"} <= shipped, shipped
+    assert "microgpt_infer/pages/inspect.html" in names  # the inspect command's page template
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
@@ -107,3 +110,7 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
     cli = _run([str(bin_dir / "generate"), "Hi", "--max-new-tokens", "8", "--model", str(model_dir)],
                env=env, cwd=tmp_path, timeout=300)  # fmt: skip
     assert cli.stdout.startswith("Hi")
+    page = tmp_path / "inspect.html"  # the page template ships as package data
+    _run([str(bin_dir / "inspect"), "Hi", "--model", str(model_dir), "--out", str(page)],
+         env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert 'id="inspection-data"' in page.read_text(encoding="utf-8")

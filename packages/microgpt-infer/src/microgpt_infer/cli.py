@@ -1,4 +1,5 @@
-"""Command-line entry points: `generate` (sample text, streamed), `push-to-hub` and `export-hf`.
+"""Command-line entry points: `generate` (sample text, streamed), `inspect` (a page of what a model
+does with a text), `push-to-hub` and `export-hf`.
 
     generate "Once upon a time"                  # the shipped model (stderr says so)
     generate "Once upon a time" --model runs/quickstart/model --max-new-tokens 100 --seed 1
@@ -6,6 +7,7 @@
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
     export-hf runs/quickstart/model hf/quickstart          # Hugging Face's layout, for transformers
+    inspect "def add(a, b):" --out inspect.html            # attention, logit lens, losses: one HTML file
 
 Bad input prints one `error: ...` line on stderr and exits 2 (a traceback only with --debug), and
 nothing reaches stdout before the generation has started: every argument is checked first, and the
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from microgpt_data.commands import Parser, fail, interrupted, notes_on_stderr
 from microgpt_data.signals import Interrupts
 
-__all__ = ["export_main", "main", "push_main"]
+__all__ = ["export_main", "inspect_main", "main", "push_main"]
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
 SAMPLE_SEPARATOR = "---\n"  # the line between the samples of --num-samples
@@ -289,6 +291,74 @@ def _export(args: argparse.Namespace) -> int:
         return fail(err, args.debug)
     print(out)
     return 0
+
+
+def inspect_main(argv: Sequence[str] | None = None) -> int:
+    """`inspect TEXT`: writes one self-contained HTML page of what a model does with the text."""
+    p = Parser(
+        prog="inspect",
+        description="Run a model once on a text and write one self-contained HTML page of what it does: "
+        "the attention of every layer and head, the logit lens (each layer's top prediction), the "
+        "next-token distribution and loss at each position, residual-stream norms and attention entropy.",
+        epilog="The page holds its data, script and style and fetches nothing: it opens offline from "
+        "file:// and can be mailed or committed; #layer=L&head=H after its address picks a head. The text "
+        "must fit the model's context. The model defaults to $MICROGPT_MODEL, else the model "
+        "microgpt-infer ships (default). Ctrl-C stops it at once (exit status 130).",
+    )
+    p.add_argument("text", nargs="?", help="the text to inspect (default: read stdin, UTF-8)")
+    p.add_argument("--model", help=f"{MODEL_NAMES} (default: $MICROGPT_MODEL, else default)")
+    p.add_argument("--revision", help="Hub branch, tag or commit (Hub repo ids only)")
+    p.add_argument("--out", default="inspect.html", help="the HTML file to write (replaced if it exists)")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    # Ctrl-C: "interrupted", exit 130; the page is written whole (atomically) or not at all
+    with Interrupts() as interrupts, notes_on_stderr("microgpt_infer"):
+        return _inspect(p.parse_args(argv), interrupts)
+
+
+def _inspect(args: argparse.Namespace, interrupts: Interrupts) -> int:
+    try:
+        if args.text is not None:
+            text = args.text
+        elif sys.stdin is None or sys.stdin.isatty():
+            raise _StdinError("give a text argument or pipe text to stdin (see inspect --help)")
+        else:
+            text = _read_stdin()
+        if not text:
+            raise _StdinError("the text is empty; give at least one character to inspect")
+        out = _writable_file(args.out)
+        from microgpt_core.files import write_atomic
+        from microgpt_infer.inspection import inspect_text, page_data, render_page
+        from microgpt_infer.model import default_model_note, find_default_model, load_model
+
+        source = args.model or find_default_model()
+        if not args.model:
+            print(f"inspect: {default_model_note(source)}", file=sys.stderr, flush=True)
+        model = load_model(source, args.revision)
+        inspection = inspect_text(model.params, model.config, model.tokenizer, text)
+        page = render_page(page_data(inspection, model.config, text=text, model=source)).encode("utf-8")
+        with interrupts.critical():
+            write_atomic(out, page)
+    except KeyboardInterrupt:  # Python's own Ctrl-C (outside the main thread)
+        return interrupted()
+    except (ValueError, OSError) as err:
+        return fail(err, args.debug)
+    tokens = len(inspection.tokens)
+    print(f"inspect: wrote {out} ({len(page):,} bytes; {tokens} tokens)", file=sys.stderr, flush=True)
+    return 0
+
+
+def _writable_file(name: str) -> str:
+    """`name` if a file can be written there (its folder exists and is writable, and it is not a
+    folder itself); else a ValueError saying which of those fails."""
+    path = os.path.abspath(os.path.expanduser(name))
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise ValueError(f"--out {name} is a folder; name the HTML file to write")
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {name}: no such folder {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {name}: cannot write in {folder} (permission denied)")
+    return name
 
 
 if __name__ == "__main__":
