@@ -36,3 +36,10 @@ def test_readme_python_blocks_run(readme, tmp_path):
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, f"{readme}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def test_the_readme_stays_a_front_door():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines; keep it to 250 (details go to docs/)"
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[0] == "## Two commands"
