@@ -1,4 +1,4 @@
-"""Sampling: greedy, top-k, top-p and the softmax distribution; generate_tokens compiled once."""
+"""Sampling: greedy, top-k, top-p, min-p and the softmax distribution; generate_tokens compiled once."""
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,41 @@ def test_top_k_keeps_the_k_largest(logits, k):
         assert set(np.flatnonzero(kept[row])) == set(np.argsort(-logits[row])[:k])
 
 
+@given(
+    logits=logits_strategy,
+    min_p=st.sampled_from([0.01, 0.1, 0.5, 0.9, 1.0]),
+    temperature=st.sampled_from([0.5, 1.0, 2.0]),
+)
+def test_min_p_keeps_the_tokens_at_least_min_p_times_as_likely_as_the_best(logits, min_p, temperature):
+    kept = np.isfinite(np.asarray(filter_logits(logits, temperature, min_p=min_p)))
+    probs = np.exp((logits - logits.max(-1, keepdims=True)).astype(np.float64) / temperature)
+    probs /= probs.sum(-1, keepdims=True)  # (B, V) after the temperature
+    ratio = probs / probs.max(-1, keepdims=True)
+    clear = np.abs(ratio - min_p) > 1e-5  # float32 rounding decides a token on the boundary
+    np.testing.assert_array_equal(kept[clear], (ratio >= min_p)[clear])
+    assert kept[np.arange(len(logits)), logits.argmax(-1)].all()  # the best token always stays
+
+
+@given(logits=logits_strategy, temperature=st.sampled_from([0.5, 1.0]), top_k=st.sampled_from([None, 3]),
+       top_p=st.sampled_from([None, 0.8]))  # fmt: skip
+def test_neutral_min_p_changes_nothing(logits, temperature, top_k, top_p):
+    plain = filter_logits(logits, temperature, top_k, top_p)
+    for neutral in (None, 0, 0.0):
+        np.testing.assert_array_equal(filter_logits(logits, temperature, top_k, top_p, neutral), plain)
+        key = jax.random.key(7)
+        np.testing.assert_array_equal(
+            sample_logits(logits, key, temperature, top_k, top_p, neutral),
+            sample_logits(logits, key, temperature, top_k, top_p),
+        )
+
+
+def test_min_p_one_is_greedy_and_samples_stay_in_the_support():
+    logits = jnp.array([[1.0, 0.5, 0.0, -0.5, 2.0, 0.3, -1.0, 1.5]] * 2000)
+    np.testing.assert_array_equal(sample_logits(logits, jax.random.key(0), min_p=1.0), 4)
+    samples = np.asarray(sample_logits(logits, jax.random.key(1), min_p=0.5))
+    assert set(samples.tolist()) == {4, 7}  # e^1.5 / e^2 = 0.61 >= 0.5; e^1 / e^2 = 0.37 < 0.5
+
+
 CHI2_CRITICAL_DF7_P001 = 24.322  # chi-square with 7 degrees of freedom, upper 0.1% point
 
 
@@ -76,11 +111,14 @@ BAD = {
     "top_k": [0, -1, -(2**40), 2.0, 5.5, float("nan"), np.float32(3), True, False, np.True_, "5", [5]],
     "top_p": [0, 0.0, -0.1, 1.0000001, 1.5, float("nan"), float("inf"), -float("inf"), np.float64("nan"),
               *[x for x in NOT_NUMBERS if x is not None]],
+    "min_p": [-0.1, -1e-300, 1.0000001, 2, float("nan"), float("inf"),
+              *[x for x in NOT_NUMBERS if x is not None]],
 }  # fmt: skip
 MESSAGE = {
     "temperature": r"temperature must be a finite number >= 0 \(0 = greedy\), got ",
     "top_k": r"top_k must be an integer >= 1 or None, got ",
     "top_p": r"top_p must be a number in \(0, 1\] or None, got ",
+    "min_p": r"min_p must be a number in \[0, 1\] or None, got ",
 }
 
 
@@ -103,6 +141,9 @@ GOOD = [
     {"top_k": 10**9},  # more than V: every token is kept
     {"top_k": np.uint8(2), "top_p": 1},
     {"temperature": 1e300, "top_p": 1e-300},
+    {"min_p": np.float32(0.2), "top_k": 4},
+    {"min_p": 1, "temperature": 5},
+    {"min_p": 5e-324},
 ]
 
 

@@ -19,7 +19,7 @@ N = "12"
 
 
 def test_help(capsys):
-    generate_flags = ["--seed", "--temperature", "--top-k", "--top-p", "--max-new-tokens", "--model"]
+    generate_flags = ["--seed", "--temperature", "--top-k", "--top-p", "--min-p", "--max-new-tokens"]
     for entry, words in ((main, generate_flags), (push_main, ["model_dir", "repo_id", "--private"])):
         with pytest.raises(SystemExit) as info:
             entry(["--help"])
@@ -37,8 +37,8 @@ def test_generates_from_a_prompt_argument(model_dir, model, capsys):
 def test_reads_stdin_and_options(model_dir, model, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("from stdin"))
     argv = ["--model", str(model_dir), "--seed", "3", "--top-k", "5", "--top-p", "0.9", "--no-prompt-echo"]
-    assert main([*argv, "--max-new-tokens", N]) == 0
-    expected = generate(model, "from stdin", rng=3, max_new_tokens=12, top_k=5, top_p=0.9)
+    assert main([*argv, "--min-p", "0.05", "--max-new-tokens", N]) == 0
+    expected = generate(model, "from stdin", rng=3, max_new_tokens=12, top_k=5, top_p=0.9, min_p=0.05)
     assert capsys.readouterr().out == expected + "\n"
 
 
@@ -59,6 +59,9 @@ def one_error_line(err: str) -> str:
         (["x", "--top-k", "1.5"], "--top-k: expected an integer, got '1.5'"),
         (["x", "--top-p", "2"], r"--top-p: must be in \(0, 1\]"),
         (["x", "--top-p", "nan"], r"--top-p: must be in \(0, 1\]"),
+        (["x", "--min-p", "1.5"], r"--min-p: must be in \[0, 1\]"),
+        (["x", "--min-p", "nan"], r"--min-p: must be in \[0, 1\]"),
+        (["x", "--min-p", "some"], "--min-p: expected a number, got 'some'"),
         (["x", "--max-new-tokens", "many"], "expected an integer"),
         (["x", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
         (["x", "--seed", "1e29"], "--seed: expected an integer, got '1e29'"),

@@ -88,6 +88,8 @@ BAD_ARGUMENTS = [
       for v in [0, -1, True, 2.0, "5", float("inf")]],
     *[("top_p", v, SamplingError, r"top_p must be a number in \(0, 1\] or None")
       for v in [0, 0.0, -0.5, 1.5, float("nan"), float("inf"), True, "0.5"]],
+    *[("min_p", v, SamplingError, r"min_p must be a number in \[0, 1\] or None")
+      for v in [-0.5, 1.5, float("nan"), float("inf"), True, "0.5"]],
     *[("stop", v, InferError, r"^stop(\[\d\])? must be")
       for v in ["", [""], ["ok", ""], [3], ["a", None], ("a", b"b"), 5, b"x", {"a"}, {"a": 1}]],
     ("stop", ["a\ud800"], InferError, r"stop\[0\] holds a lone surrogate"),

@@ -3,7 +3,9 @@
     p(x) = softmax((z' - max z') / τ)   z' = z outside the k highest logits set to -∞ (top-k, Fan et
                                         al. 2018), then restricted to the smallest set of tokens
                                         whose probability sums to at least p (nucleus / top-p,
-                                        Holtzman et al. 2019); τ = 0 means argmax (greedy).
+                                        Holtzman et al. 2019) and to the tokens at least min_p
+                                        times as likely as the most likely one (min-p, Nguyen et
+                                        al. 2024); τ = 0 means argmax (greedy).
 
 Top-k picks from the raw logits, before the temperature (so it holds for any τ). Subtracting the
 maximum does not change the softmax, and it keeps z/τ finite for tiny τ: the maximum becomes 0 and
@@ -71,12 +73,13 @@ class Generation(NamedTuple):
 # ------------------------------------------------------------------------------------------------
 # Arguments: checked once, on the host, before anything is traced (`config.is_integer`, `is_real`).
 def check_sampling(
-    temperature: float, top_k: int | None, top_p: float | None
-) -> tuple[float, int | None, float | None]:
+    temperature: float, top_k: int | None, top_p: float | None, min_p: float | None = None
+) -> tuple[float, int | None, float | None, float | None]:
     """The settings as Python numbers (numpy scalars accepted), or `SamplingError` naming the bad one.
 
     Valid: a finite temperature >= 0; top_k an integer >= 1 (larger than V keeps every token) or
-    None; top_p a number in (0, 1] or None. Bools are not numbers here.
+    None; top_p a number in (0, 1] or None; min_p a number in [0, 1] or None (0 keeps every token).
+    Bools are not numbers here.
     """
     if not is_real(temperature) or not (math.isfinite(temperature) and temperature >= 0):
         raise SamplingError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
@@ -84,10 +87,13 @@ def check_sampling(
         raise SamplingError(f"top_k must be an integer >= 1 or None, got {top_k!r}")
     if top_p is not None and (not is_real(top_p) or not 0 < top_p <= 1):
         raise SamplingError(f"top_p must be a number in (0, 1] or None, got {top_p!r}")
+    if min_p is not None and (not is_real(min_p) or not 0 <= min_p <= 1):
+        raise SamplingError(f"min_p must be a number in [0, 1] or None, got {min_p!r}")
     return (
         float(temperature),
         None if top_k is None else int(top_k),
         None if top_p is None else float(top_p),
+        None if min_p is None or min_p == 0 else float(min_p),
     )
 
 
@@ -128,19 +134,30 @@ def greedy(logits: jax.Array) -> jax.Array:
 
 
 def filter_logits(
-    logits: jax.Array, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
+    logits: jax.Array,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
 ) -> jax.Array:
-    """The logits of the distribution to sample from: (z - max z) / τ, -∞ outside top-k and top-p.
+    """The logits of the distribution to sample from: (z - max z) / τ, -∞ outside top-k, top-p, min-p.
 
     Top-k keeps the k highest raw logits. Top-p keeps the smallest set of highest-probability tokens
     whose total probability (after top-k and τ) reaches p: in descending order of probability, token
-    i is kept when the mass before it is < p (so the token that crosses p is kept).
+    i is kept when the mass before it is < p (so the token that crosses p is kept). Min-p keeps the
+    tokens whose probability (after τ) is at least min_p times the largest (Nguyen et al. 2024,
+    "Turning up the heat: min-p sampling for creative and coherent LLM outputs"):
+
+        p_i >= min_p · p_max   ⟺   (z_i - max z) / τ >= ln min_p
+
+    a ratio that renormalising after top-k or top-p does not change, so the order does not matter.
 
     Args:
       logits: (B, V) scores z.
       temperature: τ > 0 (taken as at least `MIN_TEMPERATURE`).
       top_k: keep only the k highest logits (None: all).
       top_p: keep the smallest nucleus of mass >= p (None or 1: all).
+      min_p: keep the tokens with p >= min_p · p_max (None or 0: all).
     Returns:
       (B, V) float32, 0 at each row's maximum.
     """
@@ -149,6 +166,8 @@ def filter_logits(
         kth = jax.lax.top_k(z, top_k)[0][:, -1:]  # (B, 1) the k-th largest logit
         z = jnp.where(z < kth, -jnp.inf, z)  # (B, V)
     z = (z - jnp.max(z, axis=-1, keepdims=True)) / max(temperature, MIN_TEMPERATURE)  # (B, V) <= 0
+    if min_p is not None and min_p > 0:
+        z = jnp.where(z >= math.log(min_p), z, -jnp.inf)  # (B, V): p_i / p_max = exp(z_i) >= min_p
     if top_p is None or top_p >= 1:
         return z
     order = jnp.argsort(-z, axis=-1)  # (B, V) token ids by descending logit
@@ -165,6 +184,7 @@ def sample_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
 ) -> jax.Array:
     """Draws one token per row from softmax(`filter_logits`(z)); temperature 0 returns the argmax.
 
@@ -172,26 +192,26 @@ def sample_logits(
       logits: (B, V) scores z.
       rng: a key (see `check_rng`; unused, and may be None, when greedy).
       temperature: τ >= 0, finite; 0 (or top_k = 1) is greedy.
-      top_k, top_p: see `filter_logits`.
+      top_k, top_p, min_p: see `filter_logits`.
     Returns:
       (B,) int32 token ids.
     """
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
-    if temperature == 0 or top_k == 1:
+    temperature, top_k, top_p, min_p = check_sampling(temperature, top_k, top_p, min_p)
+    if temperature == 0 or top_k == 1 or min_p == 1:
         return greedy(logits)
-    z = filter_logits(logits, temperature, top_k, top_p)  # (B, V)
+    z = filter_logits(logits, temperature, top_k, top_p, min_p)  # (B, V)
     return jax.random.categorical(check_rng(rng), z, axis=-1).astype(jnp.int32)  # (B,)
 
 
 # ------------------------------------------------------------------------------------------------
 def check_generation(
     config: GPTConfig, prompt: Any, lengths: Any, *, rng: Any, max_new_tokens: Any, temperature: Any,
-    top_k: Any, top_p: Any, eot_id: Any,
+    top_k: Any, top_p: Any, eot_id: Any, min_p: Any = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:  # fmt: skip
     """The arguments of `generate_tokens`, checked: (prompt int32, lengths int32, the key, and the
-    static settings `max_new_tokens`, `temperature`, `top_k`, `top_p`, `eot_id` as Python values), or
-    `SamplingError` naming the bad one (see `generate_tokens` for what is valid)."""
-    temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+    static settings `max_new_tokens`, `temperature`, `top_k`, `top_p`, `min_p`, `eot_id` as Python
+    values), or `SamplingError` naming the bad one (see `generate_tokens` for what is valid)."""
+    temperature, top_k, top_p, min_p = check_sampling(temperature, top_k, top_p, min_p)
     rng = check_rng(rng)
     prompt = jnp.asarray(prompt)
     lengths = jnp.asarray(lengths)
@@ -216,7 +236,7 @@ def check_generation(
         raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
     settings = dict(
         max_new_tokens=int(max_new_tokens), temperature=temperature, top_k=top_k, top_p=top_p,
-        eot_id=None if eot_id is None else int(eot_id),
+        min_p=min_p, eot_id=None if eot_id is None else int(eot_id),
     )  # fmt: skip
     return prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng, settings
 
@@ -232,6 +252,7 @@ def generate_tokens(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
     eot_id: int | None = None,
 ) -> Generation:
     """Continues each prompt by up to `max_new_tokens` tokens, stopping a row at `eot_id`.
@@ -243,14 +264,14 @@ def generate_tokens(
       lengths: (B,) int true prompt lengths, 1 <= lengths[b] <= P.
       rng: a key (see `check_rng`; unused when temperature is 0).
       max_new_tokens: N >= 1; needs max(lengths) + N <= context_length.
-      temperature, top_k, top_p: see `sample_logits`.
+      temperature, top_k, top_p, min_p: see `sample_logits`.
       eot_id: end-of-text id; a row stops after producing it (None: never stop early).
     Returns:
       `Generation(tokens (B, N), num_tokens (B,))`, dispatched asynchronously (as JAX does).
     """
     prompt, lengths, rng, settings = check_generation(
         config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, eot_id=eot_id,
+        top_k=top_k, top_p=top_p, min_p=min_p, eot_id=eot_id,
     )  # fmt: skip
     return _generate(params, prompt, lengths, rng, config=config, **settings)
 
@@ -272,11 +293,13 @@ def prefill(
     return jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0], cache  # (B, V)
 
 
-STATIC_ARGNAMES = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "eot_id")
+STATIC_ARGNAMES = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "eot_id")
 
 
 @functools.partial(jax.jit, static_argnames=STATIC_ARGNAMES)
-def _generate(params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, eot_id):
+def _generate(
+    params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, min_p, eot_id
+):
     """The compiled generation: prefill, then `decode_loop` over one-token `forward_cached` steps."""
     logits, cache = prefill(params, config, prompt, lengths, max_new_tokens)  # (B, V)
 
@@ -284,7 +307,7 @@ def _generate(params, prompt, lengths, rng, *, config, max_new_tokens, temperatu
         logits, cache = forward_cached(params, cache, token[:, None], positions, config)  # (B, 1, V)
         return logits[:, 0], cache
 
-    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(
         step, cache, logits, lengths, rng, sample=sample, max_new_tokens=max_new_tokens, eot_id=eot_id
     )

@@ -68,6 +68,13 @@ def _probability(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _parse(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
 def _seed(text: str) -> int:
     from microgpt_infer.generation import SEED_RANGE  # imports JAX, which generating needs anyway
 
@@ -101,6 +108,10 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--top-p", type=_probability, default=None, help="nucleus sampling: smallest set of mass >= p"
     )
+    p.add_argument(
+        "--min-p", type=_fraction, default=None,
+        help="min-p sampling: only tokens at least MIN_P times as likely as the most likely (0 to 1)",
+    )  # fmt: skip
     p.add_argument(
         "--seed", type=_seed, default=None,
         help="random seed, an integer in [0, 2**32 - 1] (default: a new one each run, said on stderr); "
@@ -192,7 +203,8 @@ def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
             piece = lambda text, echo=echo: write((echo.pop() if echo else "") + text)  # noqa: E731
             generate(
                 model, prompt, rng=jax.random.key(seed + sample), max_new_tokens=args.max_new_tokens,
-                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop=args.stop,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                stop=args.stop,
                 on_token=lambda row, text, piece=piece: piece(text), crop_prompt=args.crop_prompt,
             )  # fmt: skip
             piece("\n")

@@ -118,13 +118,14 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, str], None] | None = None,
     crop_prompt: bool = False,
 ) -> str | list[str]:
     """Continues each prompt with up to `max_new_tokens` sampled tokens.
 
-        x_{t+1} ~ softmax(z_t / τ) restricted to top-k / top-p  (τ = 0: argmax)
+        x_{t+1} ~ softmax(z_t / τ) restricted to top-k / top-p / min-p  (τ = 0: argmax)
 
     Args:
       model: from `load_model`.
@@ -136,6 +137,7 @@ def generate(
       temperature: τ >= 0, finite; 0 is greedy (deterministic).
       top_k: sample among the k most likely tokens only (None: all).
       top_p: sample from the smallest set of tokens whose probability reaches p (None: all).
+      min_p: sample among the tokens at least min_p times as likely as the most likely (None: all).
       stop: a string or a list of strings; a row ends before the first occurrence of any of them.
       on_token: called as `on_token(row, text)` with each new piece of a row's text as it is
         generated (streaming), in the calling thread; the pieces of a row concatenate to its
@@ -155,7 +157,7 @@ def generate(
         raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
     single = isinstance(prompts, str)
     texts = _prompt_list(prompts)
-    settings = _Settings.check(model, rng, max_new_tokens, temperature, top_k, top_p, stop, on_token)
+    settings = _Settings.check(model, rng, max_new_tokens, temperature, top_k, top_p, min_p, stop, on_token)
     if not isinstance(crop_prompt, bool):
         raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
     enable_compilation_cache()
@@ -174,22 +176,23 @@ class _Settings(NamedTuple):
     temperature: float
     top_k: int | None
     top_p: float | None
+    min_p: float | None
     stops: tuple[str, ...]
 
     @classmethod
-    def check(cls, model, rng, max_new_tokens, temperature, top_k, top_p, stop, on_token) -> _Settings:
+    def check(cls, model, rng, max_new_tokens, temperature, top_k, top_p, min_p, stop, on_token) -> _Settings:
         T = model.config.context_length
         if not is_integer(max_new_tokens) or not 1 <= max_new_tokens < T:
             raise SamplingError(
                 f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt "
                 f"token), got {max_new_tokens!r}"
             )
-        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
+        temperature, top_k, top_p, min_p = check_sampling(temperature, top_k, top_p, min_p)
         stops = check_stops(stop)
         key = _as_key(rng)
         if on_token is not None and not callable(on_token):
             raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
-        return cls(key, int(max_new_tokens), temperature, top_k, top_p, stops)
+        return cls(key, int(max_new_tokens), temperature, top_k, top_p, min_p, stops)
 
 
 def _prompt_batch(
@@ -243,7 +246,7 @@ def _run(
     eot_id = model.tokenizer.eot_id if model.tokenizer.eot_id < model.config.vocab_size else None
     kwargs = dict(
         rng=settings.key, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-        top_k=settings.top_k, top_p=settings.top_p, eot_id=eot_id,
+        top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p, eot_id=eot_id,
     )  # fmt: skip
     if on_token is None and not settings.stops:  # nothing to do per step: one program, waited for
         out = streaming.wait(generate_tokens(model.params, model.config, prompt, lengths, **kwargs))
@@ -293,6 +296,7 @@ def generate_text(
     model: Model | str | os.PathLike[str] | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, str], None] | None = None,
 ) -> str:
@@ -306,7 +310,7 @@ def generate_text(
       model: a `Model`, "default" (the model this package ships), a model folder (a training run's:
         "runs/NAME/model") or a Hub repo id; default `$MICROGPT_MODEL`, else "default". Loaded once
         and kept for later calls.
-      top_k, top_p, stop, on_token: see `generate`.
+      top_k, top_p, min_p, stop, on_token: see `generate`.
     Returns:
       The prompt and its continuation, as one string.
     Raises:
@@ -316,6 +320,6 @@ def generate_text(
     resolved = _resolve(model)
     continuation = generate(
         resolved, text, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, stop=stop, on_token=on_token,
+        top_k=top_k, top_p=top_p, min_p=min_p, stop=stop, on_token=on_token,
     )  # fmt: skip
     return text + continuation

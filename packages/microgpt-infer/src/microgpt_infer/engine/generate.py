@@ -44,6 +44,7 @@ def generate_tokens(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
     eot_id: int | None = None,
     on_token: Callable[[int, np.ndarray], bool | None] | None = None,
 ) -> Generation:
@@ -61,7 +62,7 @@ def generate_tokens(
     """
     prompt, lengths, rng, settings = check_generation(
         config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, eot_id=eot_id,
+        top_k=top_k, top_p=top_p, min_p=min_p, eot_id=eot_id,
     )  # fmt: skip
     if on_token is not None and not callable(on_token):
         raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
@@ -92,8 +93,9 @@ def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
 
 
 def _generate(
-    params, prompt, lengths, rng, stream=None, *, config, max_new_tokens, temperature, top_k, top_p, eot_id
-):
+    params, prompt, lengths, rng, stream=None, *,
+    config, max_new_tokens, temperature, top_k, top_p, min_p, eot_id,
+):  # fmt: skip
     """The compiled generation: the reference prefill, then `decode_loop` over `decode.decode_step`.
 
     `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
@@ -107,7 +109,7 @@ def _generate(
         return logits[:, 0], caches  # (B, V)
 
     on_step = (lambda i, tokens: streaming.emit(stream, i, tokens)) if stream is not None else None
-    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(
         step, decode.split_cache(cache), logits, lengths, rng,
         sample=sample, max_new_tokens=max_new_tokens, eot_id=eot_id, on_step=on_step,
