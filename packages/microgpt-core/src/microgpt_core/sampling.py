@@ -44,13 +44,19 @@ __all__ = [
     "filter_logits",
     "generate_tokens",
     "greedy",
+    "penalize",
     "prefill",
     "sample_logits",
+    "sample_rows",
+    "top_logprobs",
 ]
 
 # The smallest normal float32: a smaller τ would round to 0 (or be flushed to 0) in float32. Any τ this
 # small already puts all the probability on the maximum, so τ is taken as at least this.
 MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
+
+Setting = float | int | jax.Array
+"""A sampling setting: one Python number for every row, or a (B,) array of one per row."""
 
 
 class SamplingError(ValueError):
@@ -135,10 +141,10 @@ def greedy(logits: jax.Array) -> jax.Array:
 
 def filter_logits(
     logits: jax.Array,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
+    temperature: Setting = 1.0,
+    top_k: Setting | None = None,
+    top_p: Setting | None = None,
+    min_p: Setting | None = None,
 ) -> jax.Array:
     """The logits of the distribution to sample from: (z - max z) / τ, -∞ outside top-k, top-p, min-p.
 
@@ -152,6 +158,9 @@ def filter_logits(
 
     a ratio that renormalising after top-k or top-p does not change, so the order does not matter.
 
+    Each setting is one Python number for every row, or a (B,) array of one per row (a batch of
+    requests that each asked for their own; there top_k 0, top_p 1 and min_p 0 keep every token).
+
     Args:
       logits: (B, V) scores z.
       temperature: τ > 0 (taken as at least `MIN_TEMPERATURE`).
@@ -162,20 +171,47 @@ def filter_logits(
       (B, V) float32, 0 at each row's maximum.
     """
     z = logits.astype(jnp.float32)  # (B, V)
-    if top_k is not None and top_k < z.shape[-1]:
-        kth = jax.lax.top_k(z, top_k)[0][:, -1:]  # (B, 1) the k-th largest logit
-        z = jnp.where(z < kth, -jnp.inf, z)  # (B, V)
-    z = (z - jnp.max(z, axis=-1, keepdims=True)) / max(temperature, MIN_TEMPERATURE)  # (B, V) <= 0
-    if min_p is not None and min_p > 0:
-        z = jnp.where(z >= math.log(min_p), z, -jnp.inf)  # (B, V): p_i / p_max = exp(z_i) >= min_p
-    if top_p is None or top_p >= 1:
+    if top_k is not None:
+        z = jnp.where(z < _kth_largest(z, top_k), -jnp.inf, z)  # (B, V)
+    tau = _per_row(temperature)  # a number or (B, 1)
+    tau = max(tau, MIN_TEMPERATURE) if _is_number(tau) else jnp.maximum(tau, MIN_TEMPERATURE)
+    z = (z - jnp.max(z, axis=-1, keepdims=True)) / tau  # (B, V) <= 0
+    if min_p is not None and not (_is_number(min_p) and min_p == 0):
+        floor = math.log(min_p) if _is_number(min_p) else jnp.log(_per_row(min_p))  # ln 0 = -∞: all
+        z = jnp.where(z >= floor, z, -jnp.inf)  # (B, V): p_i / p_max = exp(z_i) >= min_p
+    if top_p is None or (_is_number(top_p) and top_p >= 1):
         return z
+    p = _per_row(top_p)  # () or (B, 1)
     order = jnp.argsort(-z, axis=-1)  # (B, V) token ids by descending logit
     probs = jax.nn.softmax(jnp.take_along_axis(z, order, axis=-1), axis=-1)  # (B, V) sorted probs
-    keep_sorted = jnp.cumsum(probs, axis=-1) - probs < top_p  # (B, V) mass before token < p
+    keep_sorted = (jnp.cumsum(probs, axis=-1) - probs < p) | (p >= 1)  # (B, V) mass before token < p
     rows = jnp.arange(z.shape[0])[:, None]  # (B, 1)
     keep = jnp.zeros(z.shape, bool).at[rows, order].set(keep_sorted)  # (B, V) back in id order
     return jnp.where(keep, z, -jnp.inf)  # (B, V)
+
+
+def _is_number(setting: Setting) -> bool:
+    """One number for every row, known while tracing (Python or NumPy), not an array per row."""
+    return isinstance(setting, int | float | np.number)
+
+
+def _per_row(setting: Setting) -> float | jax.Array:
+    """A setting as a Python float for one number, else (B, 1) (or ()) to broadcast against (B, V)."""
+    if _is_number(setting):
+        return float(setting)
+    value = jnp.asarray(setting, jnp.float32)
+    return value if value.ndim == 0 else value[:, None]
+
+
+def _kth_largest(z: jax.Array, k: Setting) -> jax.Array:
+    """(B, 1) the k-th largest logit of each row; -∞ where k keeps every token (k >= V, or 0 per row)."""
+    V = z.shape[-1]
+    if _is_number(k):
+        return jax.lax.top_k(z, int(k))[0][:, -1:] if k < V else jnp.full((z.shape[0], 1), -jnp.inf)
+    k = jnp.asarray(k)  # (B,)
+    descending = -jnp.sort(-z, axis=-1)  # (B, V)
+    kth = jnp.take_along_axis(descending, jnp.clip(k - 1, 0, V - 1)[:, None], axis=-1)  # (B, 1)
+    return jnp.where(((k < 1) | (k >= V))[:, None], -jnp.inf, kth)  # (B, 1)
 
 
 def sample_logits(
@@ -201,6 +237,87 @@ def sample_logits(
         return greedy(logits)
     z = filter_logits(logits, temperature, top_k, top_p, min_p)  # (B, V)
     return jax.random.categorical(check_rng(rng), z, axis=-1).astype(jnp.int32)  # (B,)
+
+
+def sample_rows(
+    logits: jax.Array,
+    keys: jax.Array,
+    temperature: Setting = 1.0,
+    top_k: Setting | None = None,
+    top_p: Setting | None = None,
+    min_p: Setting | None = None,
+) -> jax.Array:
+    """One token per row, each row drawn with its own key from softmax(`filter_logits`(z)) (rows with
+    τ = 0, k = 1 or min_p = 1 take the argmax): row b's token depends only on row b's logits, key and
+    settings, never on the other rows (a batch of independent requests).
+
+    Args:
+      logits: (B, V) scores z.
+      keys: (B,) typed keys, one per row.
+      temperature, top_k, top_p, min_p: numbers, or (B,) arrays (see `filter_logits`).
+    Returns:
+      (B,) int32 token ids.
+    """
+    z = filter_logits(logits, temperature, top_k, top_p, min_p)  # (B, V)
+    drawn = jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, z)  # (B,)
+    argmax = jnp.asarray(temperature) == 0  # () or (B,)
+    if top_k is not None:
+        argmax = argmax | (jnp.asarray(top_k) == 1)
+    if min_p is not None:
+        argmax = argmax | (jnp.asarray(min_p) == 1)
+    return jnp.where(argmax, greedy(logits), drawn).astype(jnp.int32)  # (B,)
+
+
+def penalize(
+    logits: jax.Array,
+    counts: jax.Array,
+    in_prompt: jax.Array,
+    *,
+    presence: Setting = 0.0,
+    frequency: Setting = 0.0,
+    repetition: Setting = 1.0,
+) -> jax.Array:
+    """Logits lowered for tokens that already occurred (before the temperature and the filters):
+
+        z_i ← z_i / θ if z_i > 0 else z_i · θ     for tokens in the prompt or generated
+                                                  (repetition penalty θ, Keskar et al. 2019, CTRL)
+        z_i ← z_i - c_i · α_frequency - [c_i > 0] · α_presence
+                                                  (OpenAI's frequency and presence penalties)
+
+    where c_i counts token i among the generated tokens. θ = 1 and α = 0 change nothing; θ > 1 and
+    α > 0 discourage repeats, θ < 1 and α < 0 encourage them.
+
+    Args:
+      logits: (B, V) scores z.
+      counts: (B, V) int, each token's count among the tokens generated so far.
+      in_prompt: (B, V) bool, the tokens of each row's prompt.
+      presence, frequency: α_presence, α_frequency (numbers or (B,) arrays).
+      repetition: θ > 0 (a number or a (B,) array).
+    Returns:
+      (B, V) float32.
+    """
+    z = logits.astype(jnp.float32)  # (B, V)
+    theta = _per_row(repetition)  # () or (B, 1)
+    z = jnp.where(in_prompt | (counts > 0), jnp.where(z > 0, z / theta, z * theta), z)  # (B, V)
+    c = counts.astype(jnp.float32)  # (B, V)
+    return z - c * _per_row(frequency) - (c > 0) * _per_row(presence)  # (B, V)
+
+
+def top_logprobs(logits: jax.Array, tokens: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The model's log-probabilities, log softmax(z), of the raw logits (before penalties, temperature
+    and filters, as OpenAI's `logprobs` report them): the chosen tokens' and the k most likely.
+
+    Args:
+      logits: (B, V) scores z.
+      tokens: (B,) int the chosen tokens.
+      k: how many of the most likely to return (0 <= k <= V).
+    Returns:
+      chosen (B,), and ids (B, k) int32 with their log-probabilities (B, k), most likely first.
+    """
+    log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # (B, V)
+    chosen = jnp.take_along_axis(log_p, tokens[:, None].astype(jnp.int32), axis=-1)[:, 0]  # (B,)
+    values, ids = jax.lax.top_k(log_p, k)  # (B, k) each
+    return chosen, ids.astype(jnp.int32), values
 
 
 # ------------------------------------------------------------------------------------------------
