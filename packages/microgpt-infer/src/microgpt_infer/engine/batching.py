@@ -1,0 +1,326 @@
+"""Continuous batching over fixed decode slots: the engine a server runs (as JetStream does in JAX).
+
+    submit(request) ─> queue (at most max_queue, else QueueFull) ─┐
+                                                                   v
+    engine thread, forever:  admit queued requests into free slots: one prefill each, batch 1,
+                             at the prompt's bucket width, into the slot's rows of the caches
+                             (slots.admit), which also samples the request's first token
+                             ONE compiled decode step advances every slot (slots.step)
+                             hand each busy slot's token to its Stream; free the slots whose
+                             request finished (end-of-text, max_new_tokens) or was cancelled
+
+**Fixed shapes.** The device state is N slots of `max_len` positions (`slots.Slots`): per-layer
+caches (N, Hkv, max_len, Dh), each slot's position, step index, key and settings as (N,) arrays,
+and the penalties' token counts and prompt masks as (N, V). A prompt is right-padded to the smallest
+of `prompt_buckets` (powers of two) that holds it, so `admit` compiles once per bucket and `step`
+once: `warmup()` compiles them all, and after it nothing compiles, whatever the load.
+
+**A request's text does not depend on the load.** Token i of a request is drawn with the key
+fold_in(key(seed), i) of that row alone, with that row's settings, counts and prompt mask; its
+prefill runs alone (batch 1); and in the decode step every row computes from its own inputs, in a
+program whose shapes never change. So the same request gives the same tokens alone or among 15
+others, in any slot (tests/infer/test_batching.py). These sampled tokens differ from
+`microgpt_core.sampling.generate_tokens`, which draws a whole batch from one key per step (a row's
+draw there depends on the batch); greedy tokens equal its.
+
+Cancelling a stream frees its slot at the next step. `stop(timeout)` refuses new requests, cancels
+the queued ones, lets the running ones finish until the timeout, cancels the rest and joins the
+thread. If the loop raises, every open stream gets a `Failed` event, `error` holds the exception,
+and `submit` raises `EngineStopped`. The engine holds the parameters twice: as given (for the
+reference prefill) and sliced per layer (`decode.decode_weights`, for the step).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from microgpt_core.config import GPTConfig, is_integer
+from microgpt_core.params import Params
+from microgpt_infer.engine import slots as device
+from microgpt_infer.engine.requests import (
+    MAX_LOGPROBS,
+    EngineError,
+    EngineStopped,
+    Failed,
+    Finished,
+    QueueFull,
+    Request,
+    Stream,
+    Token,
+    check_fits,
+)
+
+__all__ = ["Engine", "EngineMetrics", "default_buckets"]
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.1  # an idle loop wakes this often to notice the interpreter exiting
+
+
+def default_buckets(max_len: int) -> tuple[int, ...]:
+    """Powers of two from 16 up to max_len, and max_len itself."""
+    buckets, width = [], 16
+    while width < max_len:
+        buckets.append(width)
+        width *= 2
+    return (*buckets, max_len)
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """Counters at one moment: requests in slots and waiting, submitted and refused since the
+    start, tokens generated since the start."""
+
+    running: int
+    queued: int
+    total_requests: int
+    rejected_requests: int
+    total_tokens: int
+
+
+@dataclass(eq=False)
+class _Running:
+    """A request in a slot, as the engine thread sees it."""
+
+    stream: Stream
+    admitted: float
+    num_tokens: int = 0
+    first: float | None = None
+    last: float | None = None
+    gaps: list[float] | None = None
+
+
+class Engine:
+    """Continuous batching over `slots` decode slots of `max_len` positions (module docstring).
+
+    Args:
+      params, config: the model.
+      slots: N, how many requests decode together.
+      max_len: positions per slot (default and at most config.context_length); a request needs
+        len(prompt) + max_new_tokens <= max_len.
+      max_queue: how many requests may wait for a slot before `submit` raises `QueueFull`.
+      prompt_buckets: prompt widths, one prefill compilation each (default `default_buckets`);
+        a prompt longer than the largest is refused.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        config: GPTConfig,
+        *,
+        slots: int = 8,
+        max_len: int | None = None,
+        max_queue: int = 64,
+        prompt_buckets: tuple[int, ...] | None = None,
+    ) -> None:
+        max_len = config.context_length if max_len is None else max_len
+        for name, value, lo, hi in (
+            ("slots", slots, 1, None),
+            ("max_len", max_len, 2, config.context_length),
+            ("max_queue", max_queue, 0, None),
+        ):
+            if not is_integer(value) or value < lo or (hi is not None and value > hi):
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi or 'inf'}], got {value!r}")
+        buckets = default_buckets(max_len) if prompt_buckets is None else tuple(prompt_buckets)
+        if not buckets or not all(is_integer(b) and 1 <= b <= max_len for b in buckets):
+            raise ValueError(f"prompt_buckets must be integers in [1, max_len={max_len}], got {buckets!r}")
+        self.config, self.slots, self.max_len, self.max_queue = config, int(slots), int(max_len), max_queue
+        self.prompt_buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.top_k = min(MAX_LOGPROBS, config.vocab_size)  # alternatives computed every step
+        self.programs = device.programs(config)
+        device_0 = jax.devices()[0]  # committed, like every program output: one signature per program
+        self._params = jax.device_put(params, device_0)
+        self._weights = self.programs.weights(self._params, config=config)
+        self._state = jax.device_put(device.init_slots(config, self.slots, self.max_len), device_0)
+        self.error: BaseException | None = None
+        self._queue: collections.deque[Stream] = collections.deque()
+        self._running: list[_Running | None] = [None] * self.slots
+        self._lock = threading.Condition()  # guards the queue, the counters and the stop flags
+        self._device = threading.Lock()  # one caller of the programs at a time (warmup, the loop)
+        self._stopping, self._deadline = False, float("inf")
+        self._total, self._rejected, self._tokens = 0, 0, 0
+        self._thread = threading.Thread(target=self._run, name="microgpt-engine")
+        self._thread.start()
+
+    # ---------------------------------------------------------------------------------------
+    def submit(self, request: Request) -> Stream:
+        """Queues a request; its `Stream` yields its tokens as the engine makes them.
+
+        Raises:
+          SamplingError: the request does not fit this model (a token id, eot_id, the length).
+          QueueFull: `max_queue` requests are already waiting.
+          EngineStopped: after `stop()`, or after the loop failed.
+        """
+        if not isinstance(request, Request):
+            raise TypeError(f"submit takes a Request, got {type(request).__name__}")
+        check_fits(request, self.config.vocab_size, self.max_len, self.prompt_buckets[-1])
+        stream = Stream(request, self._wake)
+        with self._lock:
+            if self._stopping:
+                why = "the engine is stopping" if self.error is None else "the engine failed"
+                raise EngineStopped(why) from self.error
+            if len(self._queue) >= self.max_queue:
+                self._rejected += 1
+                raise QueueFull(f"{len(self._queue)} requests are waiting for a slot (max_queue)")
+            self._queue.append(stream)
+            self._total += 1
+            self._lock.notify_all()
+        return stream
+
+    def metrics(self) -> EngineMetrics:
+        with self._lock:
+            running = sum(r is not None for r in self._running)
+            return EngineMetrics(running, len(self._queue), self._total, self._rejected, self._tokens)
+
+    def warmup(self) -> None:
+        """Compiles every program (each bucket's prefill, the step) before any request: after this,
+        nothing compiles. Call it before submitting (it uses slot 0)."""
+        with self._device:
+            if any(r is not None for r in self._running):
+                raise EngineError("warmup() runs before any request is submitted")
+            for width in self.prompt_buckets:
+                request = Request(prompt=[0] * width, max_new_tokens=1)
+                jax.block_until_ready(self._admit(0, request))
+            jax.block_until_ready(self._step())
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Refuses new requests, cancels the queued ones, lets the running ones finish for up to
+        `timeout` seconds, then cancels the rest and joins the loop. True once the thread is gone."""
+        with self._lock:
+            self._stopping = True
+            self._deadline = min(self._deadline, time.monotonic() + timeout)
+            queued, self._queue = list(self._queue), collections.deque()
+            self._lock.notify_all()
+        for stream in queued:
+            stream.put(Finished("cancelled", 0, len(stream.request.prompt)))
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout + 10.0)  # a step in flight ends first
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
+
+    # The engine thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while self._next_round():
+                pass
+        except BaseException as error:  # noqa: BLE001 - every client hears of it, then the engine stops
+            self._fail(error)
+
+    def _next_round(self) -> bool:
+        """One round: cancellations, admissions, one step. False when the loop should end."""
+        with self._lock:
+            while not self._stopping and not self._queue and not any(self._running):
+                self._lock.wait(IDLE_WAIT_S)
+                if not threading.main_thread().is_alive():  # the interpreter is exiting
+                    self._stopping, self._deadline = True, 0.0
+            queued = [s for s in self._queue if s.cancelled]
+            for stream in queued:
+                self._queue.remove(stream)
+        for stream in queued:
+            stream.put(Finished("cancelled", 0, len(stream.request.prompt)))
+        late = time.monotonic() >= self._deadline
+        for slot, running in enumerate(self._running):
+            if running is not None and (late or running.stream.cancelled):
+                self._finish(slot, "cancelled")
+        if self._stopping and not any(self._running):
+            return False
+        with self._device:
+            for slot in range(self.slots):
+                while self._running[slot] is None and (stream := self._pop()) is not None:
+                    self._start(slot, stream)
+            if any(self._running):
+                draw = jax.device_get(self._step())
+                for slot, running in enumerate(self._running):
+                    if running is not None:
+                        self._deliver(slot, draw, slot)
+        return True
+
+    def _pop(self) -> Stream | None:
+        with self._lock:
+            return self._queue.popleft() if self._queue else None
+
+    def _start(self, slot: int, stream: Stream) -> None:
+        """Admits the request into the free slot and delivers its first token."""
+        self._running[slot] = _Running(stream, admitted=time.monotonic(), gaps=[])
+        draw = jax.device_get(self._admit(slot, stream.request))
+        self._deliver(slot, draw, 0)
+
+    def _admit(self, slot: int, request: Request) -> device.Draw:
+        P = len(request.prompt)
+        width = next(b for b in self.prompt_buckets if b >= P)
+        prompt = np.zeros((1, width), np.int32)
+        prompt[0, :P] = request.prompt
+        f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+        r = request
+        settings = device.Settings(
+            temperature=f32(r.temperature), top_k=np.asarray(r.top_k or 0, np.int32),
+            top_p=f32(1.0 if r.top_p is None else r.top_p), min_p=f32(r.min_p or 0.0),
+            presence=f32(r.presence_penalty), frequency=f32(r.frequency_penalty),
+            repetition=f32(r.repetition_penalty),
+        )  # fmt: skip
+        self._state, draw = self.programs.admit(
+            self._params, self._state, np.asarray(slot, np.int32), prompt, np.asarray([P], np.int32),
+            np.asarray(r.seed, np.uint32), settings, config=self.config, top_k=self.top_k,
+        )  # fmt: skip
+        return draw
+
+    def _step(self) -> device.Draw:
+        self._state, draw = self.programs.step(
+            self._params, self._weights, self._state, config=self.config, top_k=self.top_k
+        )
+        return draw
+
+    def _deliver(self, slot: int, draw: device.Draw, row: int) -> None:
+        """Hands row `row` of the draw to the request in `slot`; frees the slot if it is done."""
+        running = self._running[slot]
+        request, token, now = running.stream.request, int(draw.tokens[row]), time.monotonic()
+        if request.eot_id is not None and token == request.eot_id:
+            return self._finish(slot, "stop")
+        k = request.logprobs
+        top_ids, top_logprobs = draw.top_ids[row, :k].tolist(), draw.top_logprobs[row, :k].tolist()
+        running.stream.put(Token(token, float(draw.logprobs[row]), tuple(top_ids), tuple(top_logprobs)))
+        if running.last is not None:
+            running.gaps.append(now - running.last)
+        running.first = now if running.first is None else running.first
+        running.last, running.num_tokens = now, running.num_tokens + 1
+        with self._lock:
+            self._tokens += 1
+        if running.num_tokens == request.max_new_tokens:
+            self._finish(slot, "length")
+
+    def _finish(self, slot: int, reason: str) -> None:
+        running, self._running[slot] = self._running[slot], None
+        stream = running.stream
+        first = None if running.first is None else running.first - stream.submitted
+        stream.put(
+            Finished(
+                reason, running.num_tokens, len(stream.request.prompt), running.admitted - stream.submitted,
+                first, tuple(running.gaps),
+            )
+        )  # fmt: skip
+
+    def _fail(self, error: BaseException) -> None:
+        """The loop raised: record it, stop, and end every open stream with `Failed`."""
+        log.error("the batching engine failed: %r", error, exc_info=error)
+        with self._lock:
+            self.error, self._stopping = error, True
+            streams = [r.stream for r in self._running if r is not None] + list(self._queue)
+            self._running, self._queue = [None] * self.slots, collections.deque()
+        for stream in streams:
+            stream.put(Failed(error))
