@@ -39,7 +39,8 @@ def cache_copies(params, config, batch: int, options: dict) -> dict[str, int]:
     prompt, lengths = jnp.zeros((batch, PROMPT), jnp.int32), jnp.full((batch,), PROMPT, jnp.int32)
     hlo = program.lower(
         params, prompt, lengths, jax.random.key(0), config=config, max_new_tokens=NEW,
-        temperature=0.0, top_k=None, top_p=None, min_p=None, eot_id=None,
+        temperature=0.0, top_k=None, top_p=None, min_p=None, presence_penalty=0.0,
+        frequency_penalty=0.0, repetition_penalty=1.0, eot_id=None,
     ).compile().as_text()  # fmt: skip
     dtype = {"float32": "f32", "bfloat16": "bf16"}[config.compute_dtype]
     shape = f"{dtype}[{batch},{config.n_kv_heads},{PROMPT + NEW - 1},{config.head_dim}]"

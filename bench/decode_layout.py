@@ -99,8 +99,9 @@ def measure(params, config, batch: int, rounds: int) -> dict:
     prompt = jax.random.randint(jax.random.key(1), (batch, PROMPT), 0, config.vocab_size).astype(jnp.int32)
     lengths = jnp.full((batch,), PROMPT, jnp.int32)
     kwargs = dict(
-        config=config, max_new_tokens=NEW, temperature=0.0, top_k=None, top_p=None, min_p=None, eot_id=None
-    )
+        config=config, max_new_tokens=NEW, temperature=0.0, top_k=None, top_p=None, min_p=None,
+        presence_penalty=0.0, frequency_penalty=0.0, repetition_penalty=1.0, eot_id=None,
+    )  # fmt: skip
     calls = {}
     for name, layout in LAYOUTS.items():
         fn = program(layout, config)

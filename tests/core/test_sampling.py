@@ -113,12 +113,18 @@ BAD = {
               *[x for x in NOT_NUMBERS if x is not None]],
     "min_p": [-0.1, -1e-300, 1.0000001, 2, float("nan"), float("inf"),
               *[x for x in NOT_NUMBERS if x is not None]],
+    "presence_penalty": [-2.1, 2.5, float("nan"), float("inf"), *NOT_NUMBERS],
+    "frequency_penalty": [-3, 2.0001, float("-inf"), *NOT_NUMBERS],
+    "repetition_penalty": [0, 0.0, -1.0, float("inf"), float("nan"), *NOT_NUMBERS],
 }  # fmt: skip
 MESSAGE = {
     "temperature": r"temperature must be a finite number >= 0 \(0 = greedy\), got ",
     "top_k": r"top_k must be an integer >= 1 or None, got ",
     "top_p": r"top_p must be a number in \(0, 1\] or None, got ",
     "min_p": r"min_p must be a number in \[0, 1\] or None, got ",
+    "presence_penalty": r"presence_penalty must be a number in \[-2, 2\] \(0 = none\), got ",
+    "frequency_penalty": r"frequency_penalty must be a number in \[-2, 2\] \(0 = none\), got ",
+    "repetition_penalty": r"repetition_penalty must be a finite number > 0 \(1 = none\), got ",
 }
 
 
@@ -126,8 +132,9 @@ MESSAGE = {
     ("name", "value"), [(name, value) for name, values in BAD.items() for value in values], ids=repr
 )
 def test_bad_sampling_arguments_are_refused(tiny_config, tiny_params, name, value):
-    with pytest.raises(SamplingError, match=MESSAGE[name]):
-        sample_logits(jnp.zeros((1, 5)), jax.random.key(0), **{name: value})
+    if not name.endswith("_penalty"):  # penalties belong to the loop, not to one draw
+        with pytest.raises(SamplingError, match=MESSAGE[name]):
+            sample_logits(jnp.zeros((1, 5)), jax.random.key(0), **{name: value})
     with pytest.raises(SamplingError, match=MESSAGE[name]):  # refused before anything is traced
         generate_tokens(tiny_params, tiny_config, jnp.ones((1, 2), jnp.int32), jnp.asarray([2]),
                         rng=jax.random.key(0), max_new_tokens=2, **{name: value})  # fmt: skip
@@ -269,6 +276,51 @@ def test_greedy_generation_equals_argmax_over_the_full_forward(jit_forward, tiny
     for row, prompt in enumerate(prompts):
         assert out.tokens[row].tolist() == naive_greedy(jit_forward, tiny_params, tiny_config, prompt, 10)
     np.testing.assert_array_equal(out.num_tokens, [10, 10, 10])
+
+
+@pytest.mark.parametrize(
+    "penalties",
+    [
+        {"repetition_penalty": 1.5},
+        {"presence_penalty": 1.0, "frequency_penalty": 0.5},
+        {"presence_penalty": -0.5, "frequency_penalty": 0.2, "repetition_penalty": 0.8},
+    ],
+    ids=["repetition", "presence-frequency", "all"],
+)
+def test_penalised_greedy_generation_equals_a_host_loop_over_the_full_forward(
+    jit_forward, tiny_config, tiny_params, penalties
+):
+    prompts = [[5, 9, 2, 7, 1, 3], [11, 4]]
+    padded = jnp.asarray([p + [0] * (6 - len(p)) for p in prompts])
+    kwargs = dict(rng=jax.random.key(0), max_new_tokens=12, temperature=0)
+    out = generate_tokens(tiny_params, tiny_config, padded, jnp.asarray([6, 2]), **kwargs, **penalties)
+    theta = penalties.get("repetition_penalty", 1.0)
+    alpha_p, alpha_f = penalties.get("presence_penalty", 0.0), penalties.get("frequency_penalty", 0.0)
+    for row, prompt in enumerate(prompts):
+        tokens, new = list(prompt), []
+        for _ in range(12):
+            z = np.asarray(jit_forward(tiny_params, jnp.asarray([tokens]), tiny_config)[0, -1], np.float64)
+            counts = np.bincount(new, minlength=z.size)
+            seen = (counts > 0) | np.isin(np.arange(z.size), prompt)
+            z = (
+                np.where(seen, np.where(z > 0, z / theta, z * theta), z)
+                - counts * alpha_f
+                - (counts > 0) * alpha_p
+            )
+            new.append(int(np.argmax(z)))
+            tokens.append(new[-1])
+        assert out.tokens[row].tolist() == new
+    plain = generate_tokens(tiny_params, tiny_config, padded, jnp.asarray([6, 2]), **kwargs)
+    assert not np.array_equal(plain.tokens, out.tokens)  # the penalties changed something
+
+
+def test_neutral_penalties_compile_the_plain_loop(tiny_config, tiny_params):
+    prompt, lengths = jnp.asarray([[3, 1, 4]]), jnp.asarray([3])
+    kwargs = dict(rng=jax.random.key(1), max_new_tokens=6, temperature=0.9, top_k=20)
+    plain = generate_tokens(tiny_params, tiny_config, prompt, lengths, **kwargs)
+    neutral = generate_tokens(tiny_params, tiny_config, prompt, lengths, **kwargs, presence_penalty=0,
+                              frequency_penalty=0.0, repetition_penalty=np.float32(1))  # fmt: skip
+    np.testing.assert_array_equal(plain.tokens, neutral.tokens)
 
 
 def test_rows_stop_at_end_of_text_independently(tiny_config, tiny_params):

@@ -175,6 +175,7 @@ def test_every_option_gives_the_reference_tokens(options):
     prompt = np.random.default_rng(0).integers(0, 64, (3, 4)).astype(np.int32)
     lengths = np.asarray([4, 1, 3])
     kwargs = dict(rng=jax.random.key(4), max_new_tokens=12, temperature=0.7, top_k=20, top_p=0.9, min_p=0.05)
+    kwargs |= dict(presence_penalty=0.5, frequency_penalty=0.25, repetition_penalty=1.2)
     free = reference_generate(params, config, prompt, lengths, **kwargs)
     kwargs["eot_id"] = int(free.tokens[1, 3])  # row 1 stops at its fourth token
     want = reference_generate(params, config, prompt, lengths, **kwargs)

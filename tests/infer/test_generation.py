@@ -90,6 +90,10 @@ BAD_ARGUMENTS = [
       for v in [0, 0.0, -0.5, 1.5, float("nan"), float("inf"), True, "0.5"]],
     *[("min_p", v, SamplingError, r"min_p must be a number in \[0, 1\] or None")
       for v in [-0.5, 1.5, float("nan"), float("inf"), True, "0.5"]],
+    *[(name, v, SamplingError, rf"{name} must be a number in \[-2, 2\]")
+      for name in ("presence_penalty", "frequency_penalty") for v in [-2.5, 3, float("nan"), True, "1"]],
+    *[("repetition_penalty", v, SamplingError, "repetition_penalty must be a finite number > 0")
+      for v in [0, -1, float("inf"), float("nan"), True, None]],
     *[("stop", v, InferError, r"^stop(\[\d\])? must be")
       for v in ["", [""], ["ok", ""], [3], ["a", None], ("a", b"b"), 5, b"x", {"a"}, {"a": 1}]],
     ("stop", ["a\ud800"], InferError, r"stop\[0\] holds a lone surrogate"),

@@ -38,6 +38,7 @@ __all__ = [
     "Generation",
     "SamplingError",
     "check_generation",
+    "check_penalties",
     "check_rng",
     "check_sampling",
     "decode_loop",
@@ -45,6 +46,7 @@ __all__ = [
     "generate_tokens",
     "greedy",
     "penalize",
+    "penalized",
     "prefill",
     "sample_logits",
     "sample_rows",
@@ -54,6 +56,8 @@ __all__ = [
 # The smallest normal float32: a smaller τ would round to 0 (or be flushed to 0) in float32. Any τ this
 # small already puts all the probability on the maximum, so τ is taken as at least this.
 MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
+
+NEUTRAL_PENALTIES = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
 
 Setting = float | int | jax.Array
 """A sampling setting: one Python number for every row, or a (B,) array of one per row."""
@@ -101,6 +105,18 @@ def check_sampling(
         None if top_p is None else float(top_p),
         None if min_p is None or min_p == 0 else float(min_p),
     )
+
+
+def check_penalties(presence: Any, frequency: Any, repetition: Any) -> tuple[float, float, float]:
+    """The penalties as Python floats, or `SamplingError` naming the bad one. Valid (OpenAI's and
+    vLLM's ranges): presence and frequency in [-2, 2] (0: none); repetition a finite number > 0
+    (1: none)."""
+    for name, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
+        if not is_real(value) or not -2 <= value <= 2:
+            raise SamplingError(f"{name} must be a number in [-2, 2] (0 = none), got {value!r}")
+    if not is_real(repetition) or not (math.isfinite(repetition) and repetition > 0):
+        raise SamplingError(f"repetition_penalty must be a finite number > 0 (1 = none), got {repetition!r}")
+    return float(presence), float(frequency), float(repetition)
 
 
 def check_rng(rng: Any) -> jax.Array:
@@ -323,12 +339,14 @@ def top_logprobs(logits: jax.Array, tokens: jax.Array, k: int) -> tuple[jax.Arra
 # ------------------------------------------------------------------------------------------------
 def check_generation(
     config: GPTConfig, prompt: Any, lengths: Any, *, rng: Any, max_new_tokens: Any, temperature: Any,
-    top_k: Any, top_p: Any, eot_id: Any, min_p: Any = None,
+    top_k: Any, top_p: Any, eot_id: Any, min_p: Any = None, presence_penalty: Any = 0.0,
+    frequency_penalty: Any = 0.0, repetition_penalty: Any = 1.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array, dict[str, Any]]:  # fmt: skip
     """The arguments of `generate_tokens`, checked: (prompt int32, lengths int32, the key, and the
-    static settings `max_new_tokens`, `temperature`, `top_k`, `top_p`, `min_p`, `eot_id` as Python
-    values), or `SamplingError` naming the bad one (see `generate_tokens` for what is valid)."""
+    static settings (`max_new_tokens`, `temperature`, `top_k`, `top_p`, `min_p`, the penalties,
+    `eot_id`) as Python values), or `SamplingError` naming the bad one (see `generate_tokens`)."""
     temperature, top_k, top_p, min_p = check_sampling(temperature, top_k, top_p, min_p)
+    penalties = check_penalties(presence_penalty, frequency_penalty, repetition_penalty)
     rng = check_rng(rng)
     prompt = jnp.asarray(prompt)
     lengths = jnp.asarray(lengths)
@@ -353,7 +371,8 @@ def check_generation(
         raise SamplingError(f"eot_id must be an integer in [0, {config.vocab_size}) or None, got {eot_id!r}")
     settings = dict(
         max_new_tokens=int(max_new_tokens), temperature=temperature, top_k=top_k, top_p=top_p,
-        min_p=min_p, eot_id=None if eot_id is None else int(eot_id),
+        min_p=min_p, presence_penalty=penalties[0], frequency_penalty=penalties[1],
+        repetition_penalty=penalties[2], eot_id=None if eot_id is None else int(eot_id),
     )  # fmt: skip
     return prompt.astype(jnp.int32), lengths.astype(jnp.int32), rng, settings
 
@@ -370,6 +389,9 @@ def generate_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    repetition_penalty: float = 1.0,
     eot_id: int | None = None,
 ) -> Generation:
     """Continues each prompt by up to `max_new_tokens` tokens, stopping a row at `eot_id`.
@@ -382,13 +404,16 @@ def generate_tokens(
       rng: a key (see `check_rng`; unused when temperature is 0).
       max_new_tokens: N >= 1; needs max(lengths) + N <= context_length.
       temperature, top_k, top_p, min_p: see `sample_logits`.
+      presence_penalty, frequency_penalty, repetition_penalty: see `penalize` (`check_penalties`
+        gives the valid ranges); the neutral 0, 0 and 1 compile the loop without them.
       eot_id: end-of-text id; a row stops after producing it (None: never stop early).
     Returns:
       `Generation(tokens (B, N), num_tokens (B,))`, dispatched asynchronously (as JAX does).
     """
     prompt, lengths, rng, settings = check_generation(
         config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, min_p=min_p, eot_id=eot_id,
+        top_k=top_k, top_p=top_p, min_p=min_p, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, repetition_penalty=repetition_penalty, eot_id=eot_id,
     )  # fmt: skip
     return _generate(params, prompt, lengths, rng, config=config, **settings)
 
@@ -410,19 +435,65 @@ def prefill(
     return jnp.take_along_axis(logits, (lengths - 1)[:, None, None], axis=1)[:, 0], cache  # (B, V)
 
 
-STATIC_ARGNAMES = ("config", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "eot_id")
+def penalized(
+    step: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]],
+    logits: jax.Array,
+    cache: Any,
+    prompt: jax.Array,
+    lengths: jax.Array,
+    *,
+    presence_penalty: float,
+    frequency_penalty: float,
+    repetition_penalty: float,
+) -> tuple[Callable, jax.Array, tuple[Any, jax.Array]]:
+    """The decode loop's step, first logits and cache with the penalties (`penalize`) applied: the
+    step counts each token fed back to it, in a (B, V) count carried beside the cache.
+
+    Returns:
+      the wrapped step (its cache is `(cache, counts)`), the penalised first logits (B, V), and
+      the initial `(cache, counts)`.
+    """
+    B, V = logits.shape
+    rows = jnp.arange(B)  # (B,)
+    valid = jnp.arange(prompt.shape[1]) < lengths[:, None]  # (B, P) the true prompt tokens
+    in_prompt = jnp.zeros((B, V), bool).at[rows[:, None], prompt].max(valid)  # (B, V)
+    penalties = dict(presence=presence_penalty, frequency=frequency_penalty, repetition=repetition_penalty)
+
+    def counted(state, token, positions):
+        cache, counts = state
+        counts = counts.at[rows, token].add(1)  # (B, V): the generated tokens so far
+        logits, cache = step(cache, token, positions)  # (B, V)
+        return penalize(logits, counts, in_prompt, **penalties), (cache, counts)
+
+    counts = jnp.zeros((B, V), jnp.int32)  # (B, V)
+    return counted, penalize(logits, counts, in_prompt, **penalties), (cache, counts)
+
+
+STATIC_ARGNAMES = (
+    "config", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "presence_penalty",
+    "frequency_penalty", "repetition_penalty", "eot_id",
+)  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames=STATIC_ARGNAMES)
 def _generate(
-    params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, min_p, eot_id
-):
-    """The compiled generation: prefill, then `decode_loop` over one-token `forward_cached` steps."""
+    params, prompt, lengths, rng, *, config, max_new_tokens, temperature, top_k, top_p, min_p,
+    presence_penalty, frequency_penalty, repetition_penalty, eot_id,
+):  # fmt: skip
+    """The compiled generation: prefill, then `decode_loop` over one-token `forward_cached` steps
+    (with the penalties, when any is not neutral, `penalized`)."""
     logits, cache = prefill(params, config, prompt, lengths, max_new_tokens)  # (B, V)
 
     def step(cache, token, positions):
         logits, cache = forward_cached(params, cache, token[:, None], positions, config)  # (B, 1, V)
         return logits[:, 0], cache
+
+    penalties = dict(
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+    )  # fmt: skip
+    if penalties != NEUTRAL_PENALTIES:
+        step, logits, cache = penalized(step, logits, cache, prompt, lengths, **penalties)
 
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(

@@ -31,7 +31,7 @@ import numpy as np
 from microgpt_core import SamplingError
 from microgpt_core.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from microgpt_core.config import is_integer
-from microgpt_core.sampling import check_rng, check_sampling
+from microgpt_core.sampling import check_penalties, check_rng, check_sampling
 from microgpt_data.errors import InvalidTextError
 from microgpt_infer.compile_cache import enable_compilation_cache
 from microgpt_infer.engine import generate_tokens, streaming
@@ -119,6 +119,9 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    repetition_penalty: float = 1.0,
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, str], None] | None = None,
     crop_prompt: bool = False,
@@ -138,6 +141,10 @@ def generate(
       top_k: sample among the k most likely tokens only (None: all).
       top_p: sample from the smallest set of tokens whose probability reaches p (None: all).
       min_p: sample among the tokens at least min_p times as likely as the most likely (None: all).
+      presence_penalty, frequency_penalty: OpenAI's, in [-2, 2]: each generated token's logit is
+        lowered by presence (once it has occurred) plus frequency times its count so far.
+      repetition_penalty: θ > 0 (Keskar et al. 2019): a token of the prompt or generated has its
+        logit divided by θ when positive, multiplied by θ when negative (1: none).
       stop: a string or a list of strings; a row ends before the first occurrence of any of them.
       on_token: called as `on_token(row, text)` with each new piece of a row's text as it is
         generated (streaming), in the calling thread; the pieces of a row concatenate to its
@@ -157,7 +164,10 @@ def generate(
         raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
     single = isinstance(prompts, str)
     texts = _prompt_list(prompts)
-    settings = _Settings.check(model, rng, max_new_tokens, temperature, top_k, top_p, min_p, stop, on_token)
+    settings = _Settings.check(
+        model, rng, max_new_tokens, (temperature, top_k, top_p, min_p),
+        (presence_penalty, frequency_penalty, repetition_penalty), stop, on_token,
+    )  # fmt: skip
     if not isinstance(crop_prompt, bool):
         raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
     enable_compilation_cache()
@@ -177,22 +187,24 @@ class _Settings(NamedTuple):
     top_k: int | None
     top_p: float | None
     min_p: float | None
+    penalties: tuple[float, float, float]  # presence, frequency, repetition
     stops: tuple[str, ...]
 
     @classmethod
-    def check(cls, model, rng, max_new_tokens, temperature, top_k, top_p, min_p, stop, on_token) -> _Settings:
+    def check(cls, model, rng, max_new_tokens, sampling, penalties, stop, on_token) -> _Settings:
         T = model.config.context_length
         if not is_integer(max_new_tokens) or not 1 <= max_new_tokens < T:
             raise SamplingError(
                 f"max_new_tokens must be an integer in [1, {T - 1}] (context_length {T} minus a prompt "
                 f"token), got {max_new_tokens!r}"
             )
-        temperature, top_k, top_p, min_p = check_sampling(temperature, top_k, top_p, min_p)
+        temperature, top_k, top_p, min_p = check_sampling(*sampling)
+        penalties = check_penalties(*penalties)
         stops = check_stops(stop)
         key = _as_key(rng)
         if on_token is not None and not callable(on_token):
             raise InferError(f"on_token must be a callable or None, got {type(on_token).__name__}")
-        return cls(key, int(max_new_tokens), temperature, top_k, top_p, min_p, stops)
+        return cls(key, int(max_new_tokens), temperature, top_k, top_p, min_p, penalties, stops)
 
 
 def _prompt_batch(
@@ -247,6 +259,8 @@ def _run(
     kwargs = dict(
         rng=settings.key, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
         top_k=settings.top_k, top_p=settings.top_p, min_p=settings.min_p, eot_id=eot_id,
+        presence_penalty=settings.penalties[0], frequency_penalty=settings.penalties[1],
+        repetition_penalty=settings.penalties[2],
     )  # fmt: skip
     if on_token is None and not settings.stops:  # nothing to do per step: one program, waited for
         out = streaming.wait(generate_tokens(model.params, model.config, prompt, lengths, **kwargs))
@@ -297,6 +311,9 @@ def generate_text(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    repetition_penalty: float = 1.0,
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, str], None] | None = None,
 ) -> str:
@@ -310,7 +327,8 @@ def generate_text(
       model: a `Model`, "default" (the model this package ships), a model folder (a training run's:
         "runs/NAME/model") or a Hub repo id; default `$MICROGPT_MODEL`, else "default". Loaded once
         and kept for later calls.
-      top_k, top_p, min_p, stop, on_token: see `generate`.
+      top_k, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty, stop, on_token:
+        see `generate`.
     Returns:
       The prompt and its continuation, as one string.
     Raises:
@@ -320,6 +338,8 @@ def generate_text(
     resolved = _resolve(model)
     continuation = generate(
         resolved, text, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, min_p=min_p, stop=stop, on_token=on_token,
+        top_k=top_k, top_p=top_p, min_p=min_p, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, repetition_penalty=repetition_penalty, stop=stop,
+        on_token=on_token,
     )  # fmt: skip
     return text + continuation

@@ -19,11 +19,13 @@ import numpy as np
 from microgpt_core.config import GPTConfig
 from microgpt_core.params import Params
 from microgpt_core.sampling import (
+    NEUTRAL_PENALTIES,
     STATIC_ARGNAMES,
     Generation,
     SamplingError,
     check_generation,
     decode_loop,
+    penalized,
     prefill,
     sample_logits,
 )
@@ -45,6 +47,9 @@ def generate_tokens(
     top_k: int | None = None,
     top_p: float | None = None,
     min_p: float | None = None,
+    presence_penalty: float = 0.0,
+    frequency_penalty: float = 0.0,
+    repetition_penalty: float = 1.0,
     eot_id: int | None = None,
     on_token: Callable[[int, np.ndarray], bool | None] | None = None,
 ) -> Generation:
@@ -62,7 +67,8 @@ def generate_tokens(
     """
     prompt, lengths, rng, settings = check_generation(
         config, prompt, lengths, rng=rng, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, min_p=min_p, eot_id=eot_id,
+        top_k=top_k, top_p=top_p, min_p=min_p, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, repetition_penalty=repetition_penalty, eot_id=eot_id,
     )  # fmt: skip
     if on_token is not None and not callable(on_token):
         raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
@@ -94,7 +100,8 @@ def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
 
 def _generate(
     params, prompt, lengths, rng, stream=None, *,
-    config, max_new_tokens, temperature, top_k, top_p, min_p, eot_id,
+    config, max_new_tokens, temperature, top_k, top_p, min_p, presence_penalty, frequency_penalty,
+    repetition_penalty, eot_id,
 ):  # fmt: skip
     """The compiled generation: the reference prefill, then `decode_loop` over `decode.decode_step`.
 
@@ -108,9 +115,16 @@ def _generate(
         logits, caches = decode.decode_step(params, weights, caches, token[:, None], positions, config)
         return logits[:, 0], caches  # (B, V)
 
+    caches = decode.split_cache(cache)
+    penalties = dict(
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
+        repetition_penalty=repetition_penalty,
+    )  # fmt: skip
+    if penalties != NEUTRAL_PENALTIES:
+        step, logits, caches = penalized(step, logits, caches, prompt, lengths, **penalties)
     on_step = (lambda i, tokens: streaming.emit(stream, i, tokens)) if stream is not None else None
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(
-        step, decode.split_cache(cache), logits, lengths, rng,
+        step, caches, logits, lengths, rng,
         sample=sample, max_new_tokens=max_new_tokens, eot_id=eot_id, on_step=on_step,
     )  # fmt: skip
