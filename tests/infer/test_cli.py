@@ -37,8 +37,10 @@ def test_generates_from_a_prompt_argument(model_dir, model, capsys):
 def test_reads_stdin_and_options(model_dir, model, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("from stdin"))
     argv = ["--model", str(model_dir), "--seed", "3", "--top-k", "5", "--top-p", "0.9", "--no-prompt-echo"]
-    assert main([*argv, "--min-p", "0.05", "--max-new-tokens", N]) == 0
-    expected = generate(model, "from stdin", rng=3, max_new_tokens=12, top_k=5, top_p=0.9, min_p=0.05)
+    penalties = ["--presence-penalty", "0.5", "--frequency-penalty", "0.25", "--repetition-penalty", "1.2"]
+    assert main([*argv, "--min-p", "0.05", *penalties, "--max-new-tokens", N]) == 0
+    expected = generate(model, "from stdin", rng=3, max_new_tokens=12, top_k=5, top_p=0.9, min_p=0.05,
+                        presence_penalty=0.5, frequency_penalty=0.25, repetition_penalty=1.2)  # fmt: skip
     assert capsys.readouterr().out == expected + "\n"
 
 
@@ -62,6 +64,10 @@ def one_error_line(err: str) -> str:
         (["x", "--min-p", "1.5"], r"--min-p: must be in \[0, 1\]"),
         (["x", "--min-p", "nan"], r"--min-p: must be in \[0, 1\]"),
         (["x", "--min-p", "some"], "--min-p: expected a number, got 'some'"),
+        (["x", "--presence-penalty", "3"], r"--presence-penalty: must be in \[-2, 2\]"),
+        (["x", "--frequency-penalty", "-2.5"], r"--frequency-penalty: must be in \[-2, 2\]"),
+        (["x", "--repetition-penalty", "0"], "--repetition-penalty: must be a finite number > 0"),
+        (["x", "--repetition-penalty", "inf"], "--repetition-penalty: must be a finite number > 0"),
         (["x", "--max-new-tokens", "many"], "expected an integer"),
         (["x", "--max-new-tokens", "0"], "--max-new-tokens: must be >= 1"),
         (["x", "--seed", "1e29"], "--seed: expected an integer, got '1e29'"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from microgpt_core.model import logit_lens
-from microgpt_infer.cli import inspect_main
+from microgpt_infer.inspect_command import inspect_main
 from tests.infer.test_inspection import TEXT, jit_trace
 
 LAYER, HEAD = 1, 2

@@ -14,8 +14,8 @@ import pytest
 
 from microgpt_core import cross_entropy
 from microgpt_core.model import logit_lens, trace
-from microgpt_infer.cli import inspect_main
 from microgpt_infer.errors import InferError, PromptTooLongError
+from microgpt_infer.inspect_command import inspect_main
 from microgpt_infer.inspection import (
     LENS_TOP_K,
     NEXT_TOP_K,
