@@ -1,8 +1,9 @@
 """A request to the slot engine, the events it streams back, and the stream that carries them.
 
-`Request` is checked when it is made (core's `sampling.check_sampling`, and the same rules for the
-other fields), and against the engine's model when it is submitted, so a bad request never reaches
-the device: both raise `SamplingError` (a ValueError) naming the field.
+`Request` is checked when it is made (core's `sampling.check_sampling` and `check_penalties`, and
+the same rules for the other fields), and against the engine's model when it is submitted
+(`check_fits`), so a bad request never reaches the device: both raise `SamplingError` (a
+ValueError) naming the field.
 
 A `Stream` yields `Token` events, then one final event: `Finished` (reason "stop": the end-of-text
 token, which is not yielded; "length": max_new_tokens; "cancelled") or `Failed` (the engine's loop
@@ -17,15 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from microgpt_core.config import is_integer, is_real
-from microgpt_core.sampling import SamplingError, check_sampling
+from microgpt_core.config import is_integer
+from microgpt_core.sampling import SamplingError, check_penalties, check_sampling
 
 __all__ = [
     "EngineError",
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 MAX_LOGPROBS = 20  # the most alternatives a request may ask for (OpenAI's top_logprobs limit)
-MAX_PENALTY = 2.0  # presence and frequency penalties lie in [-2, 2], as in OpenAI's API
 
 
 class EngineError(RuntimeError):
@@ -99,13 +98,7 @@ class Request:
         check_sampling(self.temperature, self.top_k, self.top_p, self.min_p)
         if not is_integer(self.max_new_tokens) or self.max_new_tokens < 1:
             raise SamplingError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
-        for name in ("presence_penalty", "frequency_penalty"):
-            value = getattr(self, name)
-            if not is_real(value) or not -MAX_PENALTY <= value <= MAX_PENALTY:
-                raise SamplingError(f"{name} must be a number in [-2, 2], got {value!r}")
-        r = self.repetition_penalty
-        if not is_real(r) or not (math.isfinite(r) and r > 0):
-            raise SamplingError(f"repetition_penalty must be a finite number > 0 (1 = off), got {r!r}")
+        check_penalties(self.presence_penalty, self.frequency_penalty, self.repetition_penalty)
         if not is_integer(self.seed) or not 0 <= self.seed < 2**32:
             raise SamplingError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not is_integer(self.logprobs) or not 0 <= self.logprobs <= MAX_LOGPROBS:
