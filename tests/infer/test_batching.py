@@ -185,8 +185,8 @@ def test_async_iteration_gives_the_same_events(engine):
 
 
 # ------------------------------------------------------------------------------------------------
-def test_cancel_frees_the_slot_for_a_waiting_request(model, engine):
-    slow = slowed(make_engine(model), 0.01)
+def test_cancel_frees_the_slot_for_a_waiting_request(model, engine):  # engine: the programs compiled
+    slow = slowed(make_engine(model), 0.02)  # a long request runs 31 steps: 0.6 s
     try:
         long = [slow.submit(Request(prompt=[i + 1], max_new_tokens=31, temperature=0)) for i in range(4)]
         waiting = slow.submit(Request(prompt=[9], max_new_tokens=2, temperature=0))
@@ -195,9 +195,9 @@ def test_cancel_frees_the_slot_for_a_waiting_request(model, engine):
         tokens, finished = waiting.collect(TIMEOUT)
         assert (finished.reason, len(tokens)) == ("length", 2)
         assert slow.metrics().running == 3  # the other long ones still run: the cancelled slot served
-        events = list(long[0])
-        assert isinstance(events[-1], Finished) and events[-1].reason == "cancelled"
-        assert events[-1].num_tokens == 1 + len(events) - 1 < 31
+        *later, finished = list(long[0])
+        assert finished.reason == "cancelled"
+        assert finished.num_tokens == 1 + len(later) < 31
     finally:
         assert slow.stop(0.0)
     for stream in long[1:]:
