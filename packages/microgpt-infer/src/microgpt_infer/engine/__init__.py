@@ -10,12 +10,18 @@ each part tested equal to the reference (tests/infer/test_engine.py):
     streaming.py   host plumbing: a compiled loop hands each step's tokens to a Python callback
     generate.py    `generate_tokens`: core's loop over the fast step, compiled with those options,
                    optionally streaming
+    slots.py       serving's device state: N decode slots, and the compiled admit and step programs
+    requests.py    a served `Request`, its `Stream` of events, the engine's errors
+    batching.py    `Engine`: continuous batching, a thread that admits requests into free slots and
+                   advances every busy slot by one step at a time
 
-`microgpt_infer.generate` and `generate_text` run on it.
+`microgpt_infer.generate` and `generate_text` run on `generate_tokens`; the server on `Engine`.
 """
 
 from __future__ import annotations
 
+from microgpt_infer.engine.batching import Engine
 from microgpt_infer.engine.generate import generate_tokens
+from microgpt_infer.engine.requests import QueueFull, Request, Stream
 
-__all__ = ["generate_tokens"]
+__all__ = ["Engine", "QueueFull", "Request", "Stream", "generate_tokens"]
