@@ -21,6 +21,7 @@ from safetensors import safe_open
 from microgpt_core import SEED_CONFIG, GPTConfig, forward, init_params, save_pretrained
 from microgpt_infer import ExportError, load_model
 from microgpt_infer.card import CARD_FILE, SUMMARY_FILE, is_generated
+from microgpt_infer.chat import CHAT_TEMPLATE_FILE, DEFAULT_CHAT_TEMPLATE, load_chat_template
 from microgpt_infer.cli import export_main
 from microgpt_infer.export_hf import export_hf, layout_of
 from tests.infer.conftest import GPT2_TINY, LLAMA_TIED, LLAMA_TINY, TINY_INFER, byte_tokenizer
@@ -130,6 +131,7 @@ def test_export_files_and_tokenizer_config(tmp_path):
     assert json.loads((llama / "tokenizer_config.json").read_text()) == {
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|endoftext|>",
         "eos_token": "<|endoftext|>", "model_max_length": 64, "clean_up_tokenization_spaces": False,
+        "chat_template": DEFAULT_CHAT_TEMPLATE,  # the source has none
     }  # fmt: skip
     body = config_json(llama)
     assert body["rope_parameters"] == {"rope_theta": 50000.0, "rope_type": "default"}
@@ -142,6 +144,17 @@ def test_export_files_and_tokenizer_config(tmp_path):
     assert config_json(gpt2)["architectures"] == ["GPT2LMHeadModel"]
     assert "lm_head.weight" not in tensors(gpt2 / "model.safetensors")  # tied, as save_pretrained writes it
     assert "lm_head.weight" in tensors(llama / "model.safetensors")
+
+
+def test_the_chat_template_is_carried(tmp_path):
+    source = saved(tmp_path / "src", TINY_INFER)
+    (source / CHAT_TEMPLATE_FILE).write_text("{{ eos_token }}{{ messages[0]['content'] }}", encoding="utf-8")
+    out = export_hf(source, tmp_path / "hf")
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == (
+        "{{ eos_token }}{{ messages[0]['content'] }}"
+    )
+    again = export_hf(out, tmp_path / "again")  # a Hugging Face folder's, from tokenizer_config.json
+    assert load_chat_template(again) == load_chat_template(source)
 
 
 @pytest.mark.parametrize("config", [TINY_INFER, TINY_INFER.replace(gelu="exact", tie_embeddings=False),

@@ -25,7 +25,11 @@ The folder written holds what `save_pretrained` of the model and of a fast token
     vocab.json, merges.txt   the same, GPT-2's files (GPT-2 layout, and only for a tokenizer that
                              splits with GPT-2's pattern: the files carry none)
     tokenizer_config.json    transformers' (not ours): tokenizer_class PreTrainedTokenizerFast, the
-                             end-of-text token as bos and eos, model_max_length = the context
+                             end-of-text token as bos and eos, model_max_length = the context, and
+                             chat_template: the source's (`chat.load_chat_template`), else
+                             `chat.DEFAULT_CHAT_TEMPLATE`, so that transformers' apply_chat_template
+                             and `transformers serve` chat as microgpt's server does (both refuse
+                             chat without a template)
     README.md                the model card (`microgpt_infer.card`), with a transformers snippet
     training_summary.json    the source's, when it has one (the card reads it)
 
@@ -59,6 +63,7 @@ from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_data.tokenizer_files import write_gpt2_files
 from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, write_tokenizer_json
 from microgpt_infer import card, gpt2, hub, llama
+from microgpt_infer.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplateError, load_chat_template
 from microgpt_infer.errors import ExportError, ModelFileError
 from microgpt_infer.folder import Model, load_folder
 from microgpt_infer.model import load_model
@@ -201,12 +206,17 @@ def _write(folder: Path, model: Model, layout: str, *, location: str) -> None:
             write_gpt2_files(tokenizer, folder)
     except DataError as e:
         raise ExportError(f"cannot write the tokenizer of {model.source}: {e}") from None
+    try:
+        chat_template = load_chat_template(model.source)
+    except ChatTemplateError as e:
+        raise ExportError(f"cannot carry the chat template of {model.source}: {e}") from None
     tokenizer_config = {
         "tokenizer_class": "PreTrainedTokenizerFast",  # tokenizer.json as it is, in transformers 4 and 5
         "bos_token": tokenizer.eot_token,
         "eos_token": tokenizer.eot_token,
         "model_max_length": config.context_length,
         "clean_up_tokenization_spaces": False,
+        "chat_template": DEFAULT_CHAT_TEMPLATE if chat_template is None else chat_template,
     }
     write_atomic(folder / TOKENIZER_CONFIG_FILE, _json(tokenizer_config))
     summary = None
