@@ -1,0 +1,298 @@
+"""The OpenAI-compatible HTTP app: `create_app(model, ...) -> Starlette`.
+
+    GET  /v1/models              the one model served
+    POST /v1/completions         text completions (prompt: str, list of str, token ids), streaming or not
+    POST /v1/chat/completions    the model's chat template (microgpt_infer.chat) over `messages`
+    GET  /health                 {"status": "ok"} while the engine runs (503 once it failed)
+    GET  /metrics                Prometheus text (server/metrics.py)
+    GET  /                       the playground page (microgpt_infer/pages/playground.html)
+
+The engine (`microgpt_infer.engine.Engine`) is made and warmed up by `create_app`, and stopped when
+the app's lifespan ends (`engine.stop(stop_timeout)`). Its thread does all the device work; the
+handlers only await each request's `Stream` (`async for`), so the event loop never blocks. A
+streaming client that disconnects cancels its engine streams, which frees their slots at the next
+step. Every bad request is a 4xx with OpenAI's error body naming the parameter (server/schema.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from microgpt_infer.engine import Engine
+from microgpt_infer.folder import Model
+from microgpt_infer.server import responses as shapes
+from microgpt_infer.server.choices import Choice, Piece, cancel, encode_prompts, pieces, submit
+from microgpt_infer.server.metrics import Metrics
+from microgpt_infer.server.schema import Job, RequestError, parse_json, read_chat, read_completion
+
+__all__ = ["PLAYGROUND", "create_app"]
+
+PLAYGROUND = Path(__file__).resolve().parents[1] / "pages" / "playground.html"
+ENDPOINTS = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
+MAX_BODY = 4 * 2**20  # bytes
+
+
+class Server:
+    """What the handlers share: the model, its engine, the limits and the metrics."""
+
+    def __init__(self, model: Model, engine: Engine, name: str, max_tokens_limit: int, max_n: int) -> None:
+        self.model, self.engine, self.name = model, engine, name
+        self.tokenizer = model.tokenizer
+        eot = model.tokenizer.eot_id
+        self.eot_id = eot if eot < model.config.vocab_size else None
+        self.max_tokens_limit, self.max_n = max_tokens_limit, max_n
+        self.metrics = Metrics()
+        self.created = int(time.time())
+        from microgpt_infer import chat
+
+        self.chat = chat
+        self.template = chat.load_chat_template(model.source) if model.source is not None else None
+
+    # -- endpoints ------------------------------------------------------------------------
+    async def models(self, request: Request) -> Response:
+        card = {"id": self.name, "object": "model", "created": self.created, "owned_by": "microgpt"}
+        card["max_model_len"] = self.engine.max_len
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def health(self, request: Request) -> Response:
+        if self.engine.error is not None:
+            return JSONResponse({"status": "error", "error": repr(self.engine.error)}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def prometheus(self, request: Request) -> Response:
+        text = self.metrics.render(self.engine.metrics())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def playground(self, request: Request) -> Response:
+        if not PLAYGROUND.is_file():
+            raise RequestError("the playground page is not installed", None, status=404, code="not_found")
+        return FileResponse(PLAYGROUND, media_type="text/html; charset=utf-8")
+
+    async def completions(self, request: Request) -> Response:
+        job = read_completion(await _body(request), max_n=self.max_n)
+        self._check_model(job)
+        prompts = encode_prompts(self.tokenizer, job.prompts, allow_special=False)
+        choices = submit(
+            self.engine, job, prompts, eot_id=self.eot_id, max_tokens_limit=self.max_tokens_limit, chat=False
+        )
+        id_ = shapes.new_id("cmpl")
+        texts = [self.tokenizer.decode(p) if isinstance(p, list) else p for p in job.prompts]
+        echo = [texts[c.index // job.n] if job.echo else "" for c in choices]
+
+        def choice_chunk(choice: Choice, piece: Piece, first: bool) -> dict[str, Any]:
+            text = (echo[choice.index] if first else "") + piece.text
+            logprobs = None
+            if job.logprobs is not None:
+                offset = len(echo[choice.index]) + len(choice.text) - len(piece.text)
+                logprobs = shapes.completion_logprobs(self.tokenizer, piece.tokens, offset)
+            return shapes.completion_choice(choice.index, text, logprobs, piece.finish_reason)
+
+        if job.stream:
+            created = int(time.time())
+            chunk = lambda c, p, first: shapes.completion(
+                id_, self.name, [choice_chunk(c, p, first)], None, created
+            )
+            last = lambda use: shapes.completion(id_, self.name, [], use, created)
+            return self._stream(job, choices, chunk, last)
+        await self._run(job, choices)
+        out = []
+        for choice in choices:
+            whole = Piece(choice.text, choice.tokens, choice.finish_reason)
+            out.append(choice_chunk(choice, whole, True))
+        return JSONResponse(shapes.completion(id_, self.name, out, _usage(choices, job.n)))
+
+    async def chat_completions(self, request: Request) -> Response:
+        job = read_chat(await _body(request), max_n=self.max_n)
+        self._check_model(job)
+        eot = self.tokenizer.eot_token
+        try:
+            text = self.chat.render_chat(job.messages, self.template, bos_token=eot, eos_token=eot)
+        except self.chat.ChatTemplateError as e:
+            raise RequestError(str(e), "messages") from None
+        prompts = encode_prompts(self.tokenizer, [text], allow_special=True)
+        if self.template is None:  # the default template: a base model writes the next turn itself
+            job = _with_stops(job, self.chat.DEFAULT_CHAT_STOP)
+        choices = submit(
+            self.engine, job, prompts, eot_id=self.eot_id, max_tokens_limit=self.max_tokens_limit, chat=True
+        )
+        id_ = shapes.new_id("chatcmpl")
+        logprobs = lambda tokens: (
+            None if job.logprobs is None else shapes.chat_logprobs(self.tokenizer, tokens)
+        )  # fmt: skip
+        if job.stream:
+            created = int(time.time())
+
+            def chunk(choice: Choice, piece: Piece, first: bool) -> dict[str, Any]:
+                delta = {"role": "assistant", "content": piece.text} if first else {"content": piece.text}
+                choice_ = shapes.chat_delta(choice.index, delta, logprobs(piece.tokens), piece.finish_reason)
+                return shapes.chat_chunk(id_, self.name, created, [choice_])
+
+            last = lambda use: shapes.chat_chunk(id_, self.name, created, [], use)
+            return self._stream(job, choices, chunk, last)
+        await self._run(job, choices)
+        out = [shapes.chat_choice(c.index, c.text, logprobs(c.tokens), c.finish_reason) for c in choices]
+        return JSONResponse(shapes.chat_completion(id_, self.name, out, _usage(choices, job.n)))
+
+    # -- helpers --------------------------------------------------------------------------
+    def _check_model(self, job: Job) -> None:
+        if job.model is not None and job.model != self.name:
+            raise RequestError(
+                f"the model {job.model!r} does not exist; this server serves {self.name!r}", "model",
+                status=404, code="model_not_found",
+            )  # fmt: skip
+
+    async def _run(self, job: Job, choices: list[Choice]) -> None:
+        """Reads every choice to its end."""
+
+        async def drain(choice: Choice) -> None:
+            async for _ in pieces(choice, self.tokenizer, job.stops, self.metrics):
+                pass
+
+        try:
+            await asyncio.gather(*(drain(c) for c in choices))
+        finally:
+            cancel(choices)  # a no-op for those that finished
+
+    def _stream(self, job: Job, choices: list[Choice], chunk, last) -> Response:
+        """Server-sent events: each piece of each choice as it comes, usage if asked, [DONE]."""
+
+        async def events() -> AsyncIterator[bytes]:
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+            async def feed(choice: Choice) -> None:
+                first = True
+                try:
+                    async for piece in pieces(choice, self.tokenizer, job.stops, self.metrics):
+                        if piece.text or piece.finish_reason or first:
+                            await queue.put(shapes.sse(chunk(choice, piece, first)))
+                            first = False
+                finally:
+                    await queue.put(None)
+
+            tasks = [asyncio.create_task(feed(c)) for c in choices]
+            try:
+                for _ in tasks:
+                    while (event := await queue.get()) is not None:
+                        yield event
+                for task in tasks:
+                    task.result()  # re-raises an engine failure
+                if job.include_usage:
+                    yield shapes.sse(last(_usage(choices, job.n)))
+                yield shapes.sse("[DONE]")
+            finally:
+                cancel(choices)
+                for task in tasks:
+                    task.cancel()
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+
+def _usage(choices: list[Choice], n: int) -> dict[str, int]:
+    prompts = {c.index // n: c.prompt_tokens for c in choices}  # each prompt once, whatever n (as OpenAI)
+    return shapes.usage(sum(prompts.values()), sum(len(c.tokens) for c in choices))
+
+
+def _with_stops(job: Job, stops: tuple[str, ...]) -> Job:
+    from dataclasses import replace
+
+    return replace(job, stops=tuple(dict.fromkeys((*job.stops, *stops))))
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise RequestError(f"the body is larger than {MAX_BODY} bytes", None, status=413)
+    return parse_json(raw)
+
+
+def create_app(
+    model: Model, *, name: str = "default", slots: int = 8, max_queue: int = 64, max_len: int | None = None,
+    max_tokens_limit: int | None = None, max_n: int = 8, stop_timeout: float = 30.0, warmup: bool = True,
+) -> Starlette:  # fmt: skip
+    """The server's app over a loaded `Model`, its engine started (and compiled, with `warmup`).
+
+    Args:
+      model: what `load_model` returns.
+      name: the model's id in /v1/models and the `model` field requests must name (or omit).
+      slots, max_queue, max_len: the engine's (`Engine`).
+      max_tokens_limit: the most tokens one choice may ask for (default: max_len).
+      max_n: the most choices one request may ask for.
+      stop_timeout: seconds the running requests may finish in when the app shuts down.
+    """
+    engine = Engine(model.params, model.config, slots=slots, max_len=max_len, max_queue=max_queue)
+    if warmup:
+        engine.warmup()
+    limit = engine.max_len if max_tokens_limit is None else min(int(max_tokens_limit), engine.max_len)
+    server = Server(model, engine, name, limit, max_n)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.stop, stop_timeout)
+
+    routes = [
+        Route("/", server.playground, methods=["GET"]),
+        Route("/health", server.health, methods=["GET"]),
+        Route("/metrics", server.prometheus, methods=["GET"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/v1/completions", server.completions, methods=["POST"]),
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+    ]
+    handlers = {RequestError: _request_error, HTTPException: _http_error}
+    counted = [Middleware(_Counted, metrics=server.metrics)]
+    app = Starlette(routes=routes, middleware=counted, lifespan=lifespan, exception_handlers=handlers)
+    app.state.server, app.state.engine = server, engine
+    return app
+
+
+async def _request_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestError)
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 (no such endpoint) and 405 (wrong method), in OpenAI's error body."""
+    assert isinstance(error, HTTPException)
+    what = {
+        404: f"no endpoint {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }
+    message = what.get(error.status_code, str(error.detail))
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
+    body = RequestError(message, None, status=error.status_code, code=code).body()
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+class _Counted:
+    """ASGI middleware: counts every HTTP answer by endpoint and status (metrics.requests)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+
+        async def counted(message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.request(endpoint, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counted)

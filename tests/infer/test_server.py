@@ -1,0 +1,258 @@
+"""The OpenAI-compatible server (microgpt_infer.server), through the real `openai` client, against a
+tiny model served by uvicorn in a thread on 127.0.0.1 (one server for the module, 4 slots)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+openai = pytest.importorskip("openai")
+uvicorn = pytest.importorskip("uvicorn")
+
+MODEL_NAME = "tiny"
+
+
+@dataclass
+class Served:
+    url: str
+    app: Any
+
+    @property
+    def engine(self):
+        return self.app.state.engine
+
+    def client(self):
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key="none", timeout=30, max_retries=0)
+
+
+def http(served: Served, method: str, path: str, body: bytes | dict | None = None, timeout: float = 30):
+    """(status, headers, body text) of one raw request; 4xx and 5xx are answers too."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    request = urllib.request.Request(f"{served.url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, answer.headers, answer.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def served(model):
+    from microgpt_infer.server.app import create_app
+
+    app = create_app(model, name=MODEL_NAME, slots=4, max_queue=16)
+    server, thread, url = serve(app)
+    yield Served(url, app)
+    server.should_exit = True
+    thread.join(30)
+    assert not thread.is_alive()
+    assert not app.state.engine._thread.is_alive()  # the lifespan's end stopped the engine
+
+
+def complete(served, **kwargs):
+    kwargs.setdefault("model", MODEL_NAME)
+    kwargs.setdefault("prompt", "Once upon")
+    return served.client().completions.create(**kwargs)
+
+
+def test_import_microgpt_infer_needs_no_server_libraries():
+    code = "import sys, microgpt_infer, microgpt_infer.cli; print(sorted(m for m in ('starlette', 'uvicorn', 'jinja2') if m in sys.modules))"  # noqa: E501
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_models_health_and_metrics(served):
+    models = served.client().models.list()
+    assert [m.id for m in models.data] == [MODEL_NAME]
+    assert models.data[0].object == "model"
+    status, _, body = http(served, "GET", "/health")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    complete(served, max_tokens=3, seed=1)
+    status, headers, text = http(served, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert 'microgpt_requests_total{endpoint="/v1/completions",status="200"}' in text
+    for name in ("prompt_tokens_total", "generation_tokens_total", "requests_running", "requests_queued"):
+        assert f"\nmicrogpt_{name} " in text
+    assert 'microgpt_time_to_first_token_seconds_bucket{le="+Inf"}' in text
+    assert "microgpt_inter_token_latency_seconds_count" in text
+
+
+def test_completion_shape_seed_and_n(served):
+    a = complete(served, max_tokens=8, seed=7, n=3)
+    assert a.object == "text_completion" and a.id.startswith("cmpl-") and a.model == MODEL_NAME
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert all(c.finish_reason in ("stop", "length") for c in a.choices)
+    assert a.usage.prompt_tokens == len(b"Once upon")  # byte tokenizer; counted once for n choices
+    assert a.usage.completion_tokens <= 24
+    assert a.usage.total_tokens == a.usage.prompt_tokens + a.usage.completion_tokens
+    b = complete(served, max_tokens=8, seed=7, n=3)
+    assert [c.text for c in b.choices] == [c.text for c in a.choices]  # same seed, same text
+    one = complete(served, max_tokens=8, seed=8)  # choice i draws with seed + i
+    assert one.choices[0].text == a.choices[1].text
+
+
+def test_prompt_list_and_echo(served):
+    out = complete(served, prompt=["ab", "xyz"], max_tokens=2, seed=3, n=2, echo=True)
+    assert len(out.choices) == 4
+    assert [c.text[:2] for c in out.choices] == ["ab", "ab", "xy", "xy"]
+    assert out.usage.prompt_tokens == 5
+    ids = complete(served, prompt=[120, 121], max_tokens=2, seed=3, echo=True)
+    assert ids.choices[0].text.startswith("xy")
+
+
+def test_stop_string_is_cut_and_never_sent(served):
+    base = complete(served, max_tokens=40, seed=11, temperature=0)
+    text = base.choices[0].text
+    stop = text[5:7]
+    assert len(stop) == 2
+    cut = complete(served, max_tokens=40, seed=11, temperature=0, stop=[stop, "\u00ff\u00fe"])
+    assert cut.choices[0].text == text[: text.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    streamed = complete(served, max_tokens=40, seed=11, temperature=0, stop=stop, stream=True)
+    pieces = [(c.choices[0].text, c.choices[0].finish_reason) for c in streamed]
+    assert "".join(p for p, _ in pieces) == text[: text.find(stop)]
+    assert pieces[-1][1] == "stop"
+
+
+def test_logprobs(served):
+    out = complete(served, max_tokens=5, seed=2, logprobs=3)
+    lp = out.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 5
+    assert all(
+        len(top) <= 3 and max(top.values()) >= v - 1e-5
+        for top, v in zip(lp.top_logprobs, lp.token_logprobs, strict=True)
+    )
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+
+
+def test_penalties_through_extra_body(served):
+    extra = {"top_k": 5, "min_p": 0.01, "repetition_penalty": 1.3}
+    a = complete(served, max_tokens=10, seed=5, presence_penalty=1.0, frequency_penalty=0.5, extra_body=extra)
+    b = complete(served, max_tokens=10, seed=5, presence_penalty=1.0, frequency_penalty=0.5, extra_body=extra)
+    assert a.choices[0].text == b.choices[0].text
+
+
+def test_stream_ends_with_usage_and_done(served):
+    chunks = list(complete(served, max_tokens=6, seed=4, stream=True, stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+    assert all(c.object == "text_completion" and c.id == chunks[0].id for c in chunks)
+    whole = complete(served, max_tokens=6, seed=4)
+    assert "".join(c.choices[0].text for c in chunks[:-1]) == whole.choices[0].text
+    status, headers, body = http(
+        served, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 2, "stream": True}
+    )
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = body.split("\n\n")
+    assert events[-2:] == ["data: [DONE]", ""] and all(e.startswith("data: ") for e in events[:-1])
+
+
+def test_chat(served):
+    client = served.client()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    out = client.chat.completions.create(
+        model=MODEL_NAME, messages=messages, max_tokens=6, seed=1, logprobs=True, top_logprobs=2
+    )
+    assert out.object == "chat.completion" and out.id.startswith("chatcmpl-")
+    choice = out.choices[0]
+    assert choice.message.role == "assistant" and choice.finish_reason in ("stop", "length")
+    assert all(len(t.top_logprobs) == 2 for t in choice.logprobs.content)
+    assert out.usage.prompt_tokens > len("Be brief.Hi")
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=messages,
+            max_tokens=6,
+            seed=1,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks[:-1]) == choice.message.content
+    assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
+
+
+def test_concurrent_streams_equal_their_solo_results(served):
+    def solo(seed):
+        return complete(served, max_tokens=20, seed=seed, prompt=f"p{seed}").choices[0].text
+
+    def streamed(seed):
+        chunks = complete(served, max_tokens=20, seed=seed, prompt=f"p{seed}", stream=True)
+        return "".join(c.choices[0].text for c in chunks)
+
+    alone = [solo(seed) for seed in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(streamed, range(8)))
+    assert together == alone
+
+
+def test_full_queue_is_503_with_retry_after(served):
+    engine = served.engine
+    engine.max_queue, saved = 0, engine.max_queue
+    try:
+        status, headers, body = http(served, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 2})
+    finally:
+        engine.max_queue = saved
+    assert status == 503 and headers["Retry-After"]
+    assert json.loads(body)["error"]["code"] == "queue_full"
+    with pytest.raises(openai.APIStatusError):  # the client sees it as an error too
+        engine.max_queue = 0
+        try:
+            complete(served, max_tokens=2)
+        finally:
+            engine.max_queue = saved
+
+
+def test_a_client_that_disconnects_frees_its_slot(served):
+    engine, metrics = served.engine, served.app.state.server.metrics
+    step = engine._step
+    engine._step = lambda: (time.sleep(0.02), step())[1]  # slow: 60 tokens take over a second
+    try:
+        before = metrics.generation_tokens
+        host, port = served.url.removeprefix("http://").split(":")
+        body = json.dumps({"prompt": "a", "max_tokens": 60, "stream": True}).encode()
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            received = b""
+            while b"data: " not in received:
+                received += s.recv(4096)
+        deadline = time.monotonic() + 5
+        while engine.metrics().running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.metrics().running == 0
+        time.sleep(0.1)
+        assert metrics.generation_tokens - before < 60  # cancelled, not run to its end
+    finally:
+        engine._step = step
