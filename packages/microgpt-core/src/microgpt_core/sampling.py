@@ -57,8 +57,6 @@ __all__ = [
 # small already puts all the probability on the maximum, so τ is taken as at least this.
 MIN_TEMPERATURE = float(np.finfo(np.float32).tiny)
 
-NEUTRAL_PENALTIES = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "repetition_penalty": 1.0}
-
 Setting = float | int | jax.Array
 """A sampling setting: one Python number for every row, or a (B,) array of one per row."""
 
@@ -447,12 +445,15 @@ def penalized(
     repetition_penalty: float,
 ) -> tuple[Callable, jax.Array, tuple[Any, jax.Array]]:
     """The decode loop's step, first logits and cache with the penalties (`penalize`) applied: the
-    step counts each token fed back to it, in a (B, V) count carried beside the cache.
+    step counts each token fed back to it, in a (B, V) count carried beside the cache. With every
+    penalty neutral (0, 0, 1) they come back unchanged, and the loop compiles without them.
 
     Returns:
       the wrapped step (its cache is `(cache, counts)`), the penalised first logits (B, V), and
       the initial `(cache, counts)`.
     """
+    if (presence_penalty, frequency_penalty, repetition_penalty) == (0, 0, 1):
+        return step, logits, cache
     B, V = logits.shape
     rows = jnp.arange(B)  # (B,)
     valid = jnp.arange(prompt.shape[1]) < lengths[:, None]  # (B, P) the true prompt tokens
@@ -488,12 +489,10 @@ def _generate(
         logits, cache = forward_cached(params, cache, token[:, None], positions, config)  # (B, 1, V)
         return logits[:, 0], cache
 
-    penalties = dict(
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        repetition_penalty=repetition_penalty,
+    step, logits, cache = penalized(
+        step, logits, cache, prompt, lengths, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, repetition_penalty=repetition_penalty,
     )  # fmt: skip
-    if penalties != NEUTRAL_PENALTIES:
-        step, logits, cache = penalized(step, logits, cache, prompt, lengths, **penalties)
 
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(

@@ -19,7 +19,6 @@ import numpy as np
 from microgpt_core.config import GPTConfig
 from microgpt_core.params import Params
 from microgpt_core.sampling import (
-    NEUTRAL_PENALTIES,
     STATIC_ARGNAMES,
     Generation,
     SamplingError,
@@ -115,13 +114,10 @@ def _generate(
         logits, caches = decode.decode_step(params, weights, caches, token[:, None], positions, config)
         return logits[:, 0], caches  # (B, V)
 
-    caches = decode.split_cache(cache)
-    penalties = dict(
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
-        repetition_penalty=repetition_penalty,
+    step, logits, caches = penalized(
+        step, logits, decode.split_cache(cache), prompt, lengths, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, repetition_penalty=repetition_penalty,
     )  # fmt: skip
-    if penalties != NEUTRAL_PENALTIES:
-        step, logits, caches = penalized(step, logits, caches, prompt, lengths, **penalties)
     on_step = (lambda i, tokens: streaming.emit(stream, i, tokens)) if stream is not None else None
     sample = functools.partial(sample_logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
     return decode_loop(
