@@ -256,3 +256,138 @@ def test_a_client_that_disconnects_frees_its_slot(served):
         assert metrics.generation_tokens - before < 60  # cancelled, not run to its end
     finally:
         engine._step = step
+
+
+# Errors: every bad request is a 4xx with OpenAI's error body naming the parameter ----------------
+
+BAD = [
+    ({"prompt": 3}, "prompt"),
+    ({"prompt": []}, "prompt"),
+    ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+    ({"prompt": "a", "max_tokens": "5"}, "max_tokens"),
+    ({"prompt": "a", "max_tokens": 10_000}, "max_tokens"),
+    ({"prompt": "a", "max_completion_tokens": -1}, "max_completion_tokens"),
+    ({"prompt": "a", "temperature": -1}, "temperature"),
+    ({"prompt": "a", "temperature": True}, "temperature"),
+    ({"prompt": "a", "top_p": 0}, "top_p"),
+    ({"prompt": "a", "top_k": -5}, "top_k"),
+    ({"prompt": "a", "min_p": 2}, "min_p"),
+    ({"prompt": "a", "presence_penalty": 3}, "presence_penalty"),
+    ({"prompt": "a", "frequency_penalty": -2.5}, "frequency_penalty"),
+    ({"prompt": "a", "repetition_penalty": 0}, "repetition_penalty"),
+    ({"prompt": "a", "seed": -1}, "seed"),
+    ({"prompt": "a", "n": 9}, "n"),
+    ({"prompt": "a", "n": 0}, "n"),
+    ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ({"prompt": "a", "stop": [""]}, "stop"),
+    ({"prompt": "a", "logprobs": 6}, "logprobs"),
+    ({"prompt": "a", "stream": "yes"}, "stream"),
+    ({"prompt": "a", "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"prompt": "a" * 100}, "prompt"),
+    ({"prompt": "a" * 40, "max_tokens": 40}, "prompt"),
+    ({"prompt": [300]}, "prompt"),
+    ({"prompt": "a", "logit_bias": {"1": 2}}, "logit_bias"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD, ids=[f"{p}-{i}" for i, (_, p) in enumerate(BAD)])
+def test_bad_completion_names_its_param(served, body, param):
+    status, _, text = http(served, "POST", "/v1/completions", body)
+    assert status == 400, text
+    error = json.loads(text)["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({}, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 21, "logprobs": True},
+            "top_logprobs",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "logprobs": 1}, "logprobs"),
+    ],
+)
+def test_bad_chat_names_its_param(served, body, param):
+    status, _, text = http(served, "POST", "/v1/chat/completions", body)
+    assert status == 400 and json.loads(text)["error"]["param"] == param, text
+
+
+def test_unknown_model_endpoint_method_and_json(served):
+    status, _, text = http(served, "POST", "/v1/completions", {"model": "gpt-9", "prompt": "a"})
+    assert status == 404 and json.loads(text)["error"]["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        served.client().completions.create(model="gpt-9", prompt="a")
+    status, _, text = http(served, "GET", "/v2/nothing")
+    assert status == 404 and json.loads(text)["error"]["code"] == "not_found"
+    status, _, text = http(served, "GET", "/v1/completions")
+    assert status == 405 and "error" in json.loads(text)
+    for raw in (b"{not json", b"[1, 2]", b"\xff\xfe", b""):
+        status, _, text = http(served, "POST", "/v1/completions", raw)
+        assert status == 400 and json.loads(text)["error"]["type"] == "invalid_request_error"
+
+
+def test_playground_page_or_a_json_404(served):
+    from microgpt_infer.server.app import PLAYGROUND
+
+    status, headers, text = http(served, "GET", "/")
+    if PLAYGROUND.is_file():
+        assert status == 200 and headers["content-type"].startswith("text/html")
+    else:
+        assert status == 404 and json.loads(text)["error"]["code"] == "not_found"
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
+    containers = lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    )
+    return st.recursive(scalars, containers, max_leaves=6)
+
+
+def test_random_bodies_never_break_the_server(served):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    keys = st.sampled_from(
+        ["prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n",
+         "stream", "logprobs", "top_logprobs", "echo", "presence_penalty", "repetition_penalty", "model",
+         "stream_options", "max_completion_tokens"]
+    )  # fmt: skip
+    bodies = st.dictionaries(keys, _json_values(), max_size=6) | _json_values()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(body=bodies, chat=st.booleans())
+    def check(body, chat):
+        if isinstance(body, dict):
+            body.setdefault("max_tokens", 2)
+        raw = json.dumps(body, allow_nan=True).encode()
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        status, _, text = http(served, "POST", path, raw)
+        assert status < 500, text
+        if status >= 400:
+            error = json.loads(text)["error"]
+            assert set(error) == {"message", "type", "param", "code"} and error["message"]
+
+    check()
+    assert http(served, "GET", "/health")[0] == 200
+    deadline = time.monotonic() + 5
+    while served.engine.metrics().running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert served.engine.metrics().running == 0
+
+
+def test_serve_help_and_bad_flags():
+    from microgpt_infer.server.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["--port", "70000"])
+    assert exit_.value.code == 2
