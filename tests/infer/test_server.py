@@ -391,3 +391,41 @@ def test_serve_help_and_bad_flags():
     with pytest.raises(SystemExit) as exit_:
         main(["--port", "70000"])
     assert exit_.value.code == 2
+
+
+def test_serve_command_answers_then_exits_0_on_sigterm(model_dir):
+    import os
+    import signal
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "microgpt_infer.server.cli",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+    ]
+    command += ["--slots", "2", "--served-model-name", MODEL_NAME]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        served, deadline = Served(f"http://127.0.0.1:{port}", None), time.monotonic() + 60
+        while True:
+            try:
+                if http(served, "GET", "/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate(timeout=5)
+            time.sleep(0.2)
+        assert complete(served, max_tokens=3).choices[0].text is not None
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)

@@ -13,6 +13,7 @@ stops (`Engine.stop`), and the command exits 0. Bad flags print `error: ...` and
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -109,5 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         app, host=args.host, port=args.port, log_level="info",
         timeout_graceful_shutdown=max(1, int(args.shutdown_timeout)),
     )  # fmt: skip
+    # After its shutdown uvicorn raises the signal it caught again, for the handler it found: a
+    # no-op one here, so a stop by SIGINT or SIGTERM is an orderly exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
     uvicorn.Server(config).run()
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
