@@ -195,13 +195,26 @@ def filter_logits(
         z = jnp.where(z >= floor, z, -jnp.inf)  # (B, V): p_i / p_max = exp(z_i) >= min_p
     if top_p is None or (_is_number(top_p) and top_p >= 1):
         return z
-    p = _per_row(top_p)  # () or (B, 1)
-    order = jnp.argsort(-z, axis=-1)  # (B, V) token ids by descending logit
-    probs = jax.nn.softmax(jnp.take_along_axis(z, order, axis=-1), axis=-1)  # (B, V) sorted probs
-    keep_sorted = (jnp.cumsum(probs, axis=-1) - probs < p) | (p >= 1)  # (B, V) mass before token < p
-    rows = jnp.arange(z.shape[0])[:, None]  # (B, 1)
-    keep = jnp.zeros(z.shape, bool).at[rows, order].set(keep_sorted)  # (B, V) back in id order
-    return jnp.where(keep, z, -jnp.inf)  # (B, V)
+    if _is_number(top_p):
+        return _nucleus(z, top_p)
+    p = jnp.asarray(top_p)  # (B,): rows with p >= 1 keep everything, and skip the sort if all do
+    return jax.lax.cond(jnp.any(p < 1), lambda z: _nucleus(z, p[:, None]), lambda z: z, z)
+
+
+def _nucleus(z: jax.Array, p: float | jax.Array) -> jax.Array:
+    """z outside each row's top-p nucleus set to -∞: in descending order, a token is kept while the
+    probability before it is < p; the last one kept sets a threshold, so tokens tied with it stay
+    too (as top-k keeps ties).
+
+    Args:
+      z: (B, V) logits after top-k and the temperature.
+      p: a number, or (B, 1).
+    """
+    descending = -jnp.sort(-z, axis=-1)  # (B, V)
+    probs = jax.nn.softmax(descending, axis=-1)  # (B, V) sorted probabilities
+    keep = (jnp.cumsum(probs, axis=-1) - probs < p) | (p >= 1)  # (B, V) mass before token < p
+    cutoff = jnp.min(jnp.where(keep, descending, jnp.inf), axis=-1, keepdims=True)  # (B, 1)
+    return jnp.where(z >= cutoff, z, -jnp.inf)  # (B, V)
 
 
 def _is_number(setting: Setting) -> bool:
@@ -223,9 +236,14 @@ def _kth_largest(z: jax.Array, k: Setting) -> jax.Array:
     if _is_number(k):
         return jax.lax.top_k(z, int(k))[0][:, -1:] if k < V else jnp.full((z.shape[0], 1), -jnp.inf)
     k = jnp.asarray(k)  # (B,)
-    descending = -jnp.sort(-z, axis=-1)  # (B, V)
-    kth = jnp.take_along_axis(descending, jnp.clip(k - 1, 0, V - 1)[:, None], axis=-1)  # (B, 1)
-    return jnp.where(((k < 1) | (k >= V))[:, None], -jnp.inf, kth)  # (B, 1)
+    off = (k < 1) | (k >= V)  # (B,) rows that keep every token; all of them skip the sort
+
+    def kth(z):
+        descending = -jnp.sort(-z, axis=-1)  # (B, V)
+        return jnp.take_along_axis(descending, jnp.clip(k - 1, 0, V - 1)[:, None], axis=-1)  # (B, 1)
+
+    no_limit = lambda z: jnp.full((z.shape[0], 1), -jnp.inf)  # noqa: E731
+    return jnp.where(off[:, None], -jnp.inf, jax.lax.cond(jnp.all(off), no_limit, kth, z))  # (B, 1)
 
 
 def sample_logits(
