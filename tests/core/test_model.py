@@ -14,7 +14,7 @@ from tests.conftest import config_strategy
 BF16_LOGIT_ATOL = 2e-2
 
 
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(config=config_strategy(st), data=st.data())
 def test_changing_later_tokens_never_changes_earlier_logits(jit_forward, config, data):
     params = init_params(jax.random.key(0), config)
@@ -44,7 +44,7 @@ def test_logits_shape_and_dtype(jit_forward, config, batch, length):
     assert np.isfinite(np.asarray(logits)).all()
 
 
-@settings(max_examples=6)
+@settings(max_examples=4)
 @given(config=config_strategy(st, attention="math"))
 def test_fused_attention_equals_math_attention(jit_forward, config):
     params = init_params(jax.random.key(1), config)

@@ -26,7 +26,7 @@ def _model(config, seed=0):
     return params, tokens
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st))
 def test_trace_gives_forwards_logits_and_every_activation(jit_forward, jit_trace, config):
     params, tokens = _model(config)
@@ -37,7 +37,7 @@ def test_trace_gives_forwards_logits_and_every_activation(jit_forward, jit_trace
     assert all(a.dtype == jnp.float32 for a in acts.values())
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st))
 def test_the_residual_stream_adds_up(jit_trace, config):
     params, tokens = _model(config)
@@ -60,7 +60,7 @@ def test_the_residual_stream_adds_up(jit_trace, config):
         np.testing.assert_allclose(mlp_out, a["mlp_out"][layer], atol=ATOL)
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st))
 def test_attention_rows_are_causal_distributions(jit_trace, config):
     params, tokens = _model(config)
@@ -70,7 +70,7 @@ def test_attention_rows_are_causal_distributions(jit_trace, config):
     assert (np.triu(pattern, k=1) == 0).all()
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st), data=st.data())
 def test_ablating_a_head_zeroes_it_and_equals_cutting_its_output_weights(jit_trace, config, data):
     params, tokens = _model(config)
@@ -88,7 +88,7 @@ def test_ablating_a_head_zeroes_it_and_equals_cutting_its_output_weights(jit_tra
     np.testing.assert_allclose(logits, jit_trace(cut, tokens, config)[0], atol=ATOL)
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st))
 def test_patching_the_last_residual_gives_the_other_prompts_logits(jit_trace, config):
     params, tokens = _model(config)
@@ -117,7 +117,7 @@ def test_patching_a_middle_layer_runs_the_rest_on_the_patch(jit_trace, tiny_conf
     np.testing.assert_allclose(swapped, other_logits, atol=ATOL)
 
 
-@settings(max_examples=4)
+@settings(max_examples=3)
 @given(config=config_strategy(st))
 def test_the_logit_lens_of_the_last_layer_is_the_logits(jit_trace, config):
     params, tokens = _model(config)

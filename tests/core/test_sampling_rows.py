@@ -9,6 +9,12 @@ from hypothesis import strategies as st
 from microgpt_core.sampling import filter_logits, penalize, sample_rows, top_logprobs
 
 B, V = 4, 40
+# Jitted once per module, so each example reuses the compiled programs (lax.cond's branches are
+# compiled anew on every eager call). Settings given as numbers are static, as a caller's would be.
+rows_filter = jax.jit(filter_logits)
+rows_sample = jax.jit(sample_rows)
+one_filter = jax.jit(filter_logits, static_argnums=(1, 2, 3, 4))
+SETTINGS = ("temperature", "top_k", "top_p", "min_p")
 logits_strategy = st.builds(
     lambda seed, scale: (np.random.default_rng(seed).standard_normal((B, V)) * scale).astype(np.float32),
     st.integers(0, 2**20),
@@ -31,34 +37,34 @@ def one_row(name, value):
     return value
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(logits=logits_strategy, chosen=row_settings)
 def test_each_row_is_filtered_as_if_it_were_alone(logits, chosen):
     arrays = {name: jnp.asarray(values) for name, values in chosen.items()}
     together = np.asarray(
-        filter_logits(logits, **{**arrays, "temperature": jnp.maximum(arrays["temperature"], 0.1)})
+        rows_filter(logits, **{**arrays, "temperature": jnp.maximum(arrays["temperature"], 0.1)})
     )
     for b in range(B):
         alone = {name: one_row(name, values[b]) for name, values in chosen.items()}
         alone["temperature"] = max(alone["temperature"], 0.1)
-        expected = np.asarray(filter_logits(logits[b : b + 1], **alone))[0]
+        expected = np.asarray(one_filter(logits[b : b + 1], *(alone[n] for n in SETTINGS)))[0]
         np.testing.assert_array_equal(np.isfinite(together[b]), np.isfinite(expected))
         finite = np.isfinite(expected)
         np.testing.assert_allclose(together[b][finite], expected[finite], rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=10)
+@settings(max_examples=6)
 @given(logits=logits_strategy, chosen=row_settings, seed=st.integers(0, 1000))
 def test_a_rows_token_depends_only_on_its_own_logits_key_and_settings(logits, chosen, seed):
     keys = jax.random.split(jax.random.key(seed), B)
     arrays = {name: jnp.asarray(values) for name, values in chosen.items()}
-    together = np.asarray(sample_rows(logits, keys, **arrays))
+    together = np.asarray(rows_sample(logits, keys, **arrays))
     for b in range(B):
-        alone = sample_rows(
+        alone = rows_sample(
             logits[b : b + 1], keys[b : b + 1], **{n: a[b : b + 1] for n, a in arrays.items()}
         )
         assert int(alone[0]) == together[b]
-        z = np.asarray(filter_logits(logits[b : b + 1], max(chosen["temperature"][b], 1e-3),
+        z = np.asarray(one_filter(logits[b : b + 1], max(chosen["temperature"][b], 1e-3),
                                      one_row("top_k", chosen["top_k"][b]), chosen["top_p"][b],
                                      chosen["min_p"][b]))[0]  # fmt: skip
         assert np.isfinite(z[together[b]])  # never a filtered-out token

@@ -47,6 +47,7 @@ def test_installs_alone_from_wheels_and_generates(tmp_path, model_dir):
         names = set(archive.namelist())
     assert {"config.json", "model.safetensors", "tokenizer.tiktoken", "README.md"} <= shipped, shipped
     assert "microgpt_infer/pages/inspect.html" in names  # the inspect command's page template
+    assert "microgpt_infer/pages/playground.html" in names  # the server's page at /
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
     python, bin_dir = venv / "bin" / "python", venv / "bin"
