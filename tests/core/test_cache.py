@@ -14,7 +14,7 @@ from tests.conftest import config_strategy
 T = 16
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(config=config_strategy(st), data=st.data())
 def test_prefill_then_decode_equals_the_full_forward(jit_forward, jit_forward_cached, config, data):
     params = init_params(jax.random.key(0), config)

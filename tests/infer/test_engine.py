@@ -33,7 +33,7 @@ def stacked(layer_caches):
     return np.stack(layer_caches.k), np.stack(layer_caches.v)
 
 
-@settings(max_examples=5)
+@settings(max_examples=3)
 @given(config=config_strategy(st), data=st.data())
 def test_decode_steps_equal_the_reference_path(
     jit_forward, jit_forward_cached, jit_decode_step, config, data
