@@ -9,7 +9,11 @@
 
 Top-k picks from the raw logits, before the temperature (so it holds for any τ). Subtracting the
 maximum does not change the softmax, and it keeps z/τ finite for tiny τ: the maximum becomes 0 and
-every other logit a large negative number, so a tiny temperature samples the argmax.
+every other logit a large negative number, so a tiny temperature samples the argmax. Before all of
+it, `penalize` may lower the logits of tokens already seen (repetition, presence and frequency
+penalties); `top_logprobs` reports log softmax(z) of the raw logits. Each setting is one number for
+every row, or a (B,) array of one per row (`sample_rows`: a batch of independent requests, as a
+server's decode slots are).
 
 `generate_tokens` runs one prefill over the (right-padded) prompts (`model.forward_cached`), then
 `decode_loop`: a `lax.while_loop` of one-token steps of `forward_cached` over the preallocated
