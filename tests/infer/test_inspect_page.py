@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import html
 import re
-import shutil
 import subprocess
 
 import jax
 import numpy as np
-import pytest
 
 from microgpt_core.model import logit_lens
 from microgpt_infer.inspect_command import inspect_main
+from tests.infer.browser import chromium
 from tests.infer.test_inspection import TEXT, jit_trace
 
 LAYER, HEAD = 1, 2
@@ -24,16 +23,6 @@ LENS_CELL = re.compile(
     r'<td class="lens" data-layer="(\d+)" data-pos="(\d+)" data-id="(\d+)" data-p="([^"]+)"[^>]*>(.*?)</td>'
 )
 VISIBLE = str.maketrans({" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"})  # as the page shows tokens
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail(
-            "Chromium is needed to test the inspect page and was not found on PATH: install it "
-            "(Debian/Ubuntu: apt-get install chromium; .ci/run does this)"
-        )
-    return found
 
 
 def open_page(path, fragment: str) -> tuple[str, str]:

@@ -96,17 +96,7 @@ def completion(
     created: int | None = None,
 ) -> dict[str, Any]:
     """A `text_completion` (also each stream chunk, whose choices hold the new text)."""
-    body = {
-        "id": id_,
-        "object": "text_completion",
-        "created": int(time.time()) if created is None else created,
-        "model": model,
-        "choices": choices,
-        "system_fingerprint": None,
-    }
-    if use is not None:
-        body["usage"] = use
-    return body
+    return _envelope("text_completion", id_, model, choices, use, created)
 
 
 def completion_choice(index: int, text: str, logprobs: Any, finish_reason: str | None) -> dict[str, Any]:
@@ -116,15 +106,7 @@ def completion_choice(index: int, text: str, logprobs: Any, finish_reason: str |
 def chat_completion(
     id_: str, model: str, choices: list[dict[str, Any]], use: dict[str, int]
 ) -> dict[str, Any]:
-    return {
-        "id": id_,
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": use,
-        "system_fingerprint": None,
-    }
+    return _envelope("chat.completion", id_, model, choices, use)
 
 
 def chat_choice(index: int, content: str, logprobs: Any, finish_reason: str) -> dict[str, Any]:
@@ -139,10 +121,23 @@ def chat_choice(index: int, content: str, logprobs: Any, finish_reason: str) -> 
 def chat_chunk(
     id_: str, model: str, created: int, choices: list[dict[str, Any]], use: dict[str, int] | None = None
 ) -> dict[str, Any]:
+    return _envelope("chat.completion.chunk", id_, model, choices, use, created)
+
+
+def _envelope(
+    kind: str,
+    id_: str,
+    model: str,
+    choices: list[dict[str, Any]],
+    use: dict[str, int] | None,
+    created: int | None = None,
+) -> dict[str, Any]:
+    """OpenAI's body around the choices: id, object, created (now by default), model, and the usage
+    when given."""
     body = {
         "id": id_,
-        "object": "chat.completion.chunk",
-        "created": created,
+        "object": kind,
+        "created": int(time.time()) if created is None else created,
         "model": model,
         "choices": choices,
         "system_fingerprint": None,
