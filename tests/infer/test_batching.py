@@ -14,7 +14,8 @@ import pytest
 from microgpt_core import GPTConfig, init_params
 from microgpt_core.sampling import SamplingError
 from microgpt_core.sampling import generate_tokens as reference_generate
-from microgpt_infer.engine.batching import Engine, default_buckets
+from microgpt_infer.engine import slots as device
+from microgpt_infer.engine.batching import Engine, default_buckets, default_widths, default_windows
 from microgpt_infer.engine.requests import (
     EngineError,
     EngineStopped,
@@ -313,4 +314,73 @@ def test_engine_arguments_are_checked(model):
         Engine(params, config, max_len=33)
     with pytest.raises(ValueError, match="prompt_buckets"):
         Engine(params, config, prompt_buckets=(8, 64))
+    with pytest.raises(ValueError, match="widths"):
+        Engine(params, config, slots=4, widths=(2, 5))
+    with pytest.raises(ValueError, match="windows"):
+        Engine(params, config, windows=(0,))
     assert default_buckets(32) == (16, 32) and default_buckets(100) == (16, 32, 64, 100)
+    assert (
+        default_widths(1) == (1,) and default_widths(16) == (2, 4, 8, 16) and default_widths(6) == (2, 4, 6)
+    )
+    assert default_windows(256) == (64, 128, 256) and default_windows(2) == (1, 2)
+
+
+# Narrower steps ----------------------------------------------------------------------------------
+def test_the_kept_step_shapes_give_the_full_steps_rows_on_fresh_slots(engine, model):
+    # Checked again here on other random slots than warmup's: each kept (width, window) step
+    # computes its rows exactly as the full step does.
+    params, config = model
+    assert (4, 32) in engine.verified_shapes
+    assert len(engine.verified_shapes) > 1  # XLA's CPU kernels on this machine: width >= 2 agrees
+    weights = engine.programs.weights(params, config=config)
+    fresh = lambda: device.random_slots(jax.random.key(9), config=config, slots=4, max_len=32, below=8)  # noqa: E731
+
+    def run(width, window):
+        state, draw = engine.programs.step(
+            params, weights, fresh(), config=config, top_k=engine.top_k, width=width, window=window
+        )
+        return [np.asarray(a)[:width] for a in (*state.caches.k, state.tokens, state.counts, *draw)]
+
+    full = run(4, 32)
+    for width, window in engine.verified_shapes:
+        for got, want in zip(run(width, window), full, strict=True):
+            np.testing.assert_array_equal(got, want[:width])
+
+
+def test_a_step_shape_that_rounds_differently_is_never_used(model, engine):  # engine: compiled
+    fresh = make_engine(model)
+    step = fresh.programs.step
+
+    def off_by_one_ulp_when_narrow(*args, width, **kwargs):
+        state, draw = step(*args, width=width, **kwargs)
+        if width < 4:
+            draw = draw._replace(logprobs=jax.numpy.nextafter(draw.logprobs, 0.0))
+        return state, draw
+
+    fresh.programs = fresh.programs._replace(step=off_by_one_ulp_when_narrow)
+    fresh.warmup()
+    try:
+        assert {width for width, _ in fresh.verified_shapes} == {4}  # the windows still agree
+        assert (4, 8) in fresh.verified_shapes
+        tokens, _ = fresh.submit(Request(prompt=[1, 2, 3], max_new_tokens=3, temperature=0)).collect(TIMEOUT)
+        assert len(tokens) == 3
+    finally:
+        assert fresh.stop(5.0)
+
+
+def test_steps_are_as_narrow_as_the_busy_slots_allow(model, engine):  # engine: compiled
+    fresh = make_engine(model)
+    fresh.warmup()
+    shapes, step = [], fresh.programs.step
+
+    def recorded(*args, width, window, **kwargs):
+        shapes.append((width, window))
+        return step(*args, width=width, window=window, **kwargs)
+
+    fresh.programs = fresh.programs._replace(step=recorded)
+    try:
+        fresh.submit(Request(prompt=[1, 2, 3], max_new_tokens=8, temperature=0)).collect(TIMEOUT)
+        # token 0 comes from the prefill; steps feed positions 3..9: window 8, then 16
+        assert shapes == [(2, 8)] * 6 + [(2, 16)]
+    finally:
+        assert fresh.stop(5.0)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from microgpt_core import forward, init_cache, init_params
 from microgpt_core.sampling import generate_tokens as reference_generate
 from microgpt_infer.engine import generate_tokens as engine_generate
-from microgpt_infer.engine.decode import decode_step, decode_weights, split_cache
+from microgpt_infer.engine.decode import bits, decode_step, decode_weights, join_cache, split_cache
 from microgpt_infer.engine.options import compiler_options
 from tests.conftest import config_strategy
 
@@ -27,10 +27,6 @@ def jit_decode_step():
         return decode_step(params, decode_weights(params, config), cache, tokens, positions, config)
 
     return jax.jit(step, static_argnames=("config",))
-
-
-def stacked(layer_caches):
-    return np.stack(layer_caches.k), np.stack(layer_caches.v)
 
 
 @settings(max_examples=3)
@@ -58,7 +54,7 @@ def test_decode_steps_equal_the_reference_path(
         for b in np.flatnonzero(positions < T):
             np.testing.assert_allclose(np.asarray(got)[b, 0], full[b, positions[b]], atol=1e-4)
         positions += 1
-    for fast_half, reference_half in zip(stacked(fast), reference, strict=True):
+    for fast_half, reference_half in zip(join_cache(fast, config.compute_dtype), reference, strict=True):
         np.testing.assert_allclose(fast_half, reference_half, atol=1e-6)
 
 
@@ -92,12 +88,40 @@ def test_decode_weights_hold_the_parameters(tiny_config, tie):
     np.testing.assert_array_equal(weights.head, head)
 
 
-def test_the_split_cache_is_the_same_numbers(tiny_config):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_split_cache_is_the_same_numbers(tiny_config, dtype):
     cache = init_cache(tiny_config, 2, 10)
-    cache = cache._replace(k=jax.random.normal(jax.random.key(1), cache.k.shape))
+    noise = lambda seed: jax.random.normal(jax.random.key(seed), cache.k.shape, dtype)  # noqa: E731
+    cache = cache._replace(k=noise(1), v=noise(2))
     layers = split_cache(cache)
     assert len(layers.k) == tiny_config.n_layers and layers.k[0].shape == (2, 4, 10, 8)  # (B, H, S, Dh)
-    np.testing.assert_array_equal(np.stack(layers.k), cache.k)
+    assert layers.k[0].dtype == {"float32": np.uint32, "bfloat16": np.uint16}[dtype]  # the bits
+    np.testing.assert_array_equal(np.stack(layers.k), bits(cache.k))
+    back = join_cache(layers, dtype)
+    assert back.k.dtype == dtype
+    np.testing.assert_array_equal(back.k, cache.k)
+    np.testing.assert_array_equal(back.v, cache.v)
+
+
+def test_a_step_of_the_first_rows_over_a_window_leaves_the_rest(jit_forward_cached, tiny_config, tiny_params):
+    # The slot engine steps the first rows of its caches over their first positions (its width and
+    # window): those rows get the logits and writes of a step over them alone; the others stay.
+    config, B, S = tiny_config, 4, 16
+    tokens = jax.random.randint(jax.random.key(6), (B, S), 0, config.vocab_size)
+    cache = init_cache(config, B, S)
+    _, cache = jit_forward_cached(tiny_params, cache, tokens[:, :6], jnp.zeros(B, jnp.int32), config)
+    weights = decode_weights(tiny_params, config)
+    step = jax.jit(decode_step, static_argnames=("config", "window"))
+    positions = jnp.array([6, 5], jnp.int32)  # two rows, each at most the window
+    chunk = tokens[:2, 6:7]  # (2, 1)
+    narrow, narrow_cache = step(tiny_params, weights, split_cache(cache), chunk, positions, config, window=8)
+    alone = jax.tree.map(lambda a: a[:, :2], cache)  # (L, 2, Hkv, S, Dh): the two rows on their own
+    want, want_cache = jit_forward_cached(tiny_params, alone, chunk, positions, config)
+    np.testing.assert_allclose(narrow, want, atol=1e-5)
+    got = join_cache(narrow_cache, config.compute_dtype)
+    np.testing.assert_allclose(got.k[:, :2], want_cache.k, atol=1e-6)
+    np.testing.assert_array_equal(got.k[:, 2:], cache.k[:, 2:])  # rows 2 and 3 untouched
+    np.testing.assert_array_equal(got.v[:, 2:], cache.v[:, 2:])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

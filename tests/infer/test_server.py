@@ -234,7 +234,7 @@ def test_full_queue_is_503_with_retry_after(served):
 def test_a_client_that_disconnects_frees_its_slot(served):
     engine, metrics = served.engine, served.app.state.server.metrics
     step = engine._step
-    engine._step = lambda: (time.sleep(0.02), step())[1]  # slow: 60 tokens take over a second
+    engine._step = lambda *shape: (time.sleep(0.02), step(*shape))[1]  # slow: 60 tokens take over a second
     try:
         before = metrics.generation_tokens
         host, port = served.url.removeprefix("http://").split(":")

@@ -5,23 +5,28 @@
     engine thread, forever:  admit queued requests into free slots: one prefill each, batch 1,
                              at the prompt's bucket width, into the slot's rows of the caches
                              (slots.admit), which also samples the request's first token
-                             ONE compiled decode step advances every slot (slots.step)
+                             ONE compiled decode step advances every busy slot (slots.step)
                              hand each busy slot's token to its Stream; free the slots whose
                              request finished (end-of-text, max_new_tokens) or was cancelled
 
 **Fixed shapes.** The device state is N slots of `max_len` positions (`slots.Slots`): per-layer
 caches (N, Hkv, max_len, Dh), each slot's position, step index, key and settings as (N,) arrays,
 and the penalties' token counts and prompt masks as (N, V). A prompt is right-padded to the smallest
-of `prompt_buckets` (powers of two) that holds it, so `admit` compiles once per bucket and `step`
-once: `warmup()` compiles them all, and after it nothing compiles, whatever the load.
+of `prompt_buckets` (powers of two) that holds it, so `admit` compiles once per bucket. A step runs
+the first w slots over their first W cache positions, the smallest (w, W) of `widths` x `windows`
+that holds every busy slot (requests take the lowest free slot), so one client does not pay for 16
+slots of 256 positions; `step` compiles once per shape. `warmup()` compiles them all, and after it
+nothing compiles, whatever the load.
 
 **A request's text does not depend on the load.** Token i of a request is drawn with the key
 fold_in(key(seed), i) of that row alone, with that row's settings, counts and prompt mask; its
-prefill runs alone (batch 1); and in the decode step every row computes from its own inputs, in a
-program whose shapes never change. So the same request gives the same tokens alone or among 15
-others, in any slot (tests/infer/test_batching.py). These sampled tokens differ from
-`microgpt_core.sampling.generate_tokens`, which draws a whole batch from one key per step (a row's
-draw there depends on the batch); greedy tokens equal its.
+prefill runs alone (batch 1); and in the decode step every row computes from its own inputs. A
+narrower step must also give a row the same numbers as the full one: `warmup()` keeps only the
+shapes that do, bit for bit, on this machine (`slots.same_rows`); until it runs, and on a machine
+where none do, every step is full. So the same request gives the same tokens alone or among 15
+others, in any slot (tests/infer/test_batching.py). These
+sampled tokens differ from `microgpt_core.sampling.generate_tokens`, which draws a whole batch
+from one key per step (a row's draw there depends on the batch); greedy tokens equal its.
 
 Cancelling a stream frees its slot at the next step. `stop(timeout)` refuses new requests, cancels
 the queued ones, lets the running ones finish until the timeout, cancels the rest and joins the
@@ -57,7 +62,7 @@ from microgpt_infer.engine.requests import (
     check_fits,
 )
 
-__all__ = ["Engine", "EngineMetrics", "default_buckets"]
+__all__ = ["Engine", "EngineMetrics", "default_buckets", "default_widths", "default_windows"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,21 @@ def default_buckets(max_len: int) -> tuple[int, ...]:
         buckets.append(width)
         width *= 2
     return (*buckets, max_len)
+
+
+def default_widths(slots: int) -> tuple[int, ...]:
+    """Step widths: powers of two from 2 up to `slots`, and `slots` itself (1 only when it is 1: a
+    one-row step rounds differently, see `slots.same_rows`)."""
+    widths, width = [], 2
+    while width < slots:
+        widths.append(width)
+        width *= 2
+    return (*widths, slots)
+
+
+def default_windows(max_len: int) -> tuple[int, ...]:
+    """Attention windows: a quarter, a half and all of `max_len`."""
+    return tuple(sorted({w for w in (max_len // 4, max_len // 2, max_len) if w >= 1}))
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,7 @@ class _Running:
 
     stream: Stream
     admitted: float
+    position: int  # where the slot's next fed token sits: its step attends positions < this
     num_tokens: int = 0
     first: float | None = None
     last: float | None = None
@@ -108,6 +129,8 @@ class Engine:
       max_queue: how many requests may wait for a slot before `submit` raises `QueueFull`.
       prompt_buckets: prompt widths, one prefill compilation each (default `default_buckets`);
         a prompt longer than the largest is refused.
+      widths, windows: the step shapes to try (defaults `default_widths`, `default_windows`); the
+        full one, (slots, max_len), is always among them.
     """
 
     def __init__(
@@ -119,6 +142,8 @@ class Engine:
         max_len: int | None = None,
         max_queue: int = 64,
         prompt_buckets: tuple[int, ...] | None = None,
+        widths: tuple[int, ...] | None = None,
+        windows: tuple[int, ...] | None = None,
     ) -> None:
         max_len = config.context_length if max_len is None else max_len
         for name, value, lo, hi in (
@@ -133,6 +158,14 @@ class Engine:
             raise ValueError(f"prompt_buckets must be integers in [1, max_len={max_len}], got {buckets!r}")
         self.config, self.slots, self.max_len, self.max_queue = config, int(slots), int(max_len), max_queue
         self.prompt_buckets = tuple(sorted(set(int(b) for b in buckets)))
+        widths = default_widths(self.slots) if widths is None else tuple(widths)
+        windows = default_windows(self.max_len) if windows is None else tuple(windows)
+        for name, sizes, top in (("widths", widths, self.slots), ("windows", windows, self.max_len)):
+            if not sizes or not all(is_integer(n) and 1 <= n <= top for n in sizes):
+                raise ValueError(f"{name} must be integers in [1, {top}], got {sizes!r}")
+        shapes = {(int(w), int(W)) for w in (*widths, self.slots) for W in (*windows, self.max_len)}
+        self.step_shapes = tuple(sorted(shapes, key=lambda shape: (shape[0] * shape[1], shape)))
+        self.verified_shapes: tuple[tuple[int, int], ...] = ((self.slots, self.max_len),)
         self.top_k = min(MAX_LOGPROBS, config.vocab_size)  # alternatives computed every step
         self.programs = device.programs(config)
         device_0 = jax.devices()[0]  # committed, like every program output: one signature per program
@@ -180,15 +213,26 @@ class Engine:
             return EngineMetrics(running, len(self._queue), self._total, self._rejected, self._tokens)
 
     def warmup(self) -> None:
-        """Compiles every program (each bucket's prefill, the step) before any request: after this,
-        nothing compiles. Call it before submitting (it uses slot 0)."""
+        """Compiles every program (each bucket's prefill, the step at each shape) before any
+        request: after this, nothing compiles. It also keeps the step shapes that give a row the
+        full step's numbers on this machine (`verified_shapes`); before it, every step is full.
+        Call it before submitting (it uses slot 0)."""
         with self._device:
             if any(r is not None for r in self._running):
                 raise EngineError("warmup() runs before any request is submitted")
             for width in self.prompt_buckets:
                 request = Request(prompt=[0] * width, max_new_tokens=1)
                 jax.block_until_ready(self._admit(0, request))
-            jax.block_until_ready(self._step())
+            jax.block_until_ready(self._step(self.slots, self.max_len))
+            verified = device.same_rows(
+                self.programs, self._params, self._weights, self.step_shapes, config=self.config,
+                top_k=self.top_k, slots=self.slots, max_len=self.max_len,
+            )  # fmt: skip
+            for width, window in verified:  # every program signature the loop can call
+                jax.block_until_ready(self._step(width, window))
+            full = (self.slots, self.max_len)  # always kept: the step every machine can take
+            self.verified_shapes = tuple(verified) if full in verified else (*verified, full)
+            log.info("decode step shapes (slots, positions) kept: %s", verified)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Refuses new requests, cancels the queued ones, lets the running ones finish for up to
@@ -244,12 +288,18 @@ class Engine:
             for slot in range(self.slots):
                 while self._running[slot] is None and (stream := self._pop()) is not None:
                     self._start(slot, stream)
-            if any(self._running):
-                draw = jax.device_get(self._step())
-                for slot, running in enumerate(self._running):
-                    if running is not None:
-                        self._deliver(slot, draw, slot)
+            busy = [(slot, r.position) for slot, r in enumerate(self._running) if r is not None]
+            if busy:
+                width, window = self._shape(max(busy)[0] + 1, max(p for _, p in busy))
+                draw = jax.device_get(self._step(width, window))
+                for slot, position in busy:
+                    self._running[slot].position = position + 1
+                    self._deliver(slot, draw, slot)
         return True
+
+    def _shape(self, rows: int, position: int) -> tuple[int, int]:
+        """The cheapest kept step shape that steps `rows` slots whose positions are <= `position`."""
+        return next(s for s in self.verified_shapes if s[0] >= rows and s[1] >= position)
 
     def _pop(self) -> Stream | None:
         with self._lock:
@@ -257,7 +307,8 @@ class Engine:
 
     def _start(self, slot: int, stream: Stream) -> None:
         """Admits the request into the free slot and delivers its first token."""
-        self._running[slot] = _Running(stream, admitted=time.monotonic(), gaps=[])
+        position = len(stream.request.prompt)  # token 0 is fed at the next step, right after the prompt
+        self._running[slot] = _Running(stream, admitted=time.monotonic(), position=position, gaps=[])
         draw = jax.device_get(self._admit(slot, stream.request))
         self._deliver(slot, draw, 0)
 
@@ -280,10 +331,11 @@ class Engine:
         )  # fmt: skip
         return draw
 
-    def _step(self) -> device.Draw:
+    def _step(self, width: int, window: int) -> device.Draw:
         self._state, draw = self.programs.step(
-            self._params, self._weights, self._state, config=self.config, top_k=self.top_k
-        )
+            self._params, self._weights, self._state, config=self.config, top_k=self.top_k,
+            width=width, window=window,
+        )  # fmt: skip
         return draw
 
     def _deliver(self, slot: int, draw: device.Draw, row: int) -> None:

@@ -13,6 +13,13 @@ only arranges the work so that XLA's CPU backend runs it faster:
   * blockwise attention (`attend_cache_and_chunk`): the softmax over the cached slots and over the
     chunk is computed in two blocks joined by their running maximum (as in FlashAttention), which
     is what lets the chunk's keys be attended before they are written.
+  * the cache as bits (`LayerCaches` holds the numbers' bit patterns, uint16 for bfloat16): XLA's
+    CPU backend scatters into a bfloat16 array by converting the whole array to float32 and back,
+    on every layer of every step; an integer scatter writes only the chunk, and the step reads its
+    keys and values back as numbers (`numbers`) where it attends;
+  * a window and a width (`decode_step(..., window=W)` with fewer token rows than cache rows): the
+    slot engine steps the first rows of its caches over their first W positions, as many as its
+    busy requests need (slots.py).
 
 `bench/decode_layout.py`, `bench/decode_copies.py` and `bench/ab.py` measure these choices;
 bench/README.md has the figures.
@@ -38,20 +45,40 @@ __all__ = [
     "attend_cache_and_chunk",
     "decode_step",
     "decode_weights",
+    "bits",
+    "join_cache",
+    "numbers",
     "split_cache",
 ]
 
 
 class LayerCaches(NamedTuple):
-    """A `KVCache` as one array per layer: k and v are tuples of L arrays (B, Hkv, S, Dh)."""
+    """A `KVCache` as one array per layer, in bits: k and v are tuples of L arrays (B, Hkv, S, Dh)
+    holding the bit patterns of the numbers (`bits`; `numbers` reads them back)."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
 
 
+def bits(a: jax.Array) -> jax.Array:
+    """The bit patterns of a float array: an unsigned integer array of the same width and shape."""
+    return jax.lax.bitcast_convert_type(a, jnp.dtype(f"uint{8 * a.dtype.itemsize}"))
+
+
+def numbers(a: jax.Array, dtype) -> jax.Array:
+    """The `dtype` numbers whose bit patterns `a` holds (the inverse of `bits`)."""
+    return jax.lax.bitcast_convert_type(a, dtype)
+
+
 def split_cache(cache: KVCache) -> LayerCaches:
-    """The per-layer view of a cache (the same numbers; `jnp.stack` of each tuple gives it back)."""
-    return LayerCaches(k=tuple(cache.k), v=tuple(cache.v))
+    """The per-layer view of a cache, in bits (`join_cache` gives the cache back)."""
+    return LayerCaches(k=tuple(bits(a) for a in cache.k), v=tuple(bits(a) for a in cache.v))
+
+
+def join_cache(caches: LayerCaches, dtype) -> KVCache:
+    """The `KVCache` of `dtype` numbers that `split_cache` split."""
+    stack = lambda arrays: jnp.stack([numbers(a, dtype) for a in arrays])  # noqa: E731
+    return KVCache(k=stack(caches.k), v=stack(caches.v))  # (L, B, Hkv, S, Dh) each
 
 
 class DecodeWeights(NamedTuple):
@@ -119,26 +146,34 @@ def decode_step(
     tokens: jax.Array,
     positions: jax.Array,
     config: GPTConfig,
+    *,
+    window: int | None = None,
 ) -> tuple[jax.Array, LayerCaches]:
     """`model.forward_cached` on the fast path: logits for a chunk of tokens per row.
 
     Args:
       params: model parameters (the embeddings and final norm are read from here).
       weights: `decode_weights(params, config)`.
-      cache: `split_cache` of a cache holding positions < positions[b] of row b.
+      cache: `split_cache` of a cache of B' >= B rows holding positions < positions[b] of row b;
+        rows b >= B are neither read nor written.
       tokens: (B, T) int, the chunk (1 token when decoding).
       positions: (B,) int, the position of tokens[b, 0].
       config: the model's configuration.
+      window: attend over the cache's first `window` positions only (static; default all S), which
+        must hold every row's earlier positions: positions[b] <= window.
     Returns:
       logits (B, T, V) float32, and the cache with the chunk's keys and values written.
     """
     token_positions = positions[:, None] + jnp.arange(tokens.shape[1])  # (B, T)
     x = embed(params["embed"], tokens, token_positions, config=config)  # (B, T, D)
+    B, W, cd = tokens.shape[0], window, config.compute_dtype
     ks, vs = list(cache.k), list(cache.v)
     for i, layer in enumerate(weights.layers):
         h = norm(layer["ln1"], x, config=config)  # (B, T, D)
         q, k, v = qkv_heads(layer["attn"], h, token_positions, config=config)  # (B, H|Hkv, T, Dh)
-        out = attend_cache_and_chunk(q, ks[i], vs[i], k, v, positions, config)  # (B, H, T, Dh)
+        k_seen, v_seen = numbers(ks[i][:B, :, :W], cd), numbers(vs[i][:B, :, :W], cd)  # (B, Hkv, W, Dh)
+        out = attend_cache_and_chunk(q, k_seen, v_seen, k, v, positions, config)  # (B, H, T, Dh)
+        k, v = bits(k.astype(cd)), bits(v.astype(cd))  # (B, Hkv, T, Dh) as the cache stores them
         ks[i], vs[i] = write_chunk(ks[i], k, positions), write_chunk(vs[i], v, positions)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
         h = norm(layer["ln2"], x, config=config)  # (B, T, D)

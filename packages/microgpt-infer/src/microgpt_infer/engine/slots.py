@@ -2,14 +2,14 @@
 
 The engine (batching.py) keeps N decode slots on the device, each able to hold one request of up to
 `max_len` positions. Everything here has fixed shapes, so each program compiles once (the prefill
-once per prompt bucket width P), whatever the requests:
+once per prompt bucket width P, the step once per width w and window W), whatever the requests:
 
     admit(slot, prompt (1, P), length, seed, settings)     prefill one request, batch 1, with core's
         logits, cache = sampling.prefill(prompt)           reference `forward_cached` (cache P long);
         caches[:, slot, :, :P] = cache                     insert its keys and values into the slot;
         token₀ = choose(logits, fold_in(key(seed), 0))     sample its first token
-    step()                                                 every slot, busy or idle, one token on:
-        logits, caches = decode.decode_step(tokens, positions)
+    step(w, W)                                             slots 0..w-1, busy or idle, one token on,
+        logits, caches = decode.decode_step(tokens, positions, window=W)    attending positions < W;
         tokenᵢ = choose(logits, fold_in(key_s, i))         i = the slot's own step index
 
 `choose` penalises each row by its own counts and prompt mask, then samples each row with its own
@@ -17,6 +17,8 @@ key and settings (`sampling.penalize`, `sample_rows`, `top_logprobs`): row s of 
 writes only row s, so a request's tokens do not depend on which slot it holds, nor on what the other
 slots hold. Idle slots ride along; their results are ignored, and their stale cache entries stay
 masked (a slot's keys past its position are never attended) until an admission overwrites them.
+Whether a row also computes the same numbers at every (w, W) depends on the backend's kernels:
+`same_rows` finds the shapes that do on this machine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from microgpt_core import sampling
 from microgpt_core.cache import init_cache
@@ -35,7 +38,17 @@ from microgpt_core.params import Params
 from microgpt_infer.engine import decode
 from microgpt_infer.engine.options import compiler_options
 
-__all__ = ["Draw", "Programs", "Settings", "Slots", "choose", "init_slots", "programs"]
+__all__ = [
+    "Draw",
+    "Programs",
+    "Settings",
+    "Slots",
+    "choose",
+    "init_slots",
+    "programs",
+    "random_slots",
+    "same_rows",
+]
 
 
 class Settings(NamedTuple):
@@ -57,7 +70,7 @@ class Slots(NamedTuple):
     """The engine's device state: N slots of up to S = max_len positions.
 
     Attributes:
-      caches: per-layer keys and values (`decode.LayerCaches`), L arrays (N, Hkv, S, Dh) each.
+      caches: per-layer keys and values (`decode.LayerCaches`, in bits), L arrays (N, Hkv, S, Dh).
       tokens: (N,) int32 each slot's last token, fed at the next step.
       positions: (N,) int32 the position of `tokens`.
       steps: (N,) int32 the index i of the next token to sample (its key is fold_in(key, i)).
@@ -152,10 +165,10 @@ def admit(params: Params, slots: Slots, slot, prompt, length, seed, settings: Se
     V, P = config.vocab_size, prompt.shape[1]
     logits, cache = sampling.prefill(params, config, prompt, length, 1)  # (1, V); cache P long
     at = (slot, 0, 0, 0)
+    insert = lambda c, new: jax.lax.dynamic_update_slice(c, decode.bits(new), at)  # noqa: E731
     caches = decode.LayerCaches(
-        k=tuple(jax.lax.dynamic_update_slice(c, cache.k[i], at) for i, c in enumerate(slots.caches.k)),
-        v=tuple(jax.lax.dynamic_update_slice(c, cache.v[i], at) for i, c in enumerate(slots.caches.v)),
-    )  # L x (N, Hkv, S, Dh): positions 0..P-1 of the slot replaced
+        k=tuple(map(insert, slots.caches.k, cache.k)), v=tuple(map(insert, slots.caches.v, cache.v))
+    )  # L x (N, Hkv, S, Dh) bits: positions 0..P-1 of the slot replaced
     ids = jnp.where(jnp.arange(P) < length[0], prompt[0], V)  # (P,) padding -> V, dropped below
     in_prompt = jnp.zeros((1, V), bool).at[0, ids].set(True, mode="drop")  # (1, V)
     key = jax.random.key(seed)
@@ -178,30 +191,104 @@ def admit(params: Params, slots: Slots, slot, prompt, length, seed, settings: Se
     return slots, draw
 
 
-def step(params: Params, weights: decode.DecodeWeights, slots: Slots, *, config, top_k):
-    """One decode step of every slot: feed each slot's last token, sample its next one.
+def step(
+    params: Params, weights: decode.DecodeWeights, slots: Slots, *, config, top_k, width=None, window=None
+):
+    """One decode step of the first `width` slots over their first `window` positions: feed each
+    slot's last token, sample its next one.
 
     Args:
       params: model parameters (the embeddings and final norm are read from here).
       weights: `decode.decode_weights(params, config)`, sliced once when the engine starts.
       slots: the engine's `Slots` (donated: updated in place).
+      width: w, how many slots step (static; default all N). Slots >= w are left as they are.
+      window: W, how many cache positions they attend (static; default all S): each stepped slot's
+        position must be <= W.
     Returns:
-      (the slots one token on, the `Draw` of every slot; idle slots' rows mean nothing).
+      (the slots, the first w one token on; the `Draw` of the w slots, whose idle rows mean nothing).
     """
-    S = slots.caches.k[0].shape[2]
-    tokens = slots.tokens[:, None]  # (N, 1)
-    logits, caches = decode.decode_step(params, weights, slots.caches, tokens, slots.positions, config)
+    N, S = slots.tokens.shape[0], slots.caches.k[0].shape[2]
+    w = N if width is None else width
+    first = lambda a: a[:w]  # noqa: E731 - the stepped rows
+    put = lambda a, rows: jax.lax.dynamic_update_slice_in_dim(a, rows, 0, axis=0)  # noqa: E731
+    positions = first(slots.positions)  # (w,)
+    logits, caches = decode.decode_step(
+        params, weights, slots.caches, first(slots.tokens)[:, None], positions, config, window=window
+    )  # (w, 1, V) logits; the caches' rows < w written
     draw, counts = choose(
-        logits[:, 0], slots.keys, slots.steps, slots.settings, slots.counts, slots.in_prompt, top_k=top_k
-    )  # (N, V) logits in
+        logits[:, 0], first(slots.keys), first(slots.steps), jax.tree.map(first, slots.settings),
+        first(slots.counts), first(slots.in_prompt), top_k=top_k,
+    )  # fmt: skip
     slots = slots._replace(
         caches=caches,
-        tokens=draw.tokens,
-        positions=jnp.minimum(slots.positions + 1, S - 1),  # idle slots stay inside the cache
-        steps=slots.steps + 1,
-        counts=counts,
+        tokens=put(slots.tokens, draw.tokens),
+        positions=put(slots.positions, jnp.minimum(positions + 1, S - 1)),  # idle slots stay inside
+        steps=put(slots.steps, first(slots.steps) + 1),
+        counts=put(slots.counts, counts),
     )
     return slots, draw
+
+
+def random_slots(key, *, config: GPTConfig, slots: int, max_len: int, below: int) -> Slots:
+    """N busy-looking slots for `same_rows`: random caches, tokens, step indices, counts and prompt
+    masks, positions in [1, below], and settings that mix greedy rows with sampled ones under every
+    filter and penalty."""
+    ks = jax.random.split(key, 12)
+    N, V = slots, config.vocab_size
+    empty = init_slots(config, N, max_len)
+    noise = lambda k, a: decode.bits(jax.random.normal(k, a.shape, config.compute_dtype))  # noqa: E731
+    pick = lambda k, *values: jax.random.choice(k, jnp.asarray(values), (N,))  # noqa: E731
+    settings = Settings(
+        temperature=pick(ks[0], 0.0, 0.7, 1.0), top_k=pick(ks[1], 0, 5), top_p=pick(ks[2], 1.0, 0.9),
+        min_p=pick(ks[3], 0.0, 0.05), presence=pick(ks[4], 0.0, 0.5), frequency=pick(ks[5], 0.0, 0.3),
+        repetition=pick(ks[6], 1.0, 1.3),
+    )  # fmt: skip
+    caches = decode.LayerCaches(
+        k=tuple(map(noise, jax.random.split(ks[7], config.n_layers), empty.caches.k)),
+        v=tuple(map(noise, jax.random.split(ks[8], config.n_layers), empty.caches.v)),
+    )  # L x (N, Hkv, S, Dh)
+    return Slots(
+        caches=caches,
+        tokens=jax.random.randint(ks[9], (N,), 0, V),
+        positions=jax.random.randint(ks[10], (N,), 1, below + 1),
+        steps=jax.random.randint(ks[11], (N,), 0, 100),
+        keys=jax.random.split(ks[11], N),
+        settings=settings,
+        counts=jax.random.randint(ks[9], (N, V), 0, 3) * (jax.random.uniform(ks[10], (N, V)) < 0.01),
+        in_prompt=jax.random.uniform(ks[8], (N, V)) < 0.01,
+    )
+
+
+def same_rows(programs: Programs, params: Params, weights, shapes, *, config, top_k, slots, max_len):
+    """The step shapes, of `shapes` (width, window), that give the full step's rows bit for bit.
+
+    A request's tokens must not depend on what else runs. A row of a narrower step computes the
+    same numbers as in the full one only if XLA's kernels on this machine reduce in the same order
+    at both shapes (on a Zen 4 they do for every width >= 2; a width of 1 takes a matrix-vector
+    path that rounds differently). So each shape is tried on the same random slots as the full
+    step, and kept only if its draw and its slots' rows equal the full step's exactly.
+    """
+    below = min(window for _, window in shapes)
+    key = jax.random.key(0)
+
+    def run(width: int, window: int) -> list:
+        state = _random_slots(key, config=config, slots=slots, max_len=max_len, below=below)
+        state, draw = programs.step(
+            params, weights, state, config=config, top_k=top_k, width=width, window=window
+        )
+        rows = (*state.caches.k, *state.caches.v, state.tokens, state.positions, state.steps, state.counts)
+        return [a[:width] for a in jax.device_get([*rows, *draw])]
+
+    full = run(slots, max_len)
+    kept = []
+    for width, window in shapes:
+        got = run(width, window)
+        if all(np.array_equal(a, b[: len(a)]) for a, b in zip(got, full, strict=True)):
+            kept.append((width, window))
+    return kept
+
+
+_random_slots = jax.jit(random_slots, static_argnames=("config", "slots", "max_len", "below"))
 
 
 class Programs(NamedTuple):
@@ -223,12 +310,11 @@ def programs(config: GPTConfig) -> Programs:
 def _programs(options: tuple[tuple[str, Any], ...]) -> Programs:
     jit = functools.partial(
         jax.jit,
-        static_argnames=("config", "top_k"),
         donate_argnames=("slots",),
         compiler_options=dict(options),
     )
     return Programs(
-        admit=jit(admit),
-        step=jit(step),
+        admit=jit(admit, static_argnames=("config", "top_k")),
+        step=jit(step, static_argnames=("config", "top_k", "width", "window")),
         weights=jax.jit(decode.decode_weights, static_argnames=("config",)),
     )
