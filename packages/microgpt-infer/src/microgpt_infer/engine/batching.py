@@ -31,8 +31,9 @@ from one key per step (a row's draw there depends on the batch); greedy tokens e
 Cancelling a stream frees its slot at the next step. `stop(timeout)` refuses new requests, cancels
 the queued ones, lets the running ones finish until the timeout, cancels the rest and joins the
 thread. If the loop raises, every open stream gets a `Failed` event, `error` holds the exception,
-and `submit` raises `EngineStopped`. The engine holds the parameters twice: as given (for the
-reference prefill) and sliced per layer (`decode.decode_weights`, for the step).
+and `submit` raises `EngineStopped`. The engine holds the parameters twice, their matrices in the
+compute dtype (`decode.cast_matrices`, the same numbers for every matmul): whole, for the reference
+prefill, and sliced per layer (`decode.decode_weights`), for the step.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ class Engine:
         self.top_k = min(MAX_LOGPROBS, config.vocab_size)  # alternatives computed every step
         self.programs = device.programs(config)
         device_0 = jax.devices()[0]  # committed, like every program output: one signature per program
-        self._params = jax.device_put(params, device_0)
+        self._params = self.programs.cast(jax.device_put(params, device_0), config=config)
         self._weights = self.programs.weights(self._params, config=config)
         self._state = jax.device_put(device.init_slots(config, self.slots, self.max_len), device_0)
         self.error: BaseException | None = None

@@ -9,10 +9,12 @@ only arranges the work so that XLA's CPU backend runs it faster:
     block attends over its layer's cache and the chunk's own keys and values, then writes the
     chunk, so XLA updates every layer's arrays in place instead of copying a slice per token;
   * decode weights (`decode_weights`): the stacked blocks are sliced into per-layer dicts once,
-    before the loop (slicing inside it copies every layer's weights on every token);
+    before the loop (slicing inside it copies every layer's weights on every token), and the
+    matrices cast to the compute dtype once (`cast_matrices`; every matmul casts them anyway, and
+    in bfloat16 converting all weights on every step cost more than the step's arithmetic);
   * blockwise attention (`attend_cache_and_chunk`): the softmax over the cached slots and over the
     chunk is computed in two blocks joined by their running maximum (as in FlashAttention), which
-    is what lets the chunk's keys be attended before they are written.
+    is what lets the chunk's keys be attended before they are written;
   * the cache as bits (`LayerCaches` holds the numbers' bit patterns, uint16 for bfloat16): XLA's
     CPU backend scatters into a bfloat16 array by converting the whole array to float32 and back,
     on every layer of every step; an integer scatter writes only the chunk, and the step reads its
@@ -46,6 +48,7 @@ __all__ = [
     "decode_step",
     "decode_weights",
     "bits",
+    "cast_matrices",
     "join_cache",
     "numbers",
     "split_cache",
@@ -93,13 +96,26 @@ class DecodeWeights(NamedTuple):
     head: jax.Array
 
 
+def cast_matrices(params: Params, config: GPTConfig) -> Params:
+    """The parameters with the matrices every matmul reads (the blocks' `w_*`, an untied head's `w`)
+    already in the compute dtype, which `precision.matmul` casts them to on every call: the
+    reference path computes the same numbers from them, without converting each weight each time.
+    The embeddings stay float32 (a token's embedding is read, not multiplied)."""
+    cd = config.compute_dtype
+    cast = lambda path, a: a.astype(cd) if path[-1].key.startswith("w") else a  # noqa: E731
+    params = dict(params, blocks=jax.tree_util.tree_map_with_path(cast, params["blocks"]))
+    if "head" in params:
+        params["head"] = {"w": params["head"]["w"].astype(cd)}
+    return params
+
+
 def decode_weights(params: Params, config: GPTConfig) -> DecodeWeights:
-    """The blocks as per-layer slices and the head as W (D, V); call it inside the jitted generation,
-    outside its loop."""
-    blocks = params["blocks"]
+    """The blocks as per-layer slices and the head as W (D, V), the matrices in the compute dtype
+    (`cast_matrices`); call it inside the jitted generation, outside its loop."""
+    blocks = cast_matrices(params, config)["blocks"]
     layers = tuple(jax.tree.map(lambda a, i=i: a[i], blocks) for i in range(config.n_layers))
     head = params["embed"]["tokens"].T if config.tie_embeddings else params["head"]["w"]  # (D, V)
-    return DecodeWeights(layers, head)
+    return DecodeWeights(layers, head.astype(config.compute_dtype))
 
 
 def attend_cache_and_chunk(q, k_cache, v_cache, k, v, start, config: GPTConfig) -> jax.Array:

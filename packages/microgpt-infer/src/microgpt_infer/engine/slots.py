@@ -292,11 +292,13 @@ _random_slots = jax.jit(random_slots, static_argnames=("config", "slots", "max_l
 
 
 class Programs(NamedTuple):
-    """The jitted programs of one model: `admit` (one compilation per prompt width), `step`, and
-    `weights` (`decode.decode_weights`, run once per engine)."""
+    """The jitted programs of one model: `admit` (one compilation per prompt width), `step` (one per
+    width and window), and, run once per engine, `cast` (`decode.cast_matrices`: the parameters
+    `admit` reads) and `weights` (`decode.decode_weights`: those `step` reads)."""
 
     admit: Callable[..., Any]
     step: Callable[..., Any]
+    cast: Callable[..., Any]
     weights: Callable[..., Any]
 
 
@@ -316,5 +318,6 @@ def _programs(options: tuple[tuple[str, Any], ...]) -> Programs:
     return Programs(
         admit=jit(admit, static_argnames=("config", "top_k")),
         step=jit(step, static_argnames=("config", "top_k", "width", "window")),
+        cast=jax.jit(decode.cast_matrices, static_argnames=("config",)),
         weights=jax.jit(decode.decode_weights, static_argnames=("config",)),
     )
