@@ -14,7 +14,7 @@ import pytest
 from microgpt_core import GPTConfig, init_params
 from microgpt_core.sampling import SamplingError
 from microgpt_core.sampling import generate_tokens as reference_generate
-from microgpt_infer.engine import slots as device
+from microgpt_infer.engine import shapes
 from microgpt_infer.engine.batching import Engine, default_buckets, default_widths, default_windows
 from microgpt_infer.engine.requests import (
     EngineError,
@@ -329,11 +329,11 @@ def test_engine_arguments_are_checked(model):
 def test_the_kept_step_shapes_give_the_full_steps_rows_on_fresh_slots(engine, model):
     # Checked again here on other random slots than warmup's: each kept (width, window) step
     # computes its rows exactly as the full step does.
-    params, config = model
+    config = model[1]
     assert (4, 32) in engine.verified_shapes
     assert len(engine.verified_shapes) > 1  # XLA's CPU kernels on this machine: width >= 2 agrees
-    weights = engine.programs.weights(params, config=config)
-    fresh = lambda: device.random_slots(jax.random.key(9), config=config, slots=4, max_len=32, below=8)  # noqa: E731
+    params, weights = engine._params, engine._weights
+    fresh = lambda: shapes.random_slots(np.random.default_rng(9), config=config, slots=4, max_len=32, below=8)  # noqa: E731
 
     def run(width, window):
         state, draw = engine.programs.step(
@@ -382,5 +382,53 @@ def test_steps_are_as_narrow_as_the_busy_slots_allow(model, engine):  # engine: 
         fresh.submit(Request(prompt=[1, 2, 3], max_new_tokens=8, temperature=0)).collect(TIMEOUT)
         # token 0 comes from the prefill; steps feed positions 3..9: window 8, then 16
         assert shapes == [(2, 8)] * 6 + [(2, 16)]
+    finally:
+        assert fresh.stop(5.0)
+
+
+def test_an_admission_shape_that_rounds_differently_is_never_used(model, engine):  # engine: compiled
+    fresh = make_engine(model)
+    admit = fresh.programs.admit
+
+    def off_by_one_ulp_when_batched(params, state, rows, *args, **kwargs):
+        state, draw = admit(params, state, rows, *args, **kwargs)
+        if rows.shape[0] > 1:
+            draw = draw._replace(logprobs=jax.numpy.nextafter(draw.logprobs, 0.0))
+        return state, draw
+
+    fresh.programs = fresh.programs._replace(admit=off_by_one_ulp_when_batched)
+    fresh.warmup()
+    try:
+        assert fresh.verified_admissions == ((1, 8), (1, 32))
+    finally:
+        assert fresh.stop(5.0)
+
+
+def test_queued_requests_are_admitted_together_by_prompt_width(model, engine):  # engine: compiled
+    assert set(engine.verified_admissions) == {(1, 8), (1, 32), (4, 8), (4, 32)}
+    fresh = make_engine(model)
+    fresh.warmup()
+    batches, admit = [], fresh.programs.admit
+
+    def recorded(params, state, rows, prompts, *args, **kwargs):
+        batches.append((np.asarray(rows).tolist(), prompts.shape[1]))
+        return admit(params, state, rows, prompts, *args, **kwargs)
+
+    fresh.programs = fresh.programs._replace(admit=recorded)
+    try:
+        with fresh._device:  # holds the loop while the five requests queue
+            streams = [
+                fresh.submit(Request(prompt=[1] * n, max_new_tokens=2, temperature=0))
+                for n in (3, 20, 5, 8, 9)
+            ]
+        for stream in streams:
+            stream.collect(TIMEOUT)
+        # slots 0-3 free: widths 8 (slots 0, 2, 3; padded to a batch of 4 with slot N = 4) and 32
+        # (slot 1); the fifth waits for a free slot
+        assert batches[:2] == [([0, 2, 3, 4], 8), ([1, 4, 4, 4], 32)] or batches[:2] == [
+            ([0, 2, 3, 4], 8),
+            ([1], 32),
+        ]
+        assert len(batches) == 3 and batches[2][1] == 32
     finally:
         assert fresh.stop(5.0)

@@ -27,7 +27,7 @@ QUESTION = "What is a list?"
 def served(model):
     from microgpt_infer.server.app import create_app
 
-    app = create_app(model, name=MODEL_NAME, slots=2, max_queue=8)
+    app = create_app(model, name=MODEL_NAME, slots=2, max_queue=8, windows=(model.config.context_length,))
     server, thread, url = serve(app)
     yield Served(url, app)
     server.should_exit = True

@@ -66,7 +66,8 @@ def serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
 def served(model):
     from microgpt_infer.server.app import create_app
 
-    app = create_app(model, name=MODEL_NAME, slots=4, max_queue=16)
+    full = (model.config.context_length,)  # one attention window: fewer programs to compile
+    app = create_app(model, name=MODEL_NAME, slots=4, max_queue=16, windows=full, admissions=(1,))
     server, thread, url = serve(app)
     yield Served(url, app)
     server.should_exit = True

@@ -22,7 +22,7 @@ nothing compiles, whatever the load.
 fold_in(key(seed), i) of that row alone, with that row's settings, counts and prompt mask; its
 prefill runs alone (batch 1); and in the decode step every row computes from its own inputs. A
 narrower step must also give a row the same numbers as the full one: `warmup()` keeps only the
-shapes that do, bit for bit, on this machine (`slots.same_rows`); until it runs, and on a machine
+shapes that do, bit for bit, on this machine (`shapes.same_rows`); until it runs, and on a machine
 where none do, every step is full. So the same request gives the same tokens alone or among 15
 others, in any slot (tests/infer/test_batching.py). These
 sampled tokens differ from `microgpt_core.sampling.generate_tokens`, which draws a whole batch
@@ -49,6 +49,7 @@ import numpy as np
 
 from microgpt_core.config import GPTConfig, is_integer
 from microgpt_core.params import Params
+from microgpt_infer.engine import shapes
 from microgpt_infer.engine import slots as device
 from microgpt_infer.engine.requests import (
     MAX_LOGPROBS,
@@ -63,7 +64,14 @@ from microgpt_infer.engine.requests import (
     check_fits,
 )
 
-__all__ = ["Engine", "EngineMetrics", "default_buckets", "default_widths", "default_windows"]
+__all__ = [
+    "Engine",
+    "EngineMetrics",
+    "default_admissions",
+    "default_buckets",
+    "default_widths",
+    "default_windows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +89,17 @@ def default_buckets(max_len: int) -> tuple[int, ...]:
 
 def default_widths(slots: int) -> tuple[int, ...]:
     """Step widths: powers of two from 2 up to `slots`, and `slots` itself (1 only when it is 1: a
-    one-row step rounds differently, see `slots.same_rows`)."""
+    one-row step rounds differently, see shapes.py)."""
     widths, width = [], 2
     while width < slots:
         widths.append(width)
         width *= 2
     return (*widths, slots)
+
+
+def default_admissions(slots: int) -> tuple[int, ...]:
+    """Admission batch sizes: 1, 4 and 16, those that fit `slots`."""
+    return tuple(k for k in (1, 4, 16) if k <= slots)
 
 
 def default_windows(max_len: int) -> tuple[int, ...]:
@@ -132,6 +145,8 @@ class Engine:
         a prompt longer than the largest is refused.
       widths, windows: the step shapes to try (defaults `default_widths`, `default_windows`); the
         full one, (slots, max_len), is always among them.
+      admissions: how many requests one prefill may admit together (default `default_admissions`;
+        1 is always among them).
     """
 
     def __init__(
@@ -145,6 +160,7 @@ class Engine:
         prompt_buckets: tuple[int, ...] | None = None,
         widths: tuple[int, ...] | None = None,
         windows: tuple[int, ...] | None = None,
+        admissions: tuple[int, ...] | None = None,
     ) -> None:
         max_len = config.context_length if max_len is None else max_len
         for name, value, lo, hi in (
@@ -161,12 +177,18 @@ class Engine:
         self.prompt_buckets = tuple(sorted(set(int(b) for b in buckets)))
         widths = default_widths(self.slots) if widths is None else tuple(widths)
         windows = default_windows(self.max_len) if windows is None else tuple(windows)
-        for name, sizes, top in (("widths", widths, self.slots), ("windows", windows, self.max_len)):
+        admissions = default_admissions(self.slots) if admissions is None else tuple(admissions)
+        limits = (("widths", widths, self.slots), ("windows", windows, self.max_len))
+        for name, sizes, top in (*limits, ("admissions", admissions, self.slots)):
             if not sizes or not all(is_integer(n) and 1 <= n <= top for n in sizes):
                 raise ValueError(f"{name} must be integers in [1, {top}], got {sizes!r}")
         shapes = {(int(w), int(W)) for w in (*widths, self.slots) for W in (*windows, self.max_len)}
         self.step_shapes = tuple(sorted(shapes, key=lambda shape: (shape[0] * shape[1], shape)))
         self.verified_shapes: tuple[tuple[int, int], ...] = ((self.slots, self.max_len),)
+        self.admission_shapes = tuple(
+            (k, P) for k in sorted({1, *map(int, admissions)}) for P in self.prompt_buckets
+        )
+        self.verified_admissions = tuple((1, P) for P in self.prompt_buckets)
         self.top_k = min(MAX_LOGPROBS, config.vocab_size)  # alternatives computed every step
         self.programs = device.programs(config)
         device_0 = jax.devices()[0]  # committed, like every program output: one signature per program
@@ -214,18 +236,25 @@ class Engine:
             return EngineMetrics(running, len(self._queue), self._total, self._rejected, self._tokens)
 
     def warmup(self) -> None:
-        """Compiles every program (each bucket's prefill, the step at each shape) before any
-        request: after this, nothing compiles. It also keeps the step shapes that give a row the
-        full step's numbers on this machine (`verified_shapes`); before it, every step is full.
-        Call it before submitting (it uses slot 0)."""
+        """Compiles every program (the prefill at each batch and bucket, the step at each shape)
+        before any request: after this, nothing compiles. It also keeps the shapes that give a
+        request the numbers it gets alone and in the full step on this machine
+        (`verified_admissions`, `verified_shapes`); before it, requests are admitted one at a time
+        and every step is full. Call it before submitting (it uses the first slots)."""
         with self._device:
             if any(r is not None for r in self._running):
                 raise EngineError("warmup() runs before any request is submitted")
-            for width in self.prompt_buckets:
-                request = Request(prompt=[0] * width, max_new_tokens=1)
-                jax.block_until_ready(self._admit(0, request))
+            admissions = shapes.same_admissions(
+                self.programs, self._params, self.admission_shapes, config=self.config, top_k=self.top_k,
+                slots=self.slots, max_len=self.max_len,
+            )  # fmt: skip
+            for k, width in admissions:  # every program signature the loop can call
+                dummy = [(slot, Request(prompt=[0] * width, max_new_tokens=1)) for slot in range(k)]
+                jax.block_until_ready(self._admit(dummy, width, k))
+            self.verified_admissions = tuple(admissions)
+            log.info("admission shapes (requests, prompt width) kept: %s", admissions)
             jax.block_until_ready(self._step(self.slots, self.max_len))
-            verified = device.same_rows(
+            verified = shapes.same_rows(
                 self.programs, self._params, self._weights, self.step_shapes, config=self.config,
                 top_k=self.top_k, slots=self.slots, max_len=self.max_len,
             )  # fmt: skip
@@ -286,9 +315,7 @@ class Engine:
         if self._stopping and not any(self._running):
             return False
         with self._device:
-            for slot in range(self.slots):
-                while self._running[slot] is None and (stream := self._pop()) is not None:
-                    self._start(slot, stream)
+            self._admit_queued()
             busy = [(slot, r.position) for slot, r in enumerate(self._running) if r is not None]
             if busy:
                 width, window = self._shape(max(busy)[0] + 1, max(p for _, p in busy))
@@ -306,29 +333,61 @@ class Engine:
         with self._lock:
             return self._queue.popleft() if self._queue else None
 
-    def _start(self, slot: int, stream: Stream) -> None:
-        """Admits the request into the free slot and delivers its first token."""
-        position = len(stream.request.prompt)  # token 0 is fed at the next step, right after the prompt
-        self._running[slot] = _Running(stream, admitted=time.monotonic(), position=position, gaps=[])
-        draw = jax.device_get(self._admit(slot, stream.request))
-        self._deliver(slot, draw, 0)
+    def _admit_queued(self) -> None:
+        """Admits queued requests into the free slots, in batches of prompts of one bucket width,
+        and delivers their first tokens (a request that ends there frees its slot for the next)."""
+        while True:
+            pairs = []
+            for slot in (s for s in range(self.slots) if self._running[s] is None):
+                if (stream := self._pop()) is None:
+                    break
+                pairs.append((slot, stream))
+            if not pairs:
+                return
+            while pairs:
+                width = self._bucket(pairs[0][1].request)
+                same = [pair for pair in pairs if self._bucket(pair[1].request) == width]
+                sizes = sorted(k for k, P in self.verified_admissions if P == width)
+                batch = same[: sizes[-1]]
+                self._start(batch, width, next(k for k in sizes if k >= len(batch)))
+                taken = {slot for slot, _ in batch}
+                pairs = [pair for pair in pairs if pair[0] not in taken]
 
-    def _admit(self, slot: int, request: Request) -> device.Draw:
-        P = len(request.prompt)
-        width = next(b for b in self.prompt_buckets if b >= P)
-        prompt = np.zeros((1, width), np.int32)
-        prompt[0, :P] = request.prompt
-        f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
-        r = request
-        settings = device.Settings(
-            temperature=f32(r.temperature), top_k=np.asarray(r.top_k or 0, np.int32),
-            top_p=f32(1.0 if r.top_p is None else r.top_p), min_p=f32(r.min_p or 0.0),
-            presence=f32(r.presence_penalty), frequency=f32(r.frequency_penalty),
-            repetition=f32(r.repetition_penalty),
-        )  # fmt: skip
+    def _bucket(self, request: Request) -> int:
+        """The prompt width P the request's prompt is padded to: the smallest bucket that holds it.
+        (A request is always admitted at its own width: a prefill's numbers may depend on P.)"""
+        return next(b for b in self.prompt_buckets if b >= len(request.prompt))
+
+    def _start(self, batch: list[tuple[int, Stream]], width: int, k: int) -> None:
+        """Admits the requests into their free slots and delivers their first tokens."""
+        now = time.monotonic()
+        for slot, stream in batch:
+            position = len(stream.request.prompt)  # token 0 is fed at the next step, after the prompt
+            self._running[slot] = _Running(stream, admitted=now, position=position, gaps=[])
+        draw = jax.device_get(self._admit([(slot, s.request) for slot, s in batch], width, k))
+        for row, (slot, _) in enumerate(batch):
+            self._deliver(slot, draw, row)
+
+    def _admit(self, batch: list[tuple[int, Request]], width: int, k: int) -> device.Draw:
+        """Runs `admit` for the (slot, request) pairs at prompt width P = `width`, in a batch of k
+        (rows past the requests are padding, for slot N, which the program drops)."""
+        rows = np.full((k,), self.slots, np.int32)
+        prompts, lengths = np.zeros((k, width), np.int32), np.ones((k,), np.int32)
+        seeds = np.zeros((k,), np.uint32)
+        values = {name: np.full((k,), neutral) for name, neutral in device.NEUTRAL._asdict().items()}
+        for row, (slot, r) in enumerate(batch):
+            P = len(r.prompt)
+            rows[row], prompts[row, :P], lengths[row], seeds[row] = slot, r.prompt, P, r.seed
+            for name, value in (
+                ("temperature", r.temperature), ("top_k", r.top_k or 0),
+                ("top_p", 1.0 if r.top_p is None else r.top_p), ("min_p", r.min_p or 0.0),
+                ("presence", r.presence_penalty), ("frequency", r.frequency_penalty),
+                ("repetition", r.repetition_penalty),
+            ):  # fmt: skip
+                values[name][row] = value
         self._state, draw = self.programs.admit(
-            self._params, self._state, np.asarray(slot, np.int32), prompt, np.asarray([P], np.int32),
-            np.asarray(r.seed, np.uint32), settings, config=self.config, top_k=self.top_k,
+            self._params, self._state, rows, prompts, lengths, seeds, device.Settings(**values),
+            config=self.config, top_k=self.top_k,
         )  # fmt: skip
         return draw
 

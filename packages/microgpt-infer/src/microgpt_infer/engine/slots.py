@@ -17,8 +17,8 @@ key and settings (`sampling.penalize`, `sample_rows`, `top_logprobs`): row s of 
 writes only row s, so a request's tokens do not depend on which slot it holds, nor on what the other
 slots hold. Idle slots ride along; their results are ignored, and their stale cache entries stay
 masked (a slot's keys past its position are never attended) until an admission overwrites them.
-Whether a row also computes the same numbers at every (w, W) depends on the backend's kernels:
-`same_rows` finds the shapes that do on this machine.
+Whether a row also computes the same numbers at every (w, W), and a request in an admission of k,
+depends on the backend's kernels: shapes.py finds the shapes that do on this machine.
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ __all__ = [
     "choose",
     "init_slots",
     "programs",
-    "random_slots",
-    "same_rows",
+    "NEUTRAL",
 ]
 
 
@@ -64,6 +63,17 @@ class Settings(NamedTuple):
     presence: jax.Array  # float32
     frequency: jax.Array  # float32
     repetition: jax.Array  # float32
+
+
+NEUTRAL = Settings(
+    temperature=np.float32(0.0),
+    top_k=np.int32(0),
+    top_p=np.float32(1.0),
+    min_p=np.float32(0.0),
+    presence=np.float32(0.0),
+    frequency=np.float32(0.0),
+    repetition=np.float32(1.0),
+)  # fmt: skip - greedy, no filter, no penalty: what idle and padding rows hold
 
 
 class Slots(NamedTuple):
@@ -148,45 +158,44 @@ def choose(logits, keys, steps, settings: Settings, counts, in_prompt, *, top_k:
     return Draw(tokens.astype(jnp.int32), chosen, ids.astype(jnp.int32), values), counts
 
 
-def admit(params: Params, slots: Slots, slot, prompt, length, seed, settings: Settings, *, config, top_k):
-    """Prefills one request into slot `slot` and samples its first token (token 0).
+def admit(params: Params, slots: Slots, rows, prompts, lengths, seeds, settings: Settings, *, config, top_k):
+    """Prefills k requests into the slots `rows`, one batch, and samples each one's first token.
 
     Args:
       params: model parameters.
       slots: the engine's `Slots` (donated: updated in place).
-      slot: () int32 the free slot.
-      prompt: (1, P) int32, the prompt right-padded to its bucket width P <= max_len.
-      length: (1,) int32 its true length.
-      seed: () uint32 the request's seed; its key is jax.random.key(seed).
-      settings: `Settings` of () arrays.
+      rows: (k,) int32 the free slots; a row whose slot is N (past the last) is padding: its
+        results are dropped.
+      prompts: (k, P) int32, the prompts right-padded to the bucket width P <= max_len.
+      lengths: (k,) int32 their true lengths (>= 1).
+      seeds: (k,) uint32 the requests' seeds; a request's key is jax.random.key(seed).
+      settings: `Settings` of (k,) arrays.
     Returns:
-      (the slots with the request in `slot`, its `Draw` of one row).
+      (the slots with each request in its slot, the `Draw` of the k rows).
     """
-    V, P = config.vocab_size, prompt.shape[1]
-    logits, cache = sampling.prefill(params, config, prompt, length, 1)  # (1, V); cache P long
-    at = (slot, 0, 0, 0)
-    insert = lambda c, new: jax.lax.dynamic_update_slice(c, decode.bits(new), at)  # noqa: E731
+    (k, P), V = prompts.shape, config.vocab_size
+    logits, cache = sampling.prefill(params, config, prompts, lengths, 1)  # (k, V); cache P long
+    insert = lambda c, new: c.at[rows, :, :P].set(decode.bits(new), mode="drop")  # noqa: E731
     caches = decode.LayerCaches(
         k=tuple(map(insert, slots.caches.k, cache.k)), v=tuple(map(insert, slots.caches.v, cache.v))
-    )  # L x (N, Hkv, S, Dh) bits: positions 0..P-1 of the slot replaced
-    ids = jnp.where(jnp.arange(P) < length[0], prompt[0], V)  # (P,) padding -> V, dropped below
-    in_prompt = jnp.zeros((1, V), bool).at[0, ids].set(True, mode="drop")  # (1, V)
-    key = jax.random.key(seed)
-    one = jax.tree.map(lambda a: a[None], settings)  # (1,) each
+    )  # L x (N, Hkv, S, Dh) bits: positions 0..P-1 of each admitted slot replaced
+    ids = jnp.where(jnp.arange(P) < lengths[:, None], prompts, V)  # (k, P) padding -> V, dropped below
+    in_prompt = jnp.zeros((k, V), bool).at[jnp.arange(k)[:, None], ids].set(True, mode="drop")  # (k, V)
+    keys = jax.vmap(jax.random.key)(seeds)  # (k,)
     draw, counts = choose(
-        logits, key[None], jnp.zeros((1,), jnp.int32), one, jnp.zeros((1, V), jnp.int32), in_prompt,
+        logits, keys, jnp.zeros((k,), jnp.int32), settings, jnp.zeros((k, V), jnp.int32), in_prompt,
         top_k=top_k,
     )  # fmt: skip
-    put = lambda a, value: a.at[slot].set(value)  # noqa: E731
+    put = lambda a, value: a.at[rows].set(value, mode="drop")  # noqa: E731
     slots = Slots(
         caches=caches,
-        tokens=put(slots.tokens, draw.tokens[0]),
-        positions=put(slots.positions, length[0]),  # token 0 sits right after the prompt
-        steps=put(slots.steps, 1),
-        keys=put(slots.keys, key),
+        tokens=put(slots.tokens, draw.tokens),
+        positions=put(slots.positions, lengths),  # token 0 sits right after the prompt
+        steps=put(slots.steps, jnp.ones((k,), jnp.int32)),
+        keys=put(slots.keys, keys),
         settings=jax.tree.map(put, slots.settings, settings),
-        counts=put(slots.counts, counts[0]),
-        in_prompt=put(slots.in_prompt, in_prompt[0]),
+        counts=put(slots.counts, counts),
+        in_prompt=put(slots.in_prompt, in_prompt),
     )
     return slots, draw
 
@@ -227,68 +236,6 @@ def step(
         counts=put(slots.counts, counts),
     )
     return slots, draw
-
-
-def random_slots(key, *, config: GPTConfig, slots: int, max_len: int, below: int) -> Slots:
-    """N busy-looking slots for `same_rows`: random caches, tokens, step indices, counts and prompt
-    masks, positions in [1, below], and settings that mix greedy rows with sampled ones under every
-    filter and penalty."""
-    ks = jax.random.split(key, 12)
-    N, V = slots, config.vocab_size
-    empty = init_slots(config, N, max_len)
-    noise = lambda k, a: decode.bits(jax.random.normal(k, a.shape, config.compute_dtype))  # noqa: E731
-    pick = lambda k, *values: jax.random.choice(k, jnp.asarray(values), (N,))  # noqa: E731
-    settings = Settings(
-        temperature=pick(ks[0], 0.0, 0.7, 1.0), top_k=pick(ks[1], 0, 5), top_p=pick(ks[2], 1.0, 0.9),
-        min_p=pick(ks[3], 0.0, 0.05), presence=pick(ks[4], 0.0, 0.5), frequency=pick(ks[5], 0.0, 0.3),
-        repetition=pick(ks[6], 1.0, 1.3),
-    )  # fmt: skip
-    caches = decode.LayerCaches(
-        k=tuple(map(noise, jax.random.split(ks[7], config.n_layers), empty.caches.k)),
-        v=tuple(map(noise, jax.random.split(ks[8], config.n_layers), empty.caches.v)),
-    )  # L x (N, Hkv, S, Dh)
-    return Slots(
-        caches=caches,
-        tokens=jax.random.randint(ks[9], (N,), 0, V),
-        positions=jax.random.randint(ks[10], (N,), 1, below + 1),
-        steps=jax.random.randint(ks[11], (N,), 0, 100),
-        keys=jax.random.split(ks[11], N),
-        settings=settings,
-        counts=jax.random.randint(ks[9], (N, V), 0, 3) * (jax.random.uniform(ks[10], (N, V)) < 0.01),
-        in_prompt=jax.random.uniform(ks[8], (N, V)) < 0.01,
-    )
-
-
-def same_rows(programs: Programs, params: Params, weights, shapes, *, config, top_k, slots, max_len):
-    """The step shapes, of `shapes` (width, window), that give the full step's rows bit for bit.
-
-    A request's tokens must not depend on what else runs. A row of a narrower step computes the
-    same numbers as in the full one only if XLA's kernels on this machine reduce in the same order
-    at both shapes (on a Zen 4 they do for every width >= 2; a width of 1 takes a matrix-vector
-    path that rounds differently). So each shape is tried on the same random slots as the full
-    step, and kept only if its draw and its slots' rows equal the full step's exactly.
-    """
-    below = min(window for _, window in shapes)
-    key = jax.random.key(0)
-
-    def run(width: int, window: int) -> list:
-        state = _random_slots(key, config=config, slots=slots, max_len=max_len, below=below)
-        state, draw = programs.step(
-            params, weights, state, config=config, top_k=top_k, width=width, window=window
-        )
-        rows = (*state.caches.k, *state.caches.v, state.tokens, state.positions, state.steps, state.counts)
-        return [a[:width] for a in jax.device_get([*rows, *draw])]
-
-    full = run(slots, max_len)
-    kept = []
-    for width, window in shapes:
-        got = run(width, window)
-        if all(np.array_equal(a, b[: len(a)]) for a, b in zip(got, full, strict=True)):
-            kept.append((width, window))
-    return kept
-
-
-_random_slots = jax.jit(random_slots, static_argnames=("config", "slots", "max_len", "below"))
 
 
 class Programs(NamedTuple):

@@ -222,6 +222,7 @@ async def _body(request: Request) -> dict[str, Any]:
 def create_app(
     model: Model, *, name: str = "default", slots: int = 8, max_queue: int = 64, max_len: int | None = None,
     max_tokens_limit: int | None = None, max_n: int = 8, stop_timeout: float = 30.0, warmup: bool = True,
+    **engine_options: Any,
 ) -> Starlette:  # fmt: skip
     """The server's app over a loaded `Model`, its engine started (and compiled, with `warmup`).
 
@@ -232,8 +233,12 @@ def create_app(
       max_tokens_limit: the most tokens one choice may ask for (default: max_len).
       max_n: the most choices one request may ask for.
       stop_timeout: seconds the running requests may finish in when the app shuts down.
+      engine_options: the engine's other settings (`Engine`: prompt_buckets, widths, windows,
+        admissions).
     """
-    engine = Engine(model.params, model.config, slots=slots, max_len=max_len, max_queue=max_queue)
+    engine = Engine(
+        model.params, model.config, slots=slots, max_len=max_len, max_queue=max_queue, **engine_options
+    )
     if warmup:
         engine.warmup()
     limit = engine.max_len if max_tokens_limit is None else min(int(max_tokens_limit), engine.max_len)
