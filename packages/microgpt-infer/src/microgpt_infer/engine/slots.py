@@ -146,7 +146,17 @@ def choose(logits, keys, steps, settings: Settings, counts, in_prompt, *, top_k:
       top_k: K, how many alternatives to return (static).
     Returns:
       (`Draw`, counts (B, V) with each row's new token counted).
+
+    A single row is chosen as the first of two copies of it: XLA's CPU backend reduces a (1, V)
+    array in another order than a (B, V) one, so a lone row's log-probabilities would round
+    differently from the same row's among others (shapes.py).
     """
+    if logits.shape[0] == 1:
+        twice = lambda a: jnp.concatenate([a, a])  # noqa: E731
+        draw, counts = choose(
+            *jax.tree.map(twice, (logits, keys, steps, settings, counts, in_prompt)), top_k=top_k
+        )
+        return jax.tree.map(lambda a: a[:1], draw), counts[:1]
     s = settings
     z = sampling.penalize(
         logits, counts, in_prompt, presence=s.presence, frequency=s.frequency, repetition=s.repetition
