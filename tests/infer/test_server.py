@@ -232,14 +232,15 @@ def test_full_queue_is_503_with_retry_after(served):
             engine.max_queue = saved
 
 
-def test_a_client_that_disconnects_frees_its_slot(served):
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "whole"])
+def test_a_client_that_disconnects_frees_its_slot(served, stream):
     engine, metrics = served.engine, served.app.state.server.metrics
     step = engine._step
     engine._step = lambda *shape: (time.sleep(0.02), step(*shape))[1]  # slow: 60 tokens take over a second
     try:
         before = metrics.generation_tokens
         host, port = served.url.removeprefix("http://").split(":")
-        body = json.dumps({"prompt": "a", "max_tokens": 60, "stream": True}).encode()
+        body = json.dumps({"prompt": "a", "max_tokens": 60, "stream": stream}).encode()
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall(
                 b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -247,8 +248,11 @@ def test_a_client_that_disconnects_frees_its_slot(served):
                 + body
             )
             received = b""
-            while b"data: " not in received:
+            while stream and b"data: " not in received:
                 received += s.recv(4096)
+            deadline = time.monotonic() + 5
+            while not engine.metrics().running and time.monotonic() < deadline:
+                time.sleep(0.01)  # the request is in a slot
         deadline = time.monotonic() + 5
         while engine.metrics().running and time.monotonic() < deadline:
             time.sleep(0.01)

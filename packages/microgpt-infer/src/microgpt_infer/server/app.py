@@ -42,6 +42,8 @@ __all__ = ["PLAYGROUND", "create_app"]
 PLAYGROUND = Path(__file__).resolve().parents[1] / "pages" / "playground.html"
 ENDPOINTS = ("/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions")
 MAX_BODY = 4 * 2**20  # bytes
+DISCONNECT_POLL_S = 0.05  # how often a non-streaming request checks that its client is still there
+CLIENT_CLOSED = 499  # the status of a request whose client went away (nginx's; nobody reads it)
 
 
 class Server:
@@ -106,7 +108,8 @@ class Server:
             )
             last = lambda use: shapes.completion(id_, self.name, [], use, created)
             return self._stream(job, choices, chunk, last)
-        await self._run(job, choices)
+        if not await self._run(request, job, choices):
+            return Response(status_code=CLIENT_CLOSED)
         out = []
         for choice in choices:
             whole = Piece(choice.text, choice.tokens, choice.finish_reason)
@@ -141,7 +144,8 @@ class Server:
 
             last = lambda use: shapes.chat_chunk(id_, self.name, created, [], use)
             return self._stream(job, choices, chunk, last)
-        await self._run(job, choices)
+        if not await self._run(request, job, choices):
+            return Response(status_code=CLIENT_CLOSED)
         out = [shapes.chat_choice(c.index, c.text, logprobs(c.tokens), c.finish_reason) for c in choices]
         return JSONResponse(shapes.chat_completion(id_, self.name, out, _usage(choices, job.n)))
 
@@ -153,15 +157,22 @@ class Server:
                 status=404, code="model_not_found",
             )  # fmt: skip
 
-    async def _run(self, job: Job, choices: list[Choice]) -> None:
-        """Reads every choice to its end."""
+    async def _run(self, request: Request, job: Job, choices: list[Choice]) -> bool:
+        """Reads every choice to its end; False if the client went away first (its choices are
+        then cancelled, freeing their slots, as a streaming client's are)."""
 
         async def drain(choice: Choice) -> None:
             async for _ in pieces(choice, self.tokenizer, job.stops, self.metrics):
                 pass
 
+        work = asyncio.ensure_future(asyncio.gather(*(drain(c) for c in choices)))
         try:
-            await asyncio.gather(*(drain(c) for c in choices))
+            while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_S))[0]:
+                if await request.is_disconnected():
+                    work.cancel()
+                    return False
+            work.result()  # re-raises an engine failure
+            return True
         finally:
             cancel(choices)  # a no-op for those that finished
 
