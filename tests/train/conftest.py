@@ -47,6 +47,15 @@ def tiny_flags(runs_dir: Path | str, name: str, **changes) -> list[str]:
 _JAX_CACHE = tempfile.mkdtemp(prefix="microgpt-test-jax-cache-")
 atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 
+# The trackers' homes, for this process and its `train` subprocesses: tests never write the user's
+# trackio store or W&B's caches. trackio reads TRACKIO_DIR once, when it is first imported.
+_TRACKER_HOME = tempfile.mkdtemp(prefix="microgpt-test-trackers-")
+atexit.register(shutil.rmtree, _TRACKER_HOME, ignore_errors=True)
+for _variable in ("TRACKIO_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR"):
+    os.environ[_variable] = os.path.join(_TRACKER_HOME, _variable.lower())
+TRACKED = "tensorboard,wandb,trackio"  # what the session's tiny run tracks (tests/train/test_trackers.py)
+TRACKER_PROJECT = "microgpt-tests"
+
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a `train` subprocess: offline, with the session's compilation cache."""
@@ -68,12 +77,20 @@ def run_cli(args: list[str], *, timeout: float = 120, env: dict | None = None, *
 
 @pytest.fixture(scope="session")
 def tiny_run_output(tmp_path_factory, tiny_tokenizer_dir) -> tuple[Path, str]:
-    """A finished 6-step run (checkpoints at 3 and 6) and what it printed; do not modify (copy it)."""
+    """A finished 6-step run (checkpoints at 3 and 6), tracked by every tracker, and what it printed;
+    do not modify (copy it)."""
     from microgpt_train import train
 
     runs = tmp_path_factory.mktemp("runs")
     lines: list[str] = []
-    run_dir = train(tiny_run(runs, tokenizer=str(tiny_tokenizer_dir), grad_accum=2), log=lines.append)
+    run = tiny_run(
+        runs,
+        tokenizer=str(tiny_tokenizer_dir),
+        grad_accum=2,
+        tracker=TRACKED,
+        tracker_project=TRACKER_PROJECT,
+    )
+    run_dir = train(run, log=lines.append)
     return run_dir, "\n".join(lines)
 
 

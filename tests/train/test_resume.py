@@ -57,7 +57,7 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 90) -> None:
 def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(tmp_path, tiny_tokenizer_dir):
     reference = _start(_flags(tmp_path, "unbroken", tiny_tokenizer_dir))  # runs alongside the faults
     run_dir = tmp_path / "broken"
-    flags = _flags(tmp_path, "broken", tiny_tokenizer_dir)
+    flags = [*_flags(tmp_path, "broken", tiny_tokenizer_dir), "--tracker", "tensorboard"]
 
     # 1. Ctrl-C after a few steps: a checkpoint at that step, exit 130, a message saying --resume.
     proc = _start(flags)
@@ -104,6 +104,17 @@ def test_ctrl_c_then_kill_9_then_resume_is_bit_identical(tmp_path, tiny_tokenize
     assert steps == list(range(1, STEPS + 1))  # each step logged once, however often the run stopped
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if "tmp" in p.name]
     assert leftovers == []
+
+    # 5. TensorBoard's series, read by its own reader, is metrics.jsonl's: each step once, and what the
+    # killed run logged after its last checkpoint replaced by the resumed run's values.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    tracked = events.Scalars("train/loss")
+    assert [e.step for e in tracked] == steps
+    assert [e.value for e in tracked] == pytest.approx(losses, rel=1e-6)
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from microgpt_infer.run_layout import TRAIN_CONFIG_FILE  # the resolved run conf
 __all__ = [
     "PRESETS",
     "RESUMABLE_CHANGES",
+    "TRACKERS",
     "TRAIN_CONFIG_FILE",
     "RunConfig",
     "RunConfigError",
@@ -33,8 +35,10 @@ __all__ = [
 RESUMABLE_CHANGES = frozenset({
     "eval_every", "eval_batches", "sample_every", "sample_tokens", "sample_prompt",
     "checkpoint_every", "keep_checkpoints", "log_every", "peak_flops", "progress", "max_steps",
-    "weights_dtype",
+    "weights_dtype", "tracker", "tracker_project",
 })  # fmt: skip
+# Experiment trackers `tracker` may name (trackers.py), each an extra of microgpt-train of that name.
+TRACKERS = ("tensorboard", "wandb", "trackio")
 
 
 class RunConfigError(ValueError):
@@ -92,6 +96,12 @@ class RunConfig:
     )
     peak_flops: float = _f(0.0, "peak FLOP/s per device for MFU (0: measured on CPU, else a table)")
     progress: bool = _f(True, "show a tqdm progress bar (process 0 only)")
+    tracker: str = _f(
+        "",
+        f"experiment trackers, comma-separated: {', '.join(TRACKERS)} (any subset, offline; each an extra: "
+        "pip install 'microgpt-train[NAME]'); empty: none",
+    )
+    tracker_project: str = _f("microgpt", "project of the wandb and trackio trackers")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +113,12 @@ class RunConfig:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.model.context_length
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers `tracker` names, in its order ("" or "none": none)."""
+        text = self.tracker.strip()
+        return () if text in ("", "none") else tuple(dict.fromkeys(n.strip() for n in text.split(",")))
 
     def validate(self) -> None:
         """Raises `RunConfigError` naming the first bad field (device counts are checked at start):
@@ -138,6 +154,16 @@ class RunConfig:
             )
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise RunConfigError(f"name must be a plain folder name, got {self.name!r}")
+        unknown = [name for name in self.trackers if name not in TRACKERS]
+        if unknown:
+            raise RunConfigError(
+                f"tracker {self.tracker!r} names {unknown}: valid trackers are {', '.join(TRACKERS)} (any "
+                "subset, comma-separated), or none"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.tracker_project):
+            raise RunConfigError(
+                f"tracker_project must be letters, digits, '.', '_' or '-', got {self.tracker_project!r}"
+            )
         if self.sample_tokens >= self.model.context_length:
             raise RunConfigError(
                 f"sample_tokens ({self.sample_tokens}) must be below context_length "

@@ -4,9 +4,10 @@ In order: open the data (a bad source fails before any work is announced), resol
 open the loaders, build the state and compile the step (`trainer.build_trainer`), all without writing
 anything; then start the run (`run_folder.RunFolder`: the folder, its lock, the run config and tokenizer),
 restore the newest readable checkpoint when resuming, and per step: next global batch -> compiled
-step -> checks and logs. A run that ends before its first step leaves no trace. Every `eval_every`
-steps: validation loss and perplexity; every `sample_every`: a sample; every `checkpoint_every` (and
-at the end, on Ctrl-C or SIGTERM): a checkpoint, which holds a model folder too. A non-finite loss
+step -> checks and logs (`metrics.jsonl`, and the same records to the trackers `--tracker` names). A
+run that ends before its first step leaves no trace. Every `eval_every` steps: validation loss and
+perplexity; every `sample_every`: a sample; every `checkpoint_every` (and at the end, on Ctrl-C or
+SIGTERM): a checkpoint, which holds a model folder too. A non-finite loss
 or gradient stops the run without saving, so the last good checkpoint stays the newest. At the end
 the model is exported to ``model/``. Whatever the exit, everything opened (the lock and its file,
 loaders, orbax's threads, the progress bar) is closed, so a failure prints one line.
@@ -45,6 +46,7 @@ from microgpt_train.plots import PLOT_FILE, plot_losses
 from microgpt_train.progress import Clock, Progress
 from microgpt_train.run_folder import RunFolder, check_not_busy, check_run_folder
 from microgpt_train.sharding import global_batch, to_host
+from microgpt_train.trackers import TENSORBOARD_DIR, WANDB_DIR, Trackers, open_trackers, require
 from microgpt_train.trainer import Trainer, build_trainer
 
 __all__ = ["NonFiniteLossError", "check_devices", "to_host", "train"]
@@ -71,7 +73,8 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
 # What a checkpoint's summary holds of the last evaluation (a resumed run starts from it).
 _EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_bits_per_byte")
 # What a run writes in its folder (model/ comes only with a trained step).
-_RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR)
+_RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR, TENSORBOARD_DIR,
+              WANDB_DIR)  # fmt: skip
 
 
 def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:
@@ -102,6 +105,8 @@ def train(run: RunConfig, *, resume: bool = False, log=print) -> Path:
     warn = (lambda text: print(text, file=sys.stderr, flush=True)) if main else (lambda text: None)
     run_dir = Path(run.runs_dir) / run.name
     check_devices(run, jax.device_count(), jax.process_count())
+    if main:
+        require(run.trackers)  # a tracker's missing library is said before anything is done
     check_run_folder(run_dir, resume=resume)  # nothing is written before the run starts
     check_not_busy(run_dir)
     saved = _check_resume(run, run_dir / TRAIN_CONFIG_FILE) if resume else None
@@ -175,9 +180,11 @@ def _fit(
         if saved is not None and saved.get("max_steps") != run.max_steps:
             say(_schedule_change(trainer, saved["max_steps"], start))
     metrics = MetricsLog(run_dir / METRICS_FILE, enabled=main, truncate_after=start)
+    trackers = stack.enter_context(open_trackers(run, run_dir, start=start, main=main, say=say, warn=warn))
     return _loop(
-        trainer, state, start, done, folder=folder, stop=stop, checkpoints=checkpoints, metrics=metrics
-    )
+        trainer, state, start, done, folder=folder, stop=stop, checkpoints=checkpoints, metrics=metrics,
+        trackers=trackers,
+    )  # fmt: skip
 
 
 def _write_start(trainer: Trainer) -> None:
@@ -201,10 +208,11 @@ def _schedule_change(trainer: Trainer, old_steps: int, start: int) -> str:
 # -------------------------------------------------------------------------------------------- the loop
 def _loop(
     trainer: Trainer, state: dict, start: int, done: dict, *, folder: RunFolder, stop: StopFlag,
-    checkpoints: Checkpoints, metrics: MetricsLog,
+    checkpoints: Checkpoints, metrics: MetricsLog, trackers: Trackers,
 ) -> Path:  # fmt: skip
     """Steps `state` from `start` to `max_steps`, then exports the model. `done` is what the run has
-    done so far (training seconds, the last evaluation and sample); the loop updates it."""
+    done so far (training seconds, the last evaluation and sample); the loop updates it. Every
+    metrics record and sample also goes to `trackers`."""
     run = trainer.run
     step, clock = start, Clock()
     signum = stop.any_process()
@@ -223,9 +231,11 @@ def _loop(
                         progress.write(_eval_line(trainer, step, done["eval"]))
                     if (run.sample_every and step % run.sample_every == 0) or step == run.max_steps:
                         done["sample"] = _sample(trainer, state["params"], step)
+                        trackers.sample(step, done["sample"])
                         progress.write(f"step {step} sample:\n{textwrap.indent(done['sample'], '    ')}")
                 if record:
                     metrics.write(record)
+                    trackers.log(record)
                 progress.update(step, record)
                 saved = step % run.checkpoint_every == 0 or step == run.max_steps
                 if saved:

@@ -4,6 +4,7 @@ in it, and what is left of it when a run never starts.
     train_config.json   the resolved run config          metrics.jsonl, loss.png
     tokenizer/          the BPE trained for the run      checkpoints/<step>/{state,meta,model}/
     model/              the finished model               .lock   held by the `train` using the folder
+    tensorboard/, wandb/  what those trackers write (--tracker)
 
 A new run refuses a folder that already holds a model or checkpoints (it would overwrite them); a
 resumed run needs a checkpoint. Nothing is written before the run starts (`RunFolder.start`, once
