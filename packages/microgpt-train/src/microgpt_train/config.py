@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from microgpt_core import SEED_CONFIG, ConfigError, GPTConfig
 from microgpt_core.config import COMPUTE_DTYPES, WeightsDtype, check_fields
 from microgpt_infer.run_layout import TRAIN_CONFIG_FILE  # the resolved run config, in the run folder
 
 __all__ = [
+    "OPTIMIZERS",
     "PRESETS",
     "RESUMABLE_CHANGES",
     "TRAIN_CONFIG_FILE",
@@ -24,6 +26,7 @@ __all__ = [
     "RunConfigError",
     "preset",
     "run_fields",
+    "saved_fields",
 ]
 
 
@@ -35,6 +38,12 @@ RESUMABLE_CHANGES = frozenset({
     "checkpoint_every", "keep_checkpoints", "log_every", "peak_flops", "progress", "max_steps",
     "weights_dtype",
 })  # fmt: skip
+
+
+Optimizer = Literal["adamw", "muon"]
+OPTIMIZERS = typing.get_args(Optimizer)
+# What a saved run config without a field meant: it was written before the field existed.
+_ABSENT_MEANS = {"optimizer": "adamw"}
 
 
 class RunConfigError(ValueError):
@@ -75,6 +84,13 @@ class RunConfig:
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.95, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip gradients to this global norm (0: no clipping)")
+    optimizer: Optimizer = _f(
+        "adamw",
+        "optimiser (muon: Muon for the blocks' weight matrices, AdamW at learning-rate for embeddings, "
+        "head, norms and biases)",
+    )
+    muon_learning_rate: float = _f(0.02, "peak learning rate of the Muon matrices (optimizer muon)")
+    muon_momentum: float = _f(0.95, "Muon's Nesterov momentum (optimizer muon)")
     seed: int = _f(0, "seed of initialisation, dropout and data shuffling")
     shuffle_buffer: int = _f(256, "documents in the data shuffle buffer (0: no shuffle)")
     fsdp: bool = _f(False, "shard parameters and optimiser state over the data axis (FSDP)")
@@ -120,11 +136,12 @@ class RunConfig:
             _at_least(name, getattr(self, name), 0)
         for name in ("learning_rate", "weight_decay", "grad_clip", "peak_flops", "min_lr_ratio"):
             _at_least(name, getattr(self, name), 0)
-        if self.learning_rate <= 0:
-            raise RunConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("learning_rate", "muon_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise RunConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.min_lr_ratio > 1:
             raise RunConfigError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        for name in ("beta1", "beta2"):
+        for name in ("beta1", "beta2", "muon_momentum"):
             if not 0 <= getattr(self, name) < 1:
                 raise RunConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.batch_size % self.grad_accum:
@@ -147,7 +164,10 @@ class RunConfig:
     def summary(self) -> str:
         """One line: the model, the data and the schedule (`to_dict` has every field)."""
         m = self.model
-        schedule = f"lr {self.learning_rate:g}, warmup {self.warmup_steps}, cosine to {self.min_lr_ratio:g}x"
+        lr = f"lr {self.learning_rate:g}"
+        if self.optimizer == "muon":
+            lr = f"Muon lr {self.muon_learning_rate:g} on the block matrices, AdamW {lr} elsewhere"
+        schedule = f"{lr}, warmup {self.warmup_steps}, cosine to {self.min_lr_ratio:g}x"
         return (
             f"{m.n_layers} layers x {m.d_model} wide x {m.n_heads} heads, context {m.context_length}, "
             f"vocabulary {m.vocab_size}, {m.compute_dtype}; data {self.data}; {self.max_steps} steps of "
@@ -162,8 +182,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Inverse of `to_dict`; unknown keys are errors (see `merge` for partial updates)."""
-        data = dict(data)
+        """Inverse of `to_dict`; unknown keys are errors (see `merge` for partial updates). A run field
+        missing from `data` takes its default, or what it meant before the field existed (a
+        `train_config.json` without ``optimizer`` is an AdamW run)."""
+        data = saved_fields(data)
         if "model" not in data:
             raise RunConfigError("a run config needs a 'model' table")
         model = data.pop("model")
@@ -192,6 +214,13 @@ class RunConfig:
 def run_fields() -> list[dataclasses.Field]:
     """The run-config fields other than ``model``, in declaration order."""
     return [f for f in dataclasses.fields(RunConfig) if f.name != "model"]
+
+
+def saved_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run config (`train_config.json`) with every run field it lacks filled in: what the
+    field meant before it existed (``optimizer``: adamw), else the field's default."""
+    absent = {f.name: _ABSENT_MEANS.get(f.name, f.default) for f in run_fields() if f.name not in data}
+    return {**absent, **data}
 
 
 def _at_least(name: str, value: float, low: float) -> None:
