@@ -4,7 +4,8 @@
     uv run python bench/architectures.py --variants gpt2,llama --rounds 9
 
 Variants (all on the quickstart recipe: V 2048, T 128, D 128, L 2, H 4, bfloat16, batch 16, tied
-embeddings, its learning-rate schedule; seeds from --seeds):
+embeddings, its learning-rate schedule, but AdamW, as when the figures in bench/README.md were taken;
+seeds from --seeds):
   gpt2         learned positions, LayerNorm, GELU MLP (F = 4D = 512), biases (the quickstart until
                this comparison)
   llama        rotary positions, RMSNorm, SwiGLU (F = 352: three matrices of 352 hold about as many
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             name=name,
             runs_dir=str(runs_dir),
             model=QUICKSTART.model.replace(**VARIANTS[name]),
+            optimizer="adamw",
             progress=False,
         )  # fmt: skip
         for name in names
