@@ -4,7 +4,8 @@
     uv run python bench/architectures.py --variants gpt2,llama --rounds 9
 
 Variants (all on the quickstart recipe: V 2048, T 128, D 128, L 2, H 4, bfloat16, batch 16, tied
-embeddings, its learning-rate schedule; seeds from --seeds):
+embeddings, its learning-rate schedule, but AdamW, as when the figures in bench/README.md were taken;
+seeds from --seeds):
   gpt2         learned positions, LayerNorm, GELU MLP (F = 4D = 512), biases (the quickstart until
                this comparison)
   llama        rotary positions, RMSNorm, SwiGLU (F = 352: three matrices of 352 hold about as many
@@ -12,13 +13,10 @@ embeddings, its learning-rate schedule; seeds from --seeds):
                quickstart since)
   llama-qknorm llama with QK-norm
 
-1. One training step of each variant is timed in interleaved rounds (each round times every variant
-   once, in a rotating order), and its cost is the median over rounds of its time / GPT-2's time.
-2. Each variant trains with `microgpt_train.train` for the preset's steps / its cost: the same
-   wall-clock budget as GPT-2's preset run on this machine. The steps are computed before training,
-   and the losses depend only on the steps (seeded), so a busy machine changes no loss.
-3. Each run's model is evaluated on the whole pydocs validation split (`evaluate_model`).
-Runs go to a temporary folder (or --runs-dir). Prints the CPU with the figures.
+Each variant's step cost is timed against GPT-2's in interleaved rounds, then it trains for the
+preset's steps / its cost (GPT-2's wall-clock budget) and is evaluated on the whole pydocs
+validation split (`_equal_time.py`). Runs go to a temporary folder (or --runs-dir). Prints the CPU
+with the figures.
 """
 
 from __future__ import annotations
@@ -30,17 +28,11 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import jax
-import numpy as np
-from _timing import timed
+from _equal_time import step_costs, train_and_evaluate
 
-from microgpt_infer.card import SUMMARY_FILE
-from microgpt_infer.run_layout import MODEL_DIR
-from microgpt_train import PRESETS, evaluate_model, init_state, make_optimizer, make_train_step
-from microgpt_train.loop import train
+from microgpt_train import PRESETS
 from microgpt_train.metrics import cpu_model
 
 QUICKSTART = PRESETS["quickstart"]
@@ -55,39 +47,6 @@ VARIANTS = {
     "llama": LLAMA,
     "llama-qknorm": {**LLAMA, "qk_norm": True},
 }
-
-
-def step_timer(run):
-    """A callable that runs one training step of `run`'s model on random tokens."""
-    config = run.model
-    optimizer = make_optimizer(run)
-    state = jax.jit(lambda k: init_state(k, config, optimizer))(jax.random.PRNGKey(0))
-    step = make_train_step(config, optimizer)
-    batch = jax.device_put(
-        np.random.default_rng(0).integers(0, config.vocab_size, (run.batch_size, config.context_length + 1))
-    ).astype(np.int32)
-
-    def one_step():
-        nonlocal state
-        state, metrics = step(state, batch)
-        return metrics
-
-    jax.block_until_ready(one_step())  # compile
-    return one_step
-
-
-def step_costs(runs: dict, rounds: int) -> dict[str, float]:
-    """Median over interleaved rounds of each variant's step time / GPT-2's."""
-    timers = {name: step_timer(run) for name, run in runs.items()}
-    names = list(timers)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            seconds[name].append(
-                float(np.median(timed(timers[name], 3, warmup=1, sync=jax.block_until_ready)))
-            )
-    base = np.asarray(seconds["gpt2"])
-    return {name: float(np.median(np.asarray(s) / base)) for name, s in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,25 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             name=name,
             runs_dir=str(runs_dir),
             model=QUICKSTART.model.replace(**VARIANTS[name]),
+            optimizer="adamw",
             progress=False,
         )  # fmt: skip
         for name in names
     }
-    costs = step_costs(runs, args.rounds)
+    costs = step_costs(runs, args.rounds, base="gpt2")
     for seed, (name, run) in itertools.product(map(int, args.seeds.split(",")), runs.items()):
         steps = max(1, round(QUICKSTART.max_steps / costs[name]))
-        run = dataclasses.replace(
-            run,
-            name=f"{name}-seed{seed}",
-            seed=seed,
-            max_steps=steps,
-            warmup_steps=min(run.warmup_steps, steps),
-        )
-        start = time.perf_counter()
-        folder = train(run, log=lambda *a, **k: None)
-        seconds = time.perf_counter() - start
-        result = evaluate_model(folder, "pydocs", batches=100_000, batch_size=16)
-        summary = json.loads((folder / MODEL_DIR / SUMMARY_FILE).read_text())
+        record = train_and_evaluate(run, steps=steps, seed=seed)
         print(
             json.dumps(
                 {
@@ -139,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     "changes": VARIANTS[name],
                     "seed": seed,
                     "step_cost_vs_gpt2": round(costs[name], 3),
-                    "steps": steps,
-                    "train_seconds": round(summary.get("train_seconds", seconds), 1),
-                    "validation_loss": round(result["loss"], 4),
-                    "validation_tokens": result["tokens"],
+                    **record,
                     "cpu": cpu_model(),
                     "cores": os.cpu_count(),
                 }

@@ -4,10 +4,11 @@ with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``, never collected by 
     python sharded_worker.py EXAMPLES
 
 Data's packed windows, as one global batch split by rows over the ``data`` axis, feed an FSDP train
-step. Every leaf of the state keeps its shape, dtype and sharding through the step; every parameter
-with an ``embed`` dimension (core's logical axes), and Adam's two moments of it, is split over the 8
-devices along that dimension (each holds 1/8 of it), before the step and after; the rest is whole
-on every device. Prints one JSON line: the devices, the examples run and the leaves found split.
+step, with AdamW and with Muon (the examples alternate). Every leaf of the state keeps its shape,
+dtype and sharding through the step; every parameter with an ``embed`` dimension (core's logical
+axes), and the optimiser's moments of it (Adam's two, Muon's momentum), is split over the 8 devices
+along that dimension (each holds 1/8 of it), before the step and after; the rest is whole on every
+device. Prints one JSON line: the devices, the examples run per optimiser and the leaves found split.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 import jax
 import numpy as np
+import optax
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +27,8 @@ from microgpt_core import GPTConfig, param_axes
 from microgpt_core.params import flatten
 from microgpt_data import pack_windows
 from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
+from microgpt_train.config import OPTIMIZERS
+from microgpt_train.muon import MUON, muon_labels
 from microgpt_train.sharding import batch_sharding, global_batch, make_mesh, param_shardings, state_shardings
 from microgpt_train.step import loss_fn
 
@@ -42,11 +46,13 @@ configs = st.builds(
     tie_embeddings=st.booleans(),
     bias=st.booleans(),
 )
-seen = {"examples": 0, "split_leaves": 0}
+seen = {"examples": 0, "split_leaves": 0, **{name: 0 for name in OPTIMIZERS}}
 
 
-def _compiled(config: GPTConfig):
-    run = RunConfig(model=config, batch_size=B, sample_tokens=4, warmup_steps=1, fsdp=True)
+def _compiled(config: GPTConfig, optimizer_name: str):
+    run = RunConfig(
+        model=config, batch_size=B, sample_tokens=4, warmup_steps=1, fsdp=True, optimizer=optimizer_name
+    )
     optimizer = make_optimizer(run)
     mesh = make_mesh()
     init = lambda k: init_state(k, config, optimizer)  # noqa: E731
@@ -62,15 +68,28 @@ def _layout(state) -> dict:
     return {jax.tree_util.keystr(path): (x.shape, x.dtype, x.sharding) for path, x in leaves}
 
 
-def _check_split(state, config: GPTConfig) -> int:
-    """Asserts that each parameter with an embed axis, and its two Adam moments, is split 8 ways
+def _moments(opt_state) -> list[dict]:
+    """Each per-parameter tree of the optimiser state (Adam's mu and nu, Muon's mu) by parameter name,
+    without the parameters the other part of a partition updates (optax's masked nodes)."""
+    has_mu = lambda node: hasattr(node, "mu")  # noqa: E731  (optax's ScaleByAdamState, MuonState)
+    states = [s for s in jax.tree.leaves(opt_state, is_leaf=has_mu) if has_mu(s)]
+    trees = [getattr(s, field) for s in states for field in ("mu", "nu") if hasattr(s, field)]
+    return [{n: x for n, x in flatten(t).items() if not isinstance(x, optax.MaskedNode)} for t in trees]
+
+
+def _check_split(state, config: GPTConfig, optimizer_name: str) -> int:
+    """Asserts that each parameter with an embed axis, and each moment of it, is split 8 ways
     along that axis and that every other parameter is whole; returns how many leaves are split."""
     axes = flatten(param_axes(config))
-    is_adam = lambda node: hasattr(node, "mu")  # noqa: E731  (optax's ScaleByAdamState)
-    (adam,) = [s for s in jax.tree.leaves(state["opt_state"], is_leaf=is_adam) if is_adam(s)]
+    moments = _moments(state["opt_state"])
+    # AdamW keeps two moments of each parameter; Muon one of each matrix it updates.
+    labels = flatten(muon_labels(state["params"]))
+    one = {n for n, label in labels.items() if label == MUON} if optimizer_name == MUON else set()
+    counts = {n: sum(n in m for m in moments) for n in axes}
+    assert counts == {n: 1 if n in one else 2 for n in axes}, counts
     split = 0
-    for tree in (state["params"], adam.mu, adam.nu):
-        for name, x in flatten(tree).items():
+    for tree in (flatten(state["params"]), *moments):
+        for name, x in tree.items():
             shard_shapes = {s.data.shape for s in x.addressable_shards}
             assert len(x.addressable_shards) == DEVICES, name
             if "embed" in axes[name]:
@@ -102,12 +121,13 @@ def check(examples: int) -> None:
         docs = [rng.integers(0, config.vocab_size - 1, n).tolist() for n in doc_lengths]
         windows = list(pack_windows(docs, config.vocab_size - 1, config.context_length + 1))
         assert len(windows) >= B  # at least 24 * 6 tokens in windows of 17
-        mesh, init, step = _compiled(config)
+        optimizer_name = OPTIMIZERS[seen["examples"] % len(OPTIMIZERS)]
+        mesh, init, step = _compiled(config, optimizer_name)
         batch = global_batch(np.stack(windows[:B]), mesh)  # (B, T+1) int32 from data, a row per device
         assert {s.data.shape for s in batch.addressable_shards} == {(1, config.context_length + 1)}
         state = init(jax.random.PRNGKey(seed))
         before = _layout(state)
-        split = _check_split(state, config)
+        split = _check_split(state, config, optimizer_name)
         loss0 = float(loss_fn(state["params"], batch, config, None, False))
         assert abs(loss0 - math.log(config.vocab_size)) < 0.25  # N(0, 0.02) init: near-uniform predictions
         state, metrics = step(state, batch)
@@ -116,9 +136,10 @@ def check(examples: int) -> None:
         for name, (shape, dtype, sharding) in before.items():
             assert after[name][:2] == (shape, dtype), name
             assert after[name][2] == sharding, f"{name}: {sharding} -> {after[name][2]}"
-        assert _check_split(state, config) == split > 0
+        assert _check_split(state, config, optimizer_name) == split > 0
         assert np.isfinite(float(metrics["loss"]))
         seen["examples"] += 1
+        seen[optimizer_name] += 1
         seen["split_leaves"] = max(seen["split_leaves"], split)
 
     property_()

@@ -1,4 +1,5 @@
-"""Checkpoints: each holds a loadable model folder; an unreadable newest one falls back to the one
+"""Checkpoints: each holds a loadable model folder; a train state with Muon's optimiser state comes
+back bit for bit and steps on as the unbroken one; an unreadable newest one falls back to the one
 before with a warning naming it; a full disk is one line that says so, and keeps what was there."""
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+from microgpt_train import RunConfig, init_state, make_optimizer
 from microgpt_train.checkpointing import CheckpointReadError, Checkpoints, abstract_like
 
-from .conftest import subprocess_env
+from .conftest import TINY_MODEL, subprocess_env
 
 
 def _state(value: float) -> dict:
@@ -44,6 +48,38 @@ def test_each_checkpoint_holds_a_model_folder(saved):
     step, state, meta = saved.restore(abstract_like(_state(0)))
     assert step == 3 and meta["loader"] == {"at": 3}
     np.testing.assert_array_equal(state["w"], np.full((4, 3), 3.0))
+
+
+def test_a_muon_train_state_comes_back_bit_for_bit_and_steps_on_identically(tmp_path):
+    run = RunConfig(model=TINY_MODEL, sample_tokens=8, warmup_steps=1, optimizer="muon")
+    optimizer = make_optimizer(run)
+
+    @jax.jit
+    def step(state, grads):  # the train step's update, on given gradients
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}
+
+    state = init_state(jax.random.PRNGKey(0), TINY_MODEL, optimizer)
+    rng = np.random.default_rng(0)
+    draw = lambda x: rng.standard_normal(x.shape, np.float32)  # noqa: E731
+    grads = [jax.tree.map(draw, state["params"]) for _ in range(4)]
+    for g in grads[:2]:
+        state = step(state, g)
+    checkpoints = Checkpoints(tmp_path / "checkpoints", keep=1)
+    try:
+        checkpoints.save(2, state, {"step": 2, "loader": {}}, _marker)
+        _, restored, _ = checkpoints.restore(abstract_like(state))
+    finally:
+        checkpoints.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    is_muon = lambda node: hasattr(node, "ns_coeffs")  # noqa: E731  (optax's MuonState)
+    (muon,) = [s for s in jax.tree.leaves(restored["opt_state"], is_leaf=is_muon) if is_muon(s)]
+    assert int(muon.count) == 2 and len(jax.tree.leaves(muon.mu)) == 4  # w_qkv, w_out, w_in, w_out
+    for g in grads[2:]:  # the unbroken state and the restored one, two more steps each
+        state, restored = step(state, g), step(restored, g)
+    for ours, theirs in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        assert np.asarray(ours).tobytes() == np.asarray(theirs).tobytes()
 
 
 def _truncate_state(folder: Path) -> None:

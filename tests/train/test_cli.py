@@ -109,10 +109,12 @@ def test_boolean_fields_from_toml(tmp_path):
         (["--compute-dtype", "float16"], "invalid choice: 'float16' (choose from 'float32', 'bfloat16')"),
         (["--compute-dtype", "float64"], "invalid choice: 'float64' (choose from 'float32', 'bfloat16')"),
         (["--positional", "alibi"], "(choose from 'learned', 'sinusoidal', 'rope')"),
+        (["--optimizer", "sgd"], "invalid choice: 'sgd' (choose from 'adamw', 'muon')"),
+        (["--muon-momentum", "1"], "muon_momentum must be in [0, 1), got 1.0"),
     ],
 )
 def test_bad_input_exits_2_with_error(argv, match, capsys):
-    usage = argv[0] in ("--no-such-flag", "--no-fsdp", "--compute-dtype", "--positional")
+    usage = argv[0] in ("--no-such-flag", "--no-fsdp", "--compute-dtype", "--positional", "--optimizer")
     usage = usage or "many" in argv or "maybe" in argv
     code = None if usage else cli.main(argv)
     if code is None:
@@ -207,6 +209,7 @@ def test_resume_follows_a_moved_folder(tmp_path, monkeypatch):
      (["--d-model", "64"], "model.d_model 32 -> 64"),
      (["--data", "other.txt"], "data 'pydocs' -> 'other.txt'"),
      (["--no-bias"], "model.bias True -> False"),
+     (["--optimizer", "muon"], "optimizer 'adamw' -> 'muon'"),
      (["--preset", "seed-5m"], "--preset seed-5m would change the run")],
 )  # fmt: skip
 def test_resume_refuses_flags_that_change_the_trajectory(tmp_path, monkeypatch, flags, named, capsys):

@@ -72,11 +72,24 @@ def test_merge_flat_and_nested_model_keys():
             {"weights_dtype": "float16"},
             r"weights_dtype must be one of \['float32', 'bfloat16'\], got 'float16'",
         ),
+        ({"optimizer": "sgd"}, r"optimizer must be one of \['adamw', 'muon'\], got 'sgd'"),
+        ({"muon_learning_rate": 0.0}, "muon_learning_rate must be > 0, got 0.0"),
+        ({"muon_momentum": 1.0}, r"muon_momentum must be in \[0, 1\), got 1.0"),
+        ({"muon_momentum": float("nan")}, "muon_momentum must be finite"),
     ],
 )
 def test_bad_values_name_the_field(updates, match):
     with pytest.raises(RunConfigError, match=match):
         preset("quickstart").merge(updates)
+
+
+def test_a_saved_config_from_before_the_optimizer_field_is_an_adamw_run():
+    saved = preset("quickstart").merge({"optimizer": "muon"}).to_dict()
+    for name in ("optimizer", "muon_learning_rate", "muon_momentum"):
+        del saved[name]
+    run = RunConfig.from_dict(saved)
+    assert (run.optimizer, run.muon_learning_rate, run.muon_momentum) == ("adamw", 0.02, 0.95)
+    assert "Muon" in preset("quickstart").merge({"optimizer": "muon"}).summary()
 
 
 def test_devices_must_divide_the_micro_batch():

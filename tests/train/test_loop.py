@@ -142,6 +142,22 @@ def test_resuming_a_finished_run_changes_nothing(tiny_run_dir, tiny_tokenizer_di
         train(run.merge({"max_steps": 4}), resume=True, log=lines.append)
 
 
+def test_a_run_saved_before_the_optimizer_fields_resumes_as_adamw_and_never_as_muon(
+    tmp_path, tiny_run_dir, tiny_tokenizer_dir
+):
+    copy = Path(shutil.copytree(tiny_run_dir, tmp_path / "tiny"))
+    saved = json.loads((copy / "train_config.json").read_text())
+    for name in ("optimizer", "muon_learning_rate", "muon_momentum"):
+        del saved[name]
+    (copy / "train_config.json").write_text(json.dumps(saved))
+    run = tiny_run(tmp_path, tokenizer=str(tiny_tokenizer_dir), grad_accum=2)
+    lines = []
+    assert train(run, resume=True, log=lines.append) == copy
+    assert "finished at step 6" in lines[-1] and "nothing to do" in lines[-1]
+    with pytest.raises(RunConfigError, match=r"differs .* \['optimizer'\]"):
+        train(run.merge({"optimizer": "muon"}), resume=True, log=lines.append)
+
+
 def test_resume_needs_a_checkpoint_and_a_new_run_an_empty_folder(tmp_path, tiny_run_dir, tiny_tokenizer_dir):
     run = tiny_run(tmp_path, tokenizer=str(tiny_tokenizer_dir))
     with pytest.raises(RunConfigError, match=r"--resume: .*tiny has no checkpoint .*it does not exist"):

@@ -1,6 +1,8 @@
 """The optimiser against its equations: the schedule's warmup line and cosine curve, AdamW step by
 step (bias correction, decoupled decay scaled by the learning rate, on matrices only) and global-norm
-clipping, checked against a NumPy transcription of Loshchilov and Hutter (2019)."""
+clipping, checked against a NumPy transcription of Loshchilov and Hutter (2019). With Muon, the
+parameters it does not take get exactly AdamW's updates, and both parts follow the schedule
+(Muon's own maths: test_muon.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from microgpt_core import GPTConfig, init_params
 from microgpt_core.params import flatten
 from microgpt_train import RunConfig, decay_mask, learning_rate_schedule, make_optimizer
+from microgpt_train.muon import MUON, muon_labels
 
 CONFIG = GPTConfig(vocab_size=64, context_length=16, d_model=16, n_layers=2, n_heads=2)
 
@@ -123,11 +126,34 @@ def test_updates_follow_clipped_adamw_step_by_step(grad_clip):
     assert max(float(np.max(np.abs(other[n] - expected[n]))) for n in expected) > 1e-3  # clipping matters
 
 
-def test_with_zero_gradients_only_the_decayed_matrices_shrink_by_lr_times_decay():
-    run = _run(max_steps=10, warmup_steps=0, learning_rate=0.1, weight_decay=0.5)
-    params = _random_like(CONFIG, 0.1, np.random.default_rng(0))
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_with_zero_gradients_only_the_decayed_matrices_shrink_by_lr_times_decay(optimizer):
+    run = _run(
+        max_steps=10, warmup_steps=4, learning_rate=0.1, weight_decay=0.5, optimizer=optimizer,
+        muon_learning_rate=0.04,
+    )  # fmt: skip
+    config = CONFIG.replace(tie_embeddings=False)
+    params = _random_like(config, 0.1, np.random.default_rng(0))
     zeros = jax.tree.map(np.zeros_like, params)
-    after = _apply(run, params, [zeros])
+    after = _apply(run, params, [zeros, zeros])  # the schedule's first two steps: 0, then a quarter
+    decayed, labels = flatten(decay_mask(params)), flatten(muon_labels(params))
     for name, before in flatten(params).items():
-        factor = 1 - 0.1 * 0.5 if flatten(decay_mask(params))[name] else 1.0
+        lr = 0.04 if optimizer == "muon" and labels[name] == MUON else 0.1
+        factor = 1 - lr / 4 * 0.5 if decayed[name] else 1.0
         np.testing.assert_allclose(after[name], factor * np.asarray(before), rtol=1e-6, err_msg=name)
+
+
+def test_muon_leaves_adamw_exactly_the_updates_of_every_parameter_it_does_not_take():
+    config, rng = CONFIG.replace(tie_embeddings=False, mlp="swiglu"), np.random.default_rng(3)
+    params = _random_like(config, 0.1, rng)
+    grads = [_random_like(config, scale, rng) for scale in (30.0, 0.001, 3.0)]  # clipped, then not
+    adamw, muon = (
+        _apply(_run(max_steps=6, warmup_steps=1, grad_clip=0.5, optimizer=name), params, grads)
+        for name in ("adamw", "muon")
+    )
+    labels = flatten(muon_labels(params))
+    for name, label in labels.items():
+        if label == MUON:
+            assert np.max(np.abs(muon[name] - adamw[name])) > 1e-3, name
+        else:
+            np.testing.assert_allclose(muon[name], adamw[name], rtol=1e-6, atol=1e-9, err_msg=name)

@@ -1,13 +1,14 @@
 """Where every array goes on an 8-way ``data`` mesh (an `AbstractMesh`: layouts need no devices):
 batches split by rows; parameters whole without FSDP, split along their ``embed`` dimension with it
-unless 8 does not divide that dimension; Adam's moments laid out exactly like their parameter, even
-where two parameters share a shape but not a layout. The same layouts on 8 real (simulated) devices,
-kept by a train step, are checked by tests/properties/sharded_worker.py."""
+unless 8 does not divide that dimension; Adam's moments and Muon's momentum laid out exactly like
+their parameter, even where two parameters share a shape but not a layout. The same layouts on 8 real
+(simulated) devices, kept by a train step, are checked by tests/properties/sharded_worker.py."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
+import optax
 import pytest
 from jax.sharding import AbstractMesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -106,6 +107,28 @@ def test_adam_moments_follow_their_parameter_not_another_of_the_same_shape():
     assert others == []
     assert all(state[k].spec == P() for k in ("step", "rng"))
     assert jax.tree.structure(state) == jax.tree.structure(jax.tree.map(lambda _: 0, shapes))
+
+
+def test_muons_momentum_and_the_adamw_moments_follow_their_parameters():
+    # d_model = d_ff: the MLP's w_in (L, D, F) and w_out (L, F, D) share a shape, split on other axes.
+    config = CONFIG.replace(vocab_size=16, context_length=16, d_ff=16)
+    shapes = _shapes(config, RunConfig(model=config, sample_tokens=4, optimizer="muon"))
+    params = param_shardings(shapes["params"], config, MESH, fsdp=True)
+    expected = _specs(params)
+    assert expected["blocks.mlp.w_in"] != expected["blocks.mlp.w_out"]
+    state = state_shardings(shapes, params, MESH)
+    has_mu = lambda node: hasattr(node, "mu")  # noqa: E731  (optax's MuonState, ScaleByAdamState)
+    states = [s for s in jax.tree.leaves(state["opt_state"], is_leaf=has_mu) if has_mu(s)]
+    (muon,), (adam,) = ([s for s in states if hasattr(s, "ns_coeffs") == muon] for muon in (True, False))
+    assert muon.ns_coeffs.spec == P() and muon.count.spec == P()
+
+    def specs(tree) -> dict:  # leaves only: the other part's parameters are optax's masked nodes
+        return {n: s.spec for n, s in flatten(tree).items() if not isinstance(s, optax.MaskedNode)}
+
+    matrices = {"blocks.attn.w_qkv", "blocks.attn.w_out", "blocks.mlp.w_in", "blocks.mlp.w_out"}
+    assert specs(muon.mu) == {n: expected[n] for n in matrices}
+    assert specs(adam.mu) == specs(adam.nu) == {n: s for n, s in expected.items() if n not in matrices}
+    assert any(spec != P() for spec in specs(muon.mu).values())
 
 
 def test_batches_are_split_by_rows_and_the_mesh_spans_every_device():

@@ -2,7 +2,8 @@
 
 - `train(run_config, resume=False) -> Path`: the loop (`loop.py`); returns ``runs_dir/name``.
 - `RunConfig`, `PRESETS`, `preset(name)`: run configs (`config.py`).
-- `make_train_step`, `init_state`, `make_optimizer`: the pieces, for custom loops and tests.
+- `make_train_step`, `init_state`, `make_optimizer` (AdamW, or Muon + AdamW: `muon.py`): the pieces,
+  for custom loops and tests.
 - CLIs `train` (`cli.py`) and `evaluate` (`evaluate.py`).
 
 Names load on first use (PEP 562): importing the package (as the `train` and `evaluate` scripts do
@@ -31,6 +32,7 @@ __all__ = [
     "make_eval_step",
     "make_optimizer",
     "make_train_step",
+    "muon_labels",
     "preset",
     "train",
 ]
@@ -49,6 +51,7 @@ __getattr__, __dir__ = lazy_names(
         "decay_mask": "microgpt_train.optim",
         "learning_rate_schedule": "microgpt_train.optim",
         "make_optimizer": "microgpt_train.optim",
+        "muon_labels": "microgpt_train.muon",
         "init_state": "microgpt_train.step",
         "make_eval_step": "microgpt_train.step",
         "make_train_step": "microgpt_train.step",
@@ -60,5 +63,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_train.evaluate import evaluate_model
     from microgpt_train.interrupts import TrainingInterrupted
     from microgpt_train.loop import NonFiniteLossError, train
+    from microgpt_train.muon import muon_labels
     from microgpt_train.optim import decay_mask, learning_rate_schedule, make_optimizer
     from microgpt_train.step import init_state, make_eval_step, make_train_step

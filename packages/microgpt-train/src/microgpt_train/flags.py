@@ -28,6 +28,7 @@ from microgpt_core.config import (
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data.commands import Parser, add_bool_flag
 from microgpt_train.config import (
+    OPTIMIZERS,
     PRESETS,
     RESUMABLE_CHANGES,
     TRAIN_CONFIG_FILE,
@@ -74,6 +75,7 @@ _CHOICES = {
     "attention": ATTENTION_KINDS,
     "compute_dtype": COMPUTE_DTYPES,
 }
+_RUN_CHOICES = {"optimizer": OPTIMIZERS}
 
 
 def _kind(f: dataclasses.Field) -> str:
@@ -97,7 +99,7 @@ def _shown(value: Any) -> str:
 
 def _add_field(group, f: dataclasses.Field, dest: str, help: str, value: Any) -> None:
     """One flag for a config field; its help shows the value the preset in use gives it."""
-    choices = _CHOICES.get(f.name) if dest.startswith("model.") else None
+    choices = _CHOICES.get(f.name) if dest.startswith("model.") else _RUN_CHOICES.get(f.name)
     if choices:
         help = f"{help}: {' | '.join(choices)}"
     text = f"{help} (default: {_shown(value)})"

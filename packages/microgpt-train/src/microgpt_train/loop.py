@@ -37,7 +37,7 @@ from microgpt_infer.card import SUMMARY_FILE
 from microgpt_infer.engine import generate_tokens
 from microgpt_infer.run_layout import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_train.checkpointing import Checkpoints, abstract_like
-from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError
+from microgpt_train.config import RESUMABLE_CHANGES, RunConfig, RunConfigError, saved_fields
 from microgpt_train.export import export_model, typed_path, write_model_folder
 from microgpt_train.interrupts import StopFlag, TrainingInterrupted
 from microgpt_train.metrics import METRICS_FILE, MetricsLog, bits_per_byte
@@ -79,7 +79,7 @@ _RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPO
 
 def _check_resume(run: RunConfig, path: Path) -> dict[str, Any]:
     """The saved run config; `RunConfigError` when `run` differs from it where a resume may not."""
-    saved = read_json_object(path, error=RunConfigError, holds="a run config")
+    saved = saved_fields(read_json_object(path, error=RunConfigError, holds="a run config"))
     now = run.to_dict()
     ignored = RESUMABLE_CHANGES | {"name", "runs_dir"}  # a moved folder is the same run
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and k not in ignored)

@@ -2,9 +2,10 @@
 
 One mesh axis, ``data``, spans every device of every process. Batches are split over it (data
 parallelism). Parameters and optimiser state are replicated, or, with FSDP, split over the same axis
-along their ``embed`` dimension. Core names each parameter's axes (`microgpt_core.param_axes`); the one
-table below, `LOGICAL_AXIS_RULES`, maps those names to mesh axes.
-`global_batch` makes one global array of every process's rows, and `to_host` copies arrays back.
+along their ``embed`` dimension (an optimiser leaf of a parameter exactly as that parameter). Core
+names each parameter's axes (`microgpt_core.param_axes`); the one table below, `LOGICAL_AXIS_RULES`,
+maps those names to mesh axes. `global_batch` makes one global array of every process's rows, and
+`to_host` copies arrays back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from microgpt_core import GPTConfig, param_axes
+from microgpt_core.params import flatten
 
 __all__ = [
     "DATA",
@@ -85,42 +87,38 @@ def param_shardings(params_shape: Any, config: GPTConfig, mesh: Mesh, *, fsdp: b
 
 
 def state_shardings(state_shape: Any, params_sharding: Any, mesh: Mesh) -> Any:
-    """Shardings of the train state: every optimiser leaf shaped like a parameter follows that
-    parameter's sharding (Adam's moments); scalars (counts, the step) are replicated."""
-    by_shape: dict[tuple[int, ...], NamedSharding] = {}
-    for leaf, sharding in zip(
-        jax.tree.leaves(state_shape["params"]), jax.tree.leaves(params_sharding), strict=True
-    ):
-        by_shape.setdefault(tuple(leaf.shape), sharding)
+    """Shardings of the train state: every optimiser leaf that stands for a parameter follows that
+    parameter's sharding; the rest (counts, the step, Muon's Newton–Schulz coefficients) is replicated.
 
-    def opt_leaf(x):
-        return by_shape.get(tuple(x.shape), replicated(mesh))
+    Inside optax's states a per-parameter leaf (Adam's mu and nu, Muon's momentum) sits under the
+    parameter's own dict keys (``.../mu/blocks/attn/w_qkv``), also where `optax.partition` leaves
+    the other parameters out: a leaf is matched by those keys and its shape, never by shape alone
+    (two parameters may share a shape but not a layout).
+    """
+    shardings, shapes = flatten(params_sharding), flatten(state_shape["params"])
 
-    # Moments mirror the params tree inside optax states: map them by structure where possible.
-    opt = jax.tree.map(opt_leaf, state_shape["opt_state"])
-    opt = _match_param_subtrees(state_shape["opt_state"], params_sharding, opt)
+    def opt_leaf(path, leaf):
+        name = _param_name(path)
+        if name in shapes and tuple(shapes[name].shape) == tuple(leaf.shape):
+            return shardings[name]
+        return replicated(mesh)
+
     return {
         "params": params_sharding,
-        "opt_state": opt,
+        "opt_state": jax.tree_util.tree_map_with_path(opt_leaf, state_shape["opt_state"]),
         "step": replicated(mesh),
         "rng": replicated(mesh),
     }
 
 
-def _match_param_subtrees(opt_state: Any, params_sharding: Any, fallback: Any) -> Any:
-    """Where a subtree of the optimiser state has the params' structure (mu, nu), use the params'
-    shardings exactly rather than matching by shape."""
-    params_def = jax.tree.structure(params_sharding)
-
-    def visit(node, fb):
-        if jax.tree.structure(node) == params_def:
-            return params_sharding
-        if isinstance(node, tuple) and not hasattr(node, "shape"):
-            kids = [visit(n, f) for n, f in zip(node, fb, strict=True)]
-            return type(node)(*kids) if hasattr(node, "_fields") else tuple(kids)
-        return fb
-
-    return visit(opt_state, fallback)
+def _param_name(path: tuple) -> str:
+    """The dotted name that the trailing dict keys of a key path spell ("blocks.attn.w_qkv")."""
+    keys: list[str] = []
+    for entry in reversed(path):
+        if not isinstance(entry, jax.tree_util.DictKey):
+            break
+        keys.append(str(entry.key))
+    return ".".join(reversed(keys))
 
 
 def global_batch(local: np.ndarray, mesh: Mesh) -> jax.Array:
