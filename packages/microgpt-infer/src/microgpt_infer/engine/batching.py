@@ -5,7 +5,9 @@
     engine thread, forever:  admit queued requests into free slots: one prefill each, batch 1,
                              at the prompt's bucket width, into the slot's rows of the caches
                              (slots.admit), which also samples the request's first token
-                             ONE compiled decode step advances every busy slot (slots.step)
+                             ONE compiled decode step advances every busy slot (slots.step),
+                             started before the previous step's tokens are handed out, so the
+                             device computes while the host delivers
                              hand each busy slot's token to its Stream; free the slots whose
                              request finished (end-of-text, max_new_tokens) or was cancelled
 
@@ -126,6 +128,7 @@ class _Running:
     stream: Stream
     admitted: float
     position: int  # where the slot's next fed token sits: its step attends positions < this
+    dispatched: int = 1  # tokens asked of the device so far (token 0 by the admission)
     num_tokens: int = 0
     first: float | None = None
     last: float | None = None
@@ -202,6 +205,7 @@ class Engine:
         self._device = threading.Lock()  # one caller of the programs at a time (warmup, the loop)
         self._stopping, self._deadline = False, float("inf")
         self._total, self._rejected, self._tokens = 0, 0, 0
+        self._pending: tuple[device.Draw, list[tuple[int, _Running]]] | None = None  # a step in flight
         self._thread = threading.Thread(target=self._run, name="microgpt-engine")
         self._thread.start()
 
@@ -316,14 +320,29 @@ class Engine:
             return False
         with self._device:
             self._admit_queued()
-            busy = [(slot, r.position) for slot, r in enumerate(self._running) if r is not None]
-            if busy:
-                width, window = self._shape(max(busy)[0] + 1, max(p for _, p in busy))
-                draw = jax.device_get(self._step(width, window))
-                for slot, position in busy:
-                    self._running[slot].position = position + 1
-                    self._deliver(slot, draw, slot)
+            pending, self._pending = self._pending, self._dispatch()
+            if pending is not None:  # the previous step's tokens, handed out while this one runs
+                draw, stepped = jax.device_get(pending[0]), pending[1]
+                for slot, running in stepped:
+                    if self._running[slot] is running:  # not finished or cancelled meanwhile
+                        self._deliver(slot, draw, slot)
         return True
+
+    def _dispatch(self) -> tuple[device.Draw, list[tuple[int, _Running]]] | None:
+        """Starts one step of the slots that need another token (asynchronously: the device runs it
+        while the loop hands out the previous step's tokens). A request that turns out to have
+        ended (end-of-text) in the previous step is stepped once for nothing; its row is dropped."""
+        stepped = [
+            (slot, r) for slot, r in enumerate(self._running)
+            if r is not None and r.dispatched < r.stream.request.max_new_tokens
+        ]  # fmt: skip
+        if not stepped:
+            return None
+        width, window = self._shape(stepped[-1][0] + 1, max(r.position for _, r in stepped))
+        draw = self._step(width, window)
+        for _, running in stepped:
+            running.position, running.dispatched = running.position + 1, running.dispatched + 1
+        return draw, stepped
 
     def _shape(self, rows: int, position: int) -> tuple[int, int]:
         """The cheapest kept step shape that steps `rows` slots whose positions are <= `position`."""
