@@ -79,6 +79,9 @@ def model_card(
     if run:
         eval_loss = summary.get("eval_loss")
         ppl = math.exp(eval_loss) if eval_loss is not None and eval_loss < 50 else None
+        if run.get("init_from"):
+            rows.append(("fine-tuned from", f"`{run['init_from']}`"))
+            rows.append(("validation loss before fine-tuning", _fmt(summary.get("init_eval_loss"))))
         rows += [
             ("training data", f"`{run.get('data')}`"),
             (

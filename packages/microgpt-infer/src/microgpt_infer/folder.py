@@ -42,7 +42,7 @@ from microgpt_data.tokenizer_json import TOKENIZER_JSON_FILE, read_tokenizer_jso
 from microgpt_infer import gpt2, llama
 from microgpt_infer.errors import ModelFileError, ModelNotFoundError, UnsupportedModelError
 
-__all__ = ["Model", "load_folder", "load_folder_tokenizer"]
+__all__ = ["Model", "load_folder", "load_folder_config", "load_folder_tokenizer"]
 
 
 @dataclass(frozen=True)
@@ -105,17 +105,30 @@ def load_folder_tokenizer(path: Path) -> Tokenizer:
     if path.is_dir() and not (path / CONFIG_FILE).is_file() and (path / RANKS_FILE).is_file():
         return _tokenizer(lambda: Tokenizer.load(path), path)
     body = _config_body(path)
-    config_path = path / CONFIG_FILE
+    return _folder_tokenizer(path, body, _config(body, path / CONFIG_FILE))
+
+
+def load_folder_config(path: Path) -> GPTConfig:
+    """The `GPTConfig` of a model folder of any layout, read from its config.json alone (no weights,
+    no tokenizer), as `load_folder` converts it.
+
+    Raises:
+      ModelNotFoundError: `path` is not a folder.
+      ModelFileError: config.json is missing, corrupted or not a model's config (names the file).
+    """
+    return _config(_config_body(path), path / CONFIG_FILE)
+
+
+def _config(body: dict[str, Any], config_path: Path) -> GPTConfig:
+    """`body` (config.json, parsed) as a `GPTConfig`, whatever the layout."""
     if gpt2.is_gpt2_config(body):
-        config = gpt2.gpt2_config(body, config_path)
-    elif llama.is_llama_config(body):
-        config = llama.llama_config(body, config_path)
-    else:
-        try:
-            config = GPTConfig.upgrade(body)
-        except (ConfigError, TypeError) as e:
-            raise ModelFileError(f"{config_path}: {e}") from None
-    return _folder_tokenizer(path, body, config)
+        return gpt2.gpt2_config(body, config_path)
+    if llama.is_llama_config(body):
+        return llama.llama_config(body, config_path)
+    try:
+        return GPTConfig.upgrade(body)
+    except (ConfigError, TypeError) as e:
+        raise ModelFileError(f"{config_path}: {e}") from None
 
 
 def _config_body(path: Path) -> dict[str, Any]:

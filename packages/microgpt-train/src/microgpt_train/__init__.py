@@ -1,7 +1,8 @@
 """microgpt_train: `uv run train`, from one CPU to many hosts, resumable bit for bit.
 
 - `train(run_config, resume=False) -> Path`: the loop (`loop.py`); returns ``runs_dir/name``.
-- `RunConfig`, `PRESETS`, `preset(name)`: run configs (`config.py`).
+- `RunConfig`, `PRESETS`, `preset(name)`: run configs (`config.py`); `resolve_init_from(run)`: a
+  fine-tuning run's config, the architecture of its `init_from` model (`init_from.py`).
 - `make_train_step`, `init_state`, `make_optimizer` (AdamW, or Muon + AdamW: `muon.py`): the pieces,
   for custom loops and tests.
 - CLIs `train` (`cli.py`) and `evaluate` (`evaluate.py`).
@@ -34,6 +35,7 @@ __all__ = [
     "make_train_step",
     "muon_labels",
     "preset",
+    "resolve_init_from",
     "train",
 ]
 
@@ -45,6 +47,7 @@ __getattr__, __dir__ = lazy_names(
         "RunConfigError": "microgpt_train.config",
         "preset": "microgpt_train.config",
         "evaluate_model": "microgpt_train.evaluate",
+        "resolve_init_from": "microgpt_train.init_from",
         "TrainingInterrupted": "microgpt_train.interrupts",
         "NonFiniteLossError": "microgpt_train.loop",
         "train": "microgpt_train.loop",
@@ -61,6 +64,7 @@ __getattr__, __dir__ = lazy_names(
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load lazily
     from microgpt_train.config import PRESETS, RunConfig, RunConfigError, preset
     from microgpt_train.evaluate import evaluate_model
+    from microgpt_train.init_from import resolve_init_from
     from microgpt_train.interrupts import TrainingInterrupted
     from microgpt_train.loop import NonFiniteLossError, train
     from microgpt_train.muon import muon_labels

@@ -76,6 +76,12 @@ class RunConfig:
         "vocab-size on the data (cached in the run folder)",
     )
     tokenizer_documents: int = _f(0, "documents to train the BPE on (0: all of the training split)")
+    init_from: str = _f(
+        "",
+        "fine-tune: start from this model's weights, tokenizer and architecture (any model name, as "
+        "for --tokenizer); model flags may only repeat its values, but dropout, compute-dtype and "
+        "attention; empty: fresh weights",
+    )
     batch_size: int = _f(
         16, "global batch: sequences per optimiser step, over all processes and micro-batches"
     )
@@ -168,6 +174,11 @@ class RunConfig:
             raise RunConfigError(
                 f"compute_dtype must be one of {list(COMPUTE_DTYPES)} for training, got "
                 f"{self.model.compute_dtype!r} (float64 is core's, for gradient checks)"
+            )
+        if self.init_from and self.tokenizer:
+            raise RunConfigError(
+                f"tokenizer ({self.tokenizer!r}) cannot be given with init_from ({self.init_from!r}): "
+                "a fine-tuned model keeps its source's tokenizer"
             )
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise RunConfigError(f"name must be a plain folder name, got {self.name!r}")

@@ -180,7 +180,7 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     file_values = _toml(args.config) if args.config is not None else {}
     given = _merge(_merge(base, file_values, str(args.config)), _explicit(args))
     if not args.resume:
-        return given
+        return _init_from(given, file_values, args)
     run_dir = Path(given.runs_dir) / given.name
     saved = _saved_config(run_dir)
     # The folder's own config, moved to where it is now (name and folder are not the trajectory),
@@ -190,6 +190,17 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
         resumed = _refuse_changes(resumed, given, f"--preset {args.preset}", run_dir)
     asked = _merge(_merge(resumed, file_values, str(args.config)), _explicit(args))
     return _refuse_changes(resumed, asked, "the flags", run_dir)
+
+
+def _init_from(run: RunConfig, file_values: dict[str, Any], args: argparse.Namespace) -> RunConfig:
+    """With init_from: the source's model, and the model fields the file and flags set checked."""
+    if not run.init_from:
+        return run
+    from microgpt_train.init_from import resolve_init_from
+
+    model_names = {f.name for f in dataclasses.fields(GPTConfig)}
+    given = {*file_values.get("model", {}), *(k for k in file_values if k in model_names)}
+    return resolve_init_from(run, given | set(_explicit(args)["model"]))
 
 
 def _saved_config(run_dir: Path) -> RunConfig:

@@ -72,6 +72,7 @@ def check_devices(run: RunConfig, n_devices: int, n_processes: int) -> None:
 
 # What a checkpoint's summary holds of the last evaluation (a resumed run starts from it).
 _EVAL_KEYS = ("eval_loss", "eval_perplexity", "eval_bits_per_byte")
+_INIT_EVAL = "init_eval_loss"  # a fine-tuning run's validation loss at step 0, in its summary
 # What a run writes in its folder (model/ comes only with a trained step).
 _RUN_FILES = (TRAIN_CONFIG_FILE, TOKENIZER_DIR, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR, TENSORBOARD_DIR,
               WANDB_DIR)  # fmt: skip
@@ -175,6 +176,7 @@ def _fit(
             "train_seconds": summary.get("train_seconds", 0.0),
             "sample": summary.get("sample", ""),
             "eval": {k: summary[k] for k in _EVAL_KEYS if k in summary},
+            **({_INIT_EVAL: summary[_INIT_EVAL]} if _INIT_EVAL in summary else {}),
         }
         say(f"resumed from step {start}")
         if saved is not None and saved.get("max_steps") != run.max_steps:
@@ -220,6 +222,12 @@ def _loop(
         raise TrainingInterrupted(None, trainer.run_dir, signum, new=not folder.resume)
     try:
         with Progress(run, start, enabled=trainer.main, log=trainer.say) as progress:
+            if run.init_from and start == 0:  # where fine-tuning starts: the source on the same batches
+                with clock.paused():
+                    result = _evaluate(trainer, state["params"])
+                done[_INIT_EVAL] = result["eval_loss"]
+                metrics.write({"step": 0, **result})
+                progress.write(f"{_eval_line(trainer, 0, result)}: {run.init_from} before fine-tuning")
             while step < run.max_steps:
                 step += 1
                 state, record = _step(trainer, state, step, clock, checkpoints)
@@ -325,6 +333,7 @@ def _summary(trainer: Trainer, step: int, done: dict, seconds: float) -> dict[st
         "step": step, "tokens": step * trainer.run.tokens_per_step, "unigram_entropy": trainer.baseline,
         "train_seconds": done["train_seconds"] + seconds, "machine": trainer.machine,
         "sample": done["sample"], **done["eval"],
+        **({_INIT_EVAL: done[_INIT_EVAL]} if _INIT_EVAL in done else {}),
     }  # fmt: skip
 
 
@@ -354,8 +363,9 @@ def _goodbye(trainer: Trainer, summary: dict[str, Any], model: Path) -> None:
     where = typed_path(model)
     prefix = "uv run " if os.environ.get("UV") else ""
     prompt = json.dumps(trainer.run.sample_prompt)
+    before = f", {summary[_INIT_EVAL]:.4f} before fine-tuning" if _INIT_EVAL in summary else ""
     trainer.say(
-        f"model saved to {where}: eval loss {loss:.4f} (perplexity {math.exp(min(loss, 50)):.1f}, "
+        f"model saved to {where}: eval loss {loss:.4f}{before} (perplexity {math.exp(min(loss, 50)):.1f}, "
         f"{summary.get('eval_bits_per_byte', float('nan')):.3f} bits/byte) vs "
         f"unigram {trainer.baseline:.3f}, {summary['train_seconds']:.0f} s of training\n"
         f"next:\n  {prefix}generate --model {where} {prompt}\n"

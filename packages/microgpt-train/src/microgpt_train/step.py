@@ -97,10 +97,21 @@ def split_micro_batches(batch: jax.Array, grad_accum: int) -> jax.Array:
     return batch.reshape(B // grad_accum, grad_accum, batch.shape[1]).swapaxes(0, 1)  # (A, B/A, T+1)
 
 
-def init_state(rng: jax.Array, config: GPTConfig, optimizer: optax.GradientTransformation) -> dict:
-    """A fresh train state; `rng` (a raw uint32 key) seeds init and, folded with the step, dropout."""
+def init_state(
+    rng: jax.Array,
+    config: GPTConfig,
+    optimizer: optax.GradientTransformation,
+    *,
+    params: Params | None = None,
+) -> dict:
+    """A fresh train state; `rng` (a raw uint32 key) seeds init and, folded with the step, dropout.
+
+    `params`: the weights to start from (fine-tuning, `RunConfig.init_from`) instead of
+    `init_params`; the dropout key is the same either way.
+    """
     init_key, run_key = jax.random.split(rng)
-    params = init_params(init_key, config)
+    if params is None:
+        params = init_params(init_key, config)
     return {
         "params": params,
         "opt_state": optimizer.init(params),

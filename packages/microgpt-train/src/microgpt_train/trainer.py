@@ -1,8 +1,9 @@
 """What a run trains with, built before it starts and fixed from then on: one frozen `Trainer`.
 
 `build_trainer` opens the training data (a bad source or tokenizer name fails here, before any work
-is announced), resolves the tokenizer, opens the training loader, reads the validation batches,
-builds the initial state on the mesh and compiles the step. It writes nothing: the run folder is
+is announced), reads the model to fine-tune (`init_from`), resolves the tokenizer, opens the
+training loader, reads the validation batches, builds the initial state on the mesh (from the
+source's weights when fine-tuning) and compiles the step. It writes nothing: the run folder is
 started afterwards (`loop.py`). The state it returns is not part of the `Trainer`: every step
 replaces it, so the loop passes it along explicitly.
 """
@@ -23,6 +24,7 @@ from microgpt_core import count_params
 from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
 from microgpt_infer.run_layout import TRAIN_CONFIG_FILE
 from microgpt_train.config import RunConfig
+from microgpt_train.init_from import load_source
 from microgpt_train.metrics import (
     flops_per_token,
     machine,
@@ -94,14 +96,19 @@ def build_trainer(
     parameter count. The training loader is closed when `stack` closes.
     """
     train_data = load_text_dataset(run.data, "train", text_column=run.text_column)
-    tokenizer = resolve_tokenizer(run, run_dir, warn=warn) if run.tokenizer else None
+    source = load_source(run, log=warn) if run.init_from else None  # fine-tuning: weights, tokenizer
+    tokenizer = source.tokenizer if source is not None else None
+    if tokenizer is None and run.tokenizer:
+        tokenizer = resolve_tokenizer(run, run_dir, warn=warn)
     say(f"run {run.name}: {run.summary()}; every setting in {run_dir / TRAIN_CONFIG_FILE}")
+    if source is not None:
+        say(f"fine-tuning {run.init_from} ({source.source}): its weights, tokenizer and architecture")
     if tokenizer is None:  # the run's own BPE, trained (and said) or read from its cache
         tokenizer = resolve_tokenizer(run, run_dir, log=say, warn=warn, data=train_data)
     loader = stack.enter_context(make_loader(run, tokenizer, "train", dataset=train_data))
     val_local, baseline, val_bytes = _validation(run, tokenizer)
     mesh = make_mesh()
-    state, train_step = _compile(run, mesh)
+    state, train_step = _compile(run, mesh, source.params if source else None)
     trainer = Trainer(
         run=run, run_dir=run_dir, main=main, say=say, warn=warn, tokenizer=tokenizer, loader=loader,
         mesh=mesh, train_step=train_step, eval_step=make_eval_step(run.model),
@@ -126,15 +133,16 @@ def _validation(run: RunConfig, tokenizer: Tokenizer) -> tuple[list[np.ndarray],
     return val_local, unigram_entropy(targets), int(to_host(local).sum())
 
 
-def _compile(run: RunConfig, mesh: Mesh) -> tuple[dict, Any]:
-    """The initial state, laid out on `mesh` (FSDP or replicated), and the train step compiled for it
-    (compiled before the run starts, so a run that cannot compile leaves no trace)."""
+def _compile(run: RunConfig, mesh: Mesh, params: Any = None) -> tuple[dict, Any]:
+    """The initial state (from `params` when fine-tuning, else fresh), laid out on `mesh` (FSDP or
+    replicated), and the train step compiled for it (compiled before the run starts, so a run that
+    cannot compile leaves no trace)."""
     config = run.model
     optimizer = make_optimizer(run)
-    init = lambda k: init_state(k, config, optimizer)  # noqa: E731
-    shape = jax.eval_shape(init, jax.random.PRNGKey(run.seed))
+    init = lambda k, p: init_state(k, config, optimizer, params=p)  # noqa: E731
+    shape = jax.eval_shape(init, jax.random.PRNGKey(run.seed), params)
     shardings = state_shardings(shape, param_shardings(shape["params"], config, mesh, fsdp=run.fsdp), mesh)
-    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(run.seed))
+    state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(run.seed), params)
     rows = batch_sharding(mesh)
     step = make_train_step(
         config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings, batch_sharding=rows
