@@ -77,8 +77,9 @@ def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn, data: Any) -> Tokenize
 
 def cache_tokenizer(run: RunConfig, run_dir: Path, tokenizer: Tokenizer) -> Path | None:
     """Saves the run's own BPE in ``run_dir/tokenizer`` with what it was trained for (process 0;
-    nothing for a tokenizer the run was given); the folder written, or None."""
-    if run.tokenizer or jax.process_index() != 0:
+    nothing for a tokenizer the run was given, or took from its `init_from` model); the folder
+    written, or None."""
+    if run.tokenizer or run.init_from or jax.process_index() != 0:
         return None
     cache, source = run_dir / TOKENIZER_DIR, _bpe_source(run)
     if _read_source(cache / BPE_SOURCE_FILE) == source:
