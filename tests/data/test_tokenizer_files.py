@@ -155,6 +155,7 @@ def _config(folder) -> dict:
         ("special_tokens", {ENDOFTEXT: -1}, r"the id of '<\|endoftext\|>' must be an integer .* -1"),
         ("special_tokens", {ENDOFTEXT: 2**40}, r"must be an integer in \[0, 2\*\*32\)"),
         ("special_tokens", {ENDOFTEXT: 511, "": 512}, "holds an empty token"),
+        ("chat_template", {"default": "x"}, "field 'chat_template' must be a str, got dict"),
     ],
 )
 def test_config_fields_of_the_wrong_type_name_the_file_and_field(saved, field, value, match):
@@ -164,6 +165,24 @@ def test_config_fields_of_the_wrong_type_name_the_file_and_field(saved, field, v
     rewrite(CONFIG_FILE, json.dumps(config))
     with pytest.raises(TokenizerFileError, match=rf"{CONFIG_FILE}: .*{match}"):
         Tokenizer.load(folder)
+
+
+def test_a_chat_template_is_saved_in_the_config_and_read_back(small_tokenizer, tmp_path):
+    """Hugging Face's key in tokenizer_config.json; absent for a tokenizer without a template."""
+    small_tokenizer.save(tmp_path / "plain")
+    assert "chat_template" not in _config(tmp_path / "plain")
+    assert Tokenizer.load(tmp_path / "plain").chat_template is None
+    template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    chat = Tokenizer(
+        small_tokenizer.ranks, small_tokenizer.special_tokens, pattern=small_tokenizer.pattern,
+        eot_token=small_tokenizer.eot_token, chat_template=template,
+    )  # fmt: skip
+    chat.save(tmp_path / "chat")
+    assert _config(tmp_path / "chat")["chat_template"] == template
+    back = Tokenizer.load(tmp_path / "chat")
+    assert back.chat_template == template and back == small_tokenizer  # the template changes no id
+    with pytest.raises(TokenizerFileError, match="chat_template must be a string or None, got int"):
+        Tokenizer(small_tokenizer.ranks, small_tokenizer.special_tokens, chat_template=5)
 
 
 def test_an_empty_special_token_in_the_config_never_hangs(saved):

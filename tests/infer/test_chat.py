@@ -18,11 +18,13 @@ import pytest
 
 from microgpt_infer import InferError, load_tokenizer
 from microgpt_infer.chat import (
+    CHAT_MODEL_TEMPLATE,
     CHAT_TEMPLATE_FILE,
     DEFAULT_CHAT_TEMPLATE,
     ChatTemplateError,
     load_chat_template,
     render_chat,
+    render_turns,
 )
 from tests.infer.conftest import FIXTURES, LLAMA_TINY, save_model
 
@@ -45,6 +47,48 @@ def test_render_chat_gives_transformers_text_and_ids(case):
     )  # fmt: skip
     assert text == case["text"]
     assert tokenizer.encode(text, allow_special=True) == case["ids"]
+
+
+MULTI = [
+    {"role": "system", "content": "Be brief."}, {"role": "assistant", "content": "Ask."},
+    {"role": "user", "content": "A list?"}, {"role": "assistant", "content": "[1, 2]"},
+    {"role": "user", "content": "Thanks"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["chat-model", "default", "zephyr"])
+def test_render_turns_cuts_out_what_each_assistant_message_adds(name):
+    template = {"chat-model": CHAT_MODEL_TEMPLATE, **EXPECTED["templates"]}[name]
+    pieces = render_turns(MULTI, template, eos_token="<E>")
+    assert "".join(text for text, _ in pieces) == render_chat(
+        MULTI, template, eos_token="<E>", add_generation_prompt=False
+    )
+    written = [text for text, by_assistant in pieces if by_assistant]
+    assert (
+        written
+        == {
+            "chat-model": ["Ask.<E>", "[1, 2]<E>"],  # the content and the turn's end: what the model writes
+            "default": [" Ask.", " [1, 2]"],
+            "zephyr": ["Ask.<E>\n", "[1, 2]<E>\n"],  # after its generation prompt "<|assistant|>\n"
+        }[name]
+    )
+    assert not pieces[-1][1]  # the last user turn is not the assistant's
+
+
+def test_the_chat_model_template_ends_every_turn_with_end_of_text():
+    text = render_chat(MULTI[:3], CHAT_MODEL_TEMPLATE, eos_token="<|endoftext|>")
+    assert text == (
+        "<|im_start|>system\nBe brief.<|endoftext|><|im_start|>assistant\nAsk.<|endoftext|>"
+        "<|im_start|>user\nA list?<|endoftext|><|im_start|>assistant\n"
+    )
+
+
+def test_a_template_that_rewrites_earlier_turns_cannot_tell_the_assistant_apart():
+    template = "{% for m in messages %}{{ m['content'] if loop.last else '-' }}{% endfor %}"
+    with pytest.raises(
+        ChatTemplateError, match=r"messages\[1\] \(an assistant turn\).* cannot be told apart"
+    ):
+        render_turns(MULTI, template)
 
 
 def test_the_default_template_reads_as_prose():

@@ -128,6 +128,7 @@ def test_the_model_folder_keeps_the_source_tokenizer_and_architecture(finetuned,
     run_dir, _ = finetuned
     model, source = load_folder(run_dir / "model"), load_folder(source_dir)
     assert model.tokenizer == source.tokenizer and model.config == source.config
+    assert not (run_dir / "tokenizer").exists()  # no BPE of the run's own to cache
     moved = [k for k, v in flatten(model.params).items() if not np.array_equal(v, flatten(source.params)[k])]
     assert moved  # the weights trained from the source's
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from microgpt_core import GPTConfig
+from microgpt_core import GPTConfig, forward, init_params
 from microgpt_train import decay_mask, init_state, learning_rate_schedule, make_optimizer, make_train_step
 from microgpt_train.config import preset
 from microgpt_train.step import layer_unroll, loss_fn, make_eval_step, micro_batches, split_micro_batches
@@ -149,3 +151,69 @@ def test_the_unrolled_layer_loop_gives_the_same_loss_and_gradients(dtype):
     np.testing.assert_allclose(unrolled, rolled, rtol=tolerance)
     for a, b in zip(jax.tree.leaves(unrolled_grads), jax.tree.leaves(rolled_grads), strict=True):
         np.testing.assert_allclose(a, b, rtol=tolerance, atol=tolerance * 1e-2)
+
+
+# ----------------------------------------------------------------------------- a loss mask (chat data)
+def _masked(rows: int = 4, seed: int = 1) -> np.ndarray:
+    """(rows, 2, T+1): random tokens, and in each row but the last a counted span in the middle."""
+    tokens = np.asarray(_batch(rows, seed))
+    mask = np.zeros_like(tokens)
+    for r in range(rows - 1):  # the last row counts nothing
+        mask[r, 4 + r : 10 + r] = 1
+    return np.stack([tokens, mask], axis=1)
+
+
+@functools.cache
+def _params() -> dict:
+    return init_params(jax.random.key(0), CONFIG)
+
+
+_VALUE_AND_GRAD = jax.jit(jax.value_and_grad(loss_fn), static_argnums=(2, 4))  # compiled once
+
+
+def _grads(batch: np.ndarray) -> tuple[jax.Array, dict]:
+    return _VALUE_AND_GRAD(_params(), batch, CONFIG, None, False)
+
+
+def test_the_masked_loss_is_the_mean_over_the_counted_targets():
+    batch = _masked()
+    logits = jax.jit(forward, static_argnums=2)(_params(), batch[:, 0, :-1], CONFIG)  # (B, T, V)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch[:, 0, 1:, None], -1)[..., 0]  # (B, T)
+    weights = batch[:, 1, 1:]
+    expected = float(jnp.sum(nll * weights) / weights.sum())
+    assert float(_grads(batch)[0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_tokens_outside_the_assistant_turns_do_not_change_the_gradient():
+    """What no counted target is or sees changes nothing: every token of a row that counts nothing,
+    and the tokens after a row's last counted target (a trailing user turn, the padding). A token
+    inside a counted span does change it (so the comparison can fail)."""
+    batch = _masked()
+    loss, grads = _grads(batch)
+    changed = batch.copy()
+    rng = np.random.default_rng(0)
+    changed[-1, 0] = rng.integers(0, CONFIG.vocab_size, changed.shape[-1])  # the row that counts nothing
+    for r in range(len(batch) - 1):
+        after = np.flatnonzero(batch[r, 1])[-1] + 1  # past the row's last counted token
+        changed[r, 0, after:] = (batch[r, 0, after:] + 1 + rng.integers(0, 5, len(batch[r, 0, after:]))) % 64
+    assert (changed != batch).sum() > 20
+    loss2, grads2 = _grads(changed)
+    assert float(loss2) == float(loss)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    inside = batch.copy()
+    inside[0, 0, 6] = (inside[0, 0, 6] + 1) % CONFIG.vocab_size
+    assert not np.array_equal(_grads(inside)[1]["embed"]["tokens"], grads["embed"]["tokens"])
+
+
+def test_masked_micro_batches_give_the_batch_loss_and_gradient():
+    """However the counted targets fall into micro-batches (3 rows of 4 count, unequally), the
+    accumulated loss and gradient are the whole batch's."""
+    run = preset("quickstart").merge({"model": CONFIG.to_dict(), "batch_size": 4, "sample_tokens": 8})
+    optimizer = make_optimizer(run)
+    batch = _masked()
+    state = init_state(jax.random.PRNGKey(0), CONFIG, optimizer, params=jax.tree.map(jnp.copy, _params()))
+    _, metrics = make_train_step(CONFIG, optimizer, grad_accum=2)(state, jnp.asarray(batch))
+    loss, grads = _grads(batch)
+    assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-6)
+    assert float(metrics["grad_norm"]) == pytest.approx(float(optax.tree.norm(grads)), rel=1e-5)

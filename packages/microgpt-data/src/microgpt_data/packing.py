@@ -20,6 +20,10 @@ train on the same batches, finite epochs end at the same step everywhere, and th
 on every process. (Each process tokenizes the whole stream: P times the work, which the loader's
 margin over training, hundreds of times, easily pays.)
 
+With `encode` (chat data: `microgpt_train.chat_data`), each document is turned into ids and a loss
+mask by that function (None leaves it out), packed by `masked_packing.pack_masked`, and the loader
+yields ``(B/P, 2, T+1)`` windows: tokens, then the mask (1 where the loss counts).
+
 `state_dict()` describes the loader *after the last batch it returned* (the prefetch thread may be
 ahead; each batch carries its own state). A loader given that state by `load_state_dict`, on any
 number of processes, returns exactly the global batches an unbroken one would. The state is
@@ -35,13 +39,14 @@ import contextlib
 import dataclasses
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from microgpt_core.config import is_integer
 from microgpt_data.errors import DataError, DataSourceError, InvalidTextError, LoaderStateError
+from microgpt_data.masked_packing import pack_masked
 from microgpt_data.shuffle import shuffled
 from microgpt_data.sources import source_label
 from microgpt_data.tokenizer import Tokenizer
@@ -118,6 +123,10 @@ class PackedLoader:
       tokenize_batch: the most documents encoded per `Tokenizer.encode_batch` call (fewer are
         read when fewer fill the next batch, which keeps the leftover tokens in the state small).
       prefetch: batches prepared ahead by the background thread.
+      encode: for documents with a loss mask: ``encode(text) -> (ids, mask)``, or None to leave the
+        document out; the loader then yields ``(B/P, 2, T+1)`` windows (tokens, mask), and a document
+        that fits in a row of T+1 tokens never straddles two (`masked_packing.pack_masked`). It runs
+        on the loader's thread. None: ``tokenizer.encode`` of the text, (B/P, T+1) windows.
     """
 
     def __init__(
@@ -134,6 +143,7 @@ class PackedLoader:
         seed: int = 0,
         tokenize_batch: int = 64,
         prefetch: int = 4,
+        encode: Callable[[str], tuple[Sequence[int], Sequence[int]] | None] | None = None,
     ) -> None:
         for name, value, low in (
             ("batch_size", batch_size, 1),
@@ -188,7 +198,8 @@ class PackedLoader:
         self.epochs = None if epochs is None else int(epochs)
         self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
         self._tokenize_batch, self._prefetch = int(tokenize_batch), int(prefetch)
-        self._state = _State()
+        self._masked_encode = encode
+        self._state = _State(carry=self._empty())
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
@@ -261,11 +272,29 @@ class PackedLoader:
                 raise DataSourceError(f"{self._source}: cannot read: {type(exc).__name__}: {exc}") from exc
             yield example["text"]
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
+    def _encode(self, texts: list[str]) -> list:
+        """Each text's ids, or with `encode` the (ids, mask) of each text it keeps."""
         try:
-            return self._tokenizer.encode_batch(texts)
+            if self._masked_encode is None:
+                return self._tokenizer.encode_batch(texts)
+            return [doc for doc in map(self._masked_encode, texts) if doc is not None]
         except InvalidTextError as exc:
             raise InvalidTextError(f"{self._source}: {exc}") from None
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((2, 0) if self._masked_encode else 0, np.int32)
+
+    def _pack(self, carry: np.ndarray, documents: list, need: int) -> tuple[np.ndarray, np.ndarray]:
+        eot = self._tokenizer.eot_id
+        if self._masked_encode is None:
+            return pack_tokens(carry, documents, eot, need)  # (n, need), (< need,)
+        return pack_masked(carry, documents, eot, need, self.seq_len + 1)  # (n, 2, need), (2, < need)
+
+    def _batch(self, window: np.ndarray) -> np.ndarray:
+        """This process's rows of one global window: (B/P, T+1), or (B/P, 2, T+1) with a mask."""
+        if self._masked_encode is None:
+            return window.reshape(self.batch_size, self.seq_len + 1)[self._rows]
+        return window.reshape(2, self.batch_size, self.seq_len + 1).transpose(1, 0, 2)[self._rows]
 
     def _produce(self, start: _State, out: queue.Queue, stop: threading.Event) -> None:
         def put(item: tuple) -> bool:
@@ -278,11 +307,10 @@ class PackedLoader:
             return False
 
         try:
-            shape, need = (self.batch_size, self.seq_len + 1), self.batch_size * (self.seq_len + 1)
-            eot = self._tokenizer.eot_id
+            need = self.batch_size * (self.seq_len + 1)
             st = dataclasses.asdict(start)
             st["buffer"] = list(start.buffer)
-            windows, carry = pack_tokens(start.carry, [], eot, need)  # full batches left by a resume
+            windows, carry = self._pack(start.carry, [], need)  # full batches left by a resume
             docs_read, tokens_read = 0, 0
             while not stop.is_set() and (self.epochs is None or st["epoch"] < self.epochs):
                 docs = self._documents(st)
@@ -293,9 +321,11 @@ class PackedLoader:
                         st["batches"] += 1
                         if pulled:
                             st["dataset"] = self._dataset.state_dict()
-                        rest = np.concatenate([windows[j + 1 :].reshape(-1), carry])  # not yet returned
+                        later = windows[j + 1 :]  # not yet returned: these, then the carry
+                        later = later.transpose(1, 0, 2).reshape(2, -1) if later.ndim == 3 else later.ravel()
+                        rest = np.concatenate([later, carry], axis=-1)
                         snapshot = _State(**{**st, "buffer": tuple(st["buffer"]), "carry": rest})
-                        if not put(("batch", window.reshape(shape)[self._rows], snapshot)):  # (B/P, T+1)
+                        if not put(("batch", self._batch(window), snapshot)):
                             return
                     # Encode about as many documents as the next batch needs (at least 1, at most
                     # tokenize_batch), so the leftover tokens kept in the state stay small.
@@ -306,20 +336,22 @@ class PackedLoader:
                     if not chunk:
                         windows = windows[:0]
                         break
-                    seen = True
                     encoded = self._encode(chunk)
+                    seen = seen or bool(encoded)
                     docs_read += len(chunk)
-                    tokens_read += sum(map(len, encoded)) + len(chunk)
-                    windows, carry = pack_tokens(carry, encoded, eot, need)  # (n, B*(T+1)), (< need,)
+                    tokens_read += sum(len(doc[0] if self._masked_encode else doc) + 1 for doc in encoded)
+                    windows, carry = self._pack(carry, encoded, need)  # (n, [2,] B*(T+1)), ([2,] < need)
                 if stop.is_set():
                     return
                 if not seen:
-                    raise DataSourceError(f"{self._source}: no documents in epoch {st['epoch']}: it is empty")
+                    why = "every one was left out" if self._masked_encode else "it is empty"
+                    raise DataSourceError(f"{self._source}: no documents in epoch {st['epoch']}: {why}")
                 st.update(epoch=st["epoch"] + 1, dataset=None, buffer=[], draws=0, source_done=False)
             if st["batches"] == 0:
                 raise DataSourceError(
-                    f"{self._source}: {self.epochs} epoch(s) gave {len(carry)} tokens, fewer than one batch "
-                    f"of {self.batch_size} x {self.seq_len + 1} = {need}; use a smaller batch_size/seq_len"
+                    f"{self._source}: {self.epochs} epoch(s) gave {carry.shape[-1]} tokens, fewer than one "
+                    f"batch of {self.batch_size} x {self.seq_len + 1} = {need}; use a smaller "
+                    "batch_size/seq_len"
                 )
             put(("end", None, _State(**{**st, "buffer": (), "carry": carry.copy(), "finished": True})))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -335,6 +367,7 @@ class PackedLoader:
             "epochs": self.epochs,
             "vocab_size": self._tokenizer.vocab_size,
             "eot_id": self._tokenizer.eot_id,
+            **({"masked": True} if self._masked_encode else {}),
         }
 
     @property
@@ -370,12 +403,15 @@ class PackedLoader:
             )
         saved, mine = state.get("loader", {}), self._fingerprint()
         wrong = [
-            f"{k}: saved {saved.get(k)!r}, this loader {v!r}" for k, v in mine.items() if saved.get(k) != v
+            f"{k}: saved {saved.get(k)!r}, this loader {mine.get(k)!r}"
+            for k in {**mine, **saved}  # "masked" is in one of them only for a masked loader's state
+            if saved.get(k) != mine.get(k)
         ]
         if wrong:
             raise LoaderStateError("the state belongs to a loader built differently: " + "; ".join(wrong))
         try:
             carry = np.frombuffer(base64.b64decode(state["carry"]), "<i4").astype(np.int32)
+            carry = carry.reshape(2, -1) if self._masked_encode else carry  # tokens, then the mask
             new = _State(
                 epoch=int(state["epoch"]),
                 dataset=state["dataset"],

@@ -48,7 +48,15 @@ from microgpt_data.hub import hub_timeout_seconds, open_hub_dataset
 from microgpt_data.splits import VALIDATION_EVERY, checked_text, in_validation, scan_splits, split_by_position
 from microgpt_data.text_files import text_documents
 
-__all__ = ["SPLITS", "SUFFIXES", "load_text_dataset", "is_hub_id", "source_label"]
+__all__ = [
+    "SPLITS",
+    "SUFFIXES",
+    "is_hub_id",
+    "label_dataset",
+    "load_text_dataset",
+    "source_label",
+    "text_dataset",
+]
 
 SPLITS = ("train", "validation")
 SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -84,9 +92,18 @@ def source_label(dataset: Any) -> str | None:
     return label if isinstance(label, str) else None
 
 
-def _labelled(ds: Any, label: str) -> Any:
+def label_dataset(ds: Any, label: str) -> Any:
+    """`ds`, named `label` (``SPEC (SPLIT split)``) for `source_label` and the loader's errors."""
     setattr(ds, _LABEL, label)
     return ds
+
+
+def text_dataset(generator: Any, gen_kwargs: dict[str, Any]) -> Any:
+    """A streaming ``datasets.IterableDataset`` of one ``text`` column, from ``generator(**gen_kwargs)``
+    (one shard per item of a list among the arguments)."""
+    datasets = _import_datasets()
+    features = datasets.Features({"text": datasets.Value("string")})
+    return datasets.IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs)
 
 
 def _in_split(example: dict, *, validation: bool, where: str) -> bool:
@@ -222,7 +239,7 @@ def load_text_dataset(
         raise DataSourceError(f"split must be one of {SPLITS}, got {split!r}")
     spec_str = os.fspath(spec)
     if spec_str == "pydocs":
-        return _labelled(_pydocs(split), f"pydocs ({split} split)")
+        return label_dataset(_pydocs(split), f"pydocs ({split} split)")
     path = Path(spec_str).expanduser()
     if path.exists():
         ds = _local_split(path, spec_str, split, text_column)
@@ -230,10 +247,10 @@ def load_text_dataset(
         ds = _hub(spec_str, text_column, timeout=hub_timeout_seconds(hub_timeout))
         ds = ds.filter(functools.partial(_in_split, validation=split == "validation", where=spec_str))
         hashed = f"1 in {VALIDATION_EVERY} documents to validation by a hash of their text"
-        return _labelled(ds, f"Hub dataset {spec_str} ({split} split; {hashed})")
+        return label_dataset(ds, f"Hub dataset {spec_str} ({split} split; {hashed})")
     else:
         raise DataSourceError(f"{spec_str!r} does not exist; {_SPEC_HELP}")
-    return _labelled(ds, f"{spec_str} ({split} split)")
+    return label_dataset(ds, f"{spec_str} ({split} split)")
 
 
 def _local(datasets: Any, path: Path, text_column: str) -> Any:

@@ -7,7 +7,8 @@ tokens* (``<|endoftext|>``) with ids above the ranks. tiktoken's Rust core does 
 On disk (``save(dir)`` / ``load(dir)``)::
 
     tokenizer.tiktoken        one line per mergeable token: base64(bytes) SPACE id, ids ascending
-    tokenizer_config.json     {"format_version", "name", "pattern", "special_tokens", "eot_token"}
+    tokenizer_config.json     {"format_version", "name", "pattern", "special_tokens", "eot_token"},
+                              and "chat_template" for a chat model
 
 Text in is plain text: a special token's spelling inside user text (``"<|endoftext|>"``) is encoded as
 ordinary bytes unless ``allow_special=True`` is passed. Text that is not valid Unicode (a lone
@@ -75,6 +76,9 @@ class Tokenizer:
         into pieces that cover it (checked on a probe text).
       name: a label stored in ``tokenizer_config.json``.
       eot_token: the special token appended after each document; must be in `special_tokens`.
+      chat_template: the Jinja source of the model's chat template (Hugging Face's
+        ``tokenizer.chat_template``; `microgpt_infer.chat` renders it), saved with the files; None
+        for a model without one. It changes no id, so tokenizers compare equal whatever it is.
 
     Raises:
       TokenizerFileError: naming the argument and what is valid.
@@ -88,13 +92,19 @@ class Tokenizer:
         pattern: str = GPT2_PATTERN,
         name: str = "microgpt",
         eot_token: str = ENDOFTEXT,
+        chat_template: str | None = None,
     ) -> None:
         check_tables(ranks, special_tokens, pattern=pattern, name=name, eot_token=eot_token)
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TokenizerFileError(
+                f"chat_template must be a string or None, got {type(chat_template).__name__}"
+            )
         self._ranks = {token: int(rank) for token, rank in ranks.items()}  # numpy ids as Python ints
         self._special = {token: int(token_id) for token, token_id in special_tokens.items()}
         self._pattern = pattern
         self._name = name
         self._eot_token = eot_token
+        self._chat_template = chat_template
         self._encoding = make_encoding(name, pattern, self._ranks, self._special)
 
     # ------------------------------------------------------------------ properties
@@ -119,6 +129,11 @@ class Tokenizer:
     @property
     def special_tokens(self) -> dict[str, int]:
         return dict(self._special)
+
+    @property
+    def chat_template(self) -> str | None:
+        """The chat template saved with the tokenizer (Jinja source), or None."""
+        return self._chat_template
 
     @property
     def eot_token(self) -> str:
@@ -219,6 +234,7 @@ class Tokenizer:
             pattern=self._pattern,
             name=self._name,
             eot_token=self._eot_token,
+            chat_template=self._chat_template,
         )
 
     @classmethod

@@ -2,10 +2,11 @@
 
 ``tokenizer.tiktoken`` (tiktoken's own rank format: one line per mergeable token, ``base64(bytes) id``,
 ids ascending) + ``tokenizer_config.json`` (``format_version``, ``name``, ``pattern``,
-``special_tokens``, ``eot_token``). Both are parsed here, never through tiktoken's path-keyed cache,
-and written through `microgpt_core.files.write_atomic` (a temporary name, then a rename), so a failed
-save never leaves a half-written file; they get the permissions a plain write would (0o666 less the
-umask).
+``special_tokens``, ``eot_token``, and for a chat model ``chat_template``: the Jinja source of its chat
+template, a string, under the key Hugging Face's tokenizer_config.json gives it). Both are parsed
+here, never through tiktoken's path-keyed cache, and written through `microgpt_core.files.write_atomic`
+(a temporary name, then a rename), so a failed save never leaves a half-written file; they get the
+permissions a plain write would (0o666 less the umask).
 
 GPT-2 style ``vocab.json`` + ``merges.txt`` (GPT-2's own, and Hugging Face byte-level BPE) are read
 into the same ranks (`read_gpt2_files`, through `merges.ranks_from_merges`, which the
@@ -17,7 +18,7 @@ Reading validates at the boundary: every damaged file (truncated, not UTF-8, not
 deep, wrong types, ids that are not integers in [0, 2**32) or repeat, a binary file under a tokenizer
 name) raises `TokenizerFileError` naming the file (and line, field or byte offset), never another
 exception; `Tokenizer` then checks the tables as a whole. A field of ``tokenizer_config.json`` that is
-not one of its five is refused (naming it, and the field it resembles), as a model's ``config.json``
+not one of its six is refused (naming it, and the field it resembles), as a model's ``config.json``
 refuses unknown fields: a misspelt optional field (``nmae``) would otherwise be dropped unnoticed.
 """
 
@@ -66,7 +67,7 @@ CONFIG_FILE = "tokenizer_config.json"
 GPT2_VOCAB_FILE = "vocab.json"  # GPT-2's own names, as a Hugging Face GPT-2 folder holds them
 GPT2_MERGES_FILE = "merges.txt"
 TOKENIZER_FORMAT_VERSION = 1
-_CONFIG_KEYS = ("format_version", "name", "pattern", "special_tokens", "eot_token")  # and no other
+_CONFIG_KEYS = ("format_version", "name", "pattern", "special_tokens", "eot_token", "chat_template")
 _DECIMAL = re.compile(rb"[0-9]{1,10}")
 # GPT-2's split pattern (contractions, letters, numbers, punctuation, whitespace), as tiktoken spells it;
 # Hugging Face's ByteLevel pre-tokenizer (use_regex) splits with the same regular expression.
@@ -94,8 +95,10 @@ def write_tokenizer_files(
     pattern: str,
     name: str,
     eot_token: str,
+    chat_template: str | None = None,
 ) -> Path:
-    """Writes both files into `directory` (created if needed); returns the folder."""
+    """Writes both files into `directory` (created if needed); returns the folder. `chat_template` is
+    written only when given."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -109,13 +112,15 @@ def write_tokenizer_files(
         "pattern": pattern,
         "special_tokens": dict(sorted(special_tokens.items(), key=lambda item: item[1])),
         "eot_token": eot_token,
+        **({"chat_template": chat_template} if chat_template is not None else {}),
     }
     write_atomic(directory / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return directory
 
 
 def read_tokenizer_files(directory: str | os.PathLike) -> dict:
-    """The `Tokenizer` arguments stored in `directory`: ranks, special_tokens, pattern, name, eot_token."""
+    """The `Tokenizer` arguments stored in `directory`: ranks, special_tokens, pattern, name, eot_token,
+    chat_template (None when the file has none)."""
     directory = Path(directory)
     ranks_path, config_path = directory / RANKS_FILE, directory / CONFIG_FILE
     for path in (ranks_path, config_path):
@@ -139,8 +144,14 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
             f"{config_path}: format_version {version!r} is not supported "
             f"(expected the integer {TOKENIZER_FORMAT_VERSION})"
         )
-    for key, kind in (("pattern", str), ("special_tokens", dict), ("eot_token", str), ("name", str)):
-        if (key != "name" or key in config) and not isinstance(config.get(key), kind):
+    optional = ("name", "chat_template")
+    for key, kind in (
+        ("pattern", str),
+        ("special_tokens", dict),
+        ("eot_token", str),
+        *((k, str) for k in optional),
+    ):
+        if (key not in optional or key in config) and not isinstance(config.get(key), kind):
             raise TokenizerFileError(
                 f"{config_path}: field {key!r} must be a {kind.__name__}, got "
                 f"{type(config.get(key)).__name__} {config.get(key)!r:.40}"
@@ -164,6 +175,7 @@ def read_tokenizer_files(directory: str | os.PathLike) -> dict:
         "pattern": config["pattern"],
         "name": config.get("name", "microgpt"),
         "eot_token": config["eot_token"],
+        "chat_template": config.get("chat_template"),
     }
 
 

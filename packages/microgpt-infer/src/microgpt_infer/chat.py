@@ -28,6 +28,19 @@ model a new document began. Such a model ends its turn by writing the next "User
 generation at `DEFAULT_CHAT_STOP`. `export-hf` writes this template into an export that has none, so
 transformers (`apply_chat_template`, `transformers serve`) chats with it the same way.
 
+A chat model (one `train` fine-tuned on conversations, from a model without a template of its own)
+gets `CHAT_MODEL_TEMPLATE`, ChatML's layout with the end-of-text token closing every turn:
+
+    <|im_start|>system\nYou answer in one sentence.<|endoftext|><|im_start|>user\nWhat is a
+    list?<|endoftext|><|im_start|>assistant\n
+
+Its tokenizer gains `CHAT_MODEL_TOKENS` (``<|im_start|>``) as a special token. Ending a turn with
+end-of-text lets every reader stop where the model's turn ends with nothing more to configure: our
+engine and server at the tokenizer's end-of-text, transformers at the export's `eos_token_id`. The
+model folder carries the template in `tokenizer_config.json` (Hugging Face's `chat_template` key),
+which `load_chat_template` reads. `render_turns` cuts a conversation into the pieces an assistant
+wrote and the rest: training counts the loss on the first only.
+
 The sandbox is jinja2's `ImmutableSandboxedEnvironment` (templates come from downloaded folders:
 untrusted code); here an unsafe attribute (``__class__``, ``__subclasses__``...) is an error at once,
 not the empty value jinja2 gives it. jinja2 is imported only when a template is rendered: it comes
@@ -49,6 +62,8 @@ from microgpt_data.tokenizer_files import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from microgpt_infer.errors import InferError
 
 __all__ = [
+    "CHAT_MODEL_TEMPLATE",
+    "CHAT_MODEL_TOKENS",
     "CHAT_TEMPLATE_FILE",
     "DEFAULT_CHAT_STOP",
     "DEFAULT_CHAT_TEMPLATE",
@@ -56,6 +71,7 @@ __all__ = [
     "ChatTemplateError",
     "load_chat_template",
     "render_chat",
+    "render_turns",
 ]
 
 ROLES = ("system", "user", "assistant")
@@ -70,6 +86,13 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}"
 )
 DEFAULT_CHAT_STOP = ("\nUser:", "\nSystem:")  # where a base model starts the next turn itself
+CHAT_MODEL_TOKENS = ("<|im_start|>",)  # the special tokens CHAT_MODEL_TEMPLATE needs of a tokenizer
+CHAT_MODEL_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + eos_token }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 _NO_JINJA = 'chat templates need jinja2: pip install "microgpt-infer[serve]"'
 
 
@@ -138,14 +161,56 @@ def render_chat(
       InferError: jinja2 is not installed.
     """
     checked = _check_messages(messages)
+    return _render(_template(template), checked, bos_token, eos_token, bool(add_generation_prompt))
+
+
+def render_turns(
+    messages: Sequence[dict[str, Any]], template: str | None = None, *, bos_token: str = "",
+    eos_token: str = "",
+) -> list[tuple[str, bool]]:  # fmt: skip
+    """The text of a whole conversation (no generation prompt) in pieces: (text, True) for what each
+    assistant message adds after the generation prompt (its content and the template's end of turn:
+    what a model learns to write), (text, False) for the rest. The pieces join to `render_chat`'s text.
+
+    Assistant turn i is told apart as transformers' trainers did before `{% generation %}` blocks:
+    render(messages[:i], add_generation_prompt=True) must be a prefix of render(messages[:i + 1]),
+    which must be a prefix of the whole; the difference is the turn.
+
+    Args: as for `render_chat`.
+    Raises:
+      ChatTemplateError: as `render_chat`, or the template does not render a conversation turn by
+        turn so (it rewrites earlier turns later, or its generation prompt is not the turn's start).
+    """
+    checked = _check_messages(messages)
+    compiled = _template(template)
+    render = lambda n, prompt: _render(compiled, checked[:n], bos_token, eos_token, prompt)  # noqa: E731
+    whole, pieces, done = render(len(checked), False), [], 0
+    for i, message in enumerate(checked):
+        if message["role"] != "assistant":
+            continue
+        before, through = render(i, True), render(i + 1, False)
+        if not (through.startswith(before) and whole.startswith(through) and len(before) >= done):
+            raise ChatTemplateError(
+                f"the chat template does not render messages[{i}] (an assistant turn) as the text before "
+                "it and its generation prompt, then its own: the assistant's tokens cannot be told apart"
+            )
+        pieces += [(whole[done : len(before)], False), (whole[len(before) : len(through)], True)]
+        done = len(through)
+    pieces.append((whole[done:], False))
+    return [(text, written) for text, written in pieces if text]
+
+
+def _template(template: object) -> Any:
     if template is not None and not isinstance(template, str):
         raise ChatTemplateError(f"a chat template must be a string, got {_kind(template)}")
-    compiled = _compile(DEFAULT_CHAT_TEMPLATE if template is None else template)
+    return _compile(DEFAULT_CHAT_TEMPLATE if template is None else template)
+
+
+def _render(compiled: Any, messages: list, bos_token: str, eos_token: str, prompt: bool) -> str:
     try:
         return compiled.render(
-            messages=checked, bos_token=bos_token, eos_token=eos_token,
-            add_generation_prompt=bool(add_generation_prompt),
-        )  # fmt: skip
+            messages=messages, bos_token=bos_token, eos_token=eos_token, add_generation_prompt=prompt
+        )
     except ChatTemplateError:  # raise_exception's
         raise
     except Exception as e:  # a template is untrusted code: any failure of it (TemplateError...) is its own

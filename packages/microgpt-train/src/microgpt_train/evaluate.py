@@ -4,7 +4,9 @@ The model is any name `microgpt_infer.load_model` takes ("default", a model fold
 GPT-2's or Llama's in Hugging Face's, a run folder, a Hub id), resolved by `microgpt_infer.resolve_model`
 and read by `microgpt_infer.folder.load_folder`. Bits per byte are the loss in bits over the bytes of
 text the predicted tokens stand for (special tokens count 0 bytes), so models with different
-tokenizers compare on the same text.
+tokenizers compare on the same text. On chat data (rows of ``messages``) the model's chat template
+renders each conversation and every figure counts the assistant's tokens only, as `train` evaluates
+a chat fine-tuning (`chat_data.py`); a model without a template of its own cannot be evaluated so.
 
 uv run evaluate --model runs/quickstart/model --data pydocs --batches 16
 uv run evaluate --model runs/quickstart --data pydocs     # a run folder: its model/, or its newest
@@ -51,6 +53,7 @@ def evaluate_model(
     import numpy as np
 
     from microgpt_data import PackedLoader, load_text_dataset
+    from microgpt_data.chats import load_chat_dataset
     from microgpt_infer import resolve_model
     from microgpt_infer.folder import load_folder
     from microgpt_train.metrics import bits_per_byte, text_bytes, unigram_entropy
@@ -63,22 +66,46 @@ def evaluate_model(
         raise ValueError(
             f"--seq-len must be in [1, {config.context_length}] (the model's context), got {seq_len}"
         )
-    dataset = load_text_dataset(data, split, text_column=text_column)
+    encode = _chat_encoder(loaded, data, text_column, seq_len)
+    if encode is None:
+        dataset = load_text_dataset(data, split, text_column=text_column)
+    else:
+        dataset = load_chat_dataset(data, split)
     eval_step = make_eval_step(config)
     total = count = 0.0
     seen = []
-    with PackedLoader(dataset, tokenizer, batch_size=batch_size, seq_len=seq_len, epochs=1) as loader:
+    loader = PackedLoader(dataset, tokenizer, batch_size=batch_size, seq_len=seq_len, epochs=1, encode=encode)
+    with loader:
         for _, batch in zip(range(batches), loader, strict=False):
             s, n = eval_step(params, jax.numpy.asarray(batch))
             total, count = total + float(s), count + float(n)
-            seen.append(batch[:, 1:])
+            seen.append(batch[:, 1:] if encode is None else batch[:, 0, 1:][batch[:, 1, 1:] == 1])
     if not seen:
         raise ValueError(f"{data} ({split}): no window of {seq_len + 1} tokens to evaluate")
+    if not count:
+        raise ValueError(f"{data} ({split}): no assistant token to evaluate in {len(seen)} batch(es)")
     loss, targets = total / count, np.concatenate(seen)
     n_bytes = text_bytes(targets, tokenizer)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
             "bits_per_byte": bits_per_byte(loss, int(count), n_bytes), "tokens": int(count),
             "bytes": n_bytes, "unigram_entropy": unigram_entropy(targets)}  # fmt: skip
+
+
+def _chat_encoder(model, data: str, text_column: str, seq_len: int):
+    """A `chat_data.ChatEncoder` for chat data (None for text); ValueError for a model with no template."""
+    from microgpt_data.chats import is_chat_data
+    from microgpt_infer.chat import load_chat_template
+    from microgpt_train.chat_data import ChatEncoder, chat_tokenizer
+
+    if not is_chat_data(data, text_column):
+        return None
+    template = load_chat_template(model.source)  # a folder of any layout: ours, or Hugging Face's
+    if template is None:
+        raise ValueError(
+            f"{data} holds conversations, but {model.source} has no chat template of its own to render "
+            "them with: evaluate a chat model (train --init-from MODEL --data CHAT makes one)"
+        )
+    return ChatEncoder(chat_tokenizer(model.tokenizer, template), seq_len)
 
 
 def main(argv: list[str] | None = None) -> int:

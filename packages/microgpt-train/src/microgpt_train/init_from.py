@@ -14,6 +14,10 @@ run three things, as `from_pretrained` does in Hugging Face's libraries:
 - the tokenizer (so ``--tokenizer`` cannot be given too), and with it the model folder the run
   exports keeps it.
 
+On chat data (`--data chat.jsonl`, `chat_data.py`) the source becomes a chat model first: its
+tokenizer may gain the chat template's special tokens, and then its vocabulary (``vocab_size``, the
+one architecture field that changes) and embeddings grow to hold them.
+
 The run's own fields (data, steps, learning rate and schedule, batch, seed...) apply as for any
 run. `resolve_init_from` makes the run config (the `train` command calls it before the run; a
 Python caller calls it too), `load_source` reads the source when the run is built and checks that
@@ -27,6 +31,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from microgpt_core import GPTConfig
+from microgpt_data.chats import is_chat_data
+from microgpt_infer.chat import load_chat_template
+from microgpt_train.chat_data import chat_model, chat_tokenizer
 from microgpt_train.config import RunConfig, RunConfigError
 
 __all__ = ["FREE_FIELDS", "load_source", "resolve_init_from", "source_config"]
@@ -62,6 +69,13 @@ def resolve_init_from(run: RunConfig, given: Iterable[str] = (), *, log=None) ->
     if not run.init_from:
         return run
     source = source_config(run.init_from, log=log)
+    if is_chat_data(run.data, run.text_column):  # the vocabulary holds the chat template's tokens
+        from microgpt_infer import resolve_model
+        from microgpt_infer.folder import load_folder_tokenizer
+
+        folder = resolve_model(run.init_from, log=log)
+        tokenizer = chat_tokenizer(load_folder_tokenizer(folder), load_chat_template(folder))
+        source = source.replace(vocab_size=max(source.vocab_size, tokenizer.vocab_size))
     given = set(given)
     clash = _contradictions(run.model, source, given)
     if clash:
@@ -77,7 +91,8 @@ def resolve_init_from(run: RunConfig, given: Iterable[str] = (), *, log=None) ->
 
 def load_source(run: RunConfig, *, log: Callable[[str], None] | None = None) -> Any:
     """The source model of `run` (`microgpt_infer.Model`: params, config, tokenizer, source folder),
-    checked against the run's model: every field but `FREE_FIELDS` must be the source's.
+    made a chat model for chat data (`chat_data.chat_model`), checked against the run's model: every
+    field but `FREE_FIELDS` must be the source's.
 
     Raises:
       RunConfigError: the run's model differs from the source's (names every field; a run config
@@ -87,6 +102,8 @@ def load_source(run: RunConfig, *, log: Callable[[str], None] | None = None) -> 
     from microgpt_infer.folder import load_folder
 
     model = load_folder(resolve_model(run.init_from, log=log))
+    if is_chat_data(run.data, run.text_column):
+        model = chat_model(model)
     fields = {f.name for f in dataclasses.fields(GPTConfig)}
     clash = _contradictions(run.model, model.config, fields)
     if clash:

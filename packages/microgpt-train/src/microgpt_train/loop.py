@@ -34,6 +34,7 @@ from microgpt_core.files import DiskFullError, is_disk_full, write_atomic
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import Tokenizer
 from microgpt_infer.card import SUMMARY_FILE
+from microgpt_infer.chat import render_chat
 from microgpt_infer.engine import generate_tokens
 from microgpt_infer.run_layout import CHECKPOINTS_DIR, MODEL_DIR, TRAIN_CONFIG_FILE, checkpoint_steps
 from microgpt_train.checkpointing import Checkpoints, abstract_like
@@ -314,10 +315,15 @@ def _eval_line(trainer: Trainer, step: int, result: dict[str, float]) -> str:
 
 
 def _sample(trainer: Trainer, params: Any, step: int) -> str:
+    """A sample from the prompt; a chat model's reply to it as a user's message, in its template."""
     run, config, tokenizer = trainer.run, trainer.run.model, trainer.tokenizer
-    ids = (tokenizer.encode(run.sample_prompt) or [tokenizer.eot_id])[
-        : config.context_length - run.sample_tokens
-    ]
+    if trainer.chat:
+        eot, asked = tokenizer.eot_token, [{"role": "user", "content": run.sample_prompt}]
+        text = render_chat(asked, tokenizer.chat_template, bos_token=eot, eos_token=eot)
+        ids = tokenizer.encode(text, allow_special=True)
+    else:
+        ids = tokenizer.encode(run.sample_prompt) or [tokenizer.eot_id]
+    ids = ids[: config.context_length - run.sample_tokens]
     prompt = np.asarray([ids], np.int32)  # (1, P)
     out = generate_tokens(
         params, config, prompt, np.asarray([prompt.shape[1]], np.int32),

@@ -12,6 +12,7 @@ import jax
 from microgpt_core.files import write_atomic
 from microgpt_core.jsonfile import read_json_object
 from microgpt_data import PackedLoader, Tokenizer, load_text_dataset, train_bpe
+from microgpt_data.chats import load_chat_dataset
 from microgpt_train.config import RunConfig
 
 __all__ = ["cache_tokenizer", "make_loader", "resolve_tokenizer"]
@@ -76,8 +77,9 @@ def _run_bpe(run: RunConfig, run_dir: Path, *, log, warn, data: Any) -> Tokenize
 
 def cache_tokenizer(run: RunConfig, run_dir: Path, tokenizer: Tokenizer) -> Path | None:
     """Saves the run's own BPE in ``run_dir/tokenizer`` with what it was trained for (process 0;
-    nothing for a tokenizer the run was given); the folder written, or None."""
-    if run.tokenizer or jax.process_index() != 0:
+    nothing for a tokenizer the run was given, or took from its `init_from` model); the folder
+    written, or None."""
+    if run.tokenizer or run.init_from or jax.process_index() != 0:
         return None
     cache, source = run_dir / TOKENIZER_DIR, _bpe_source(run)
     if _read_source(cache / BPE_SOURCE_FILE) == source:
@@ -105,16 +107,21 @@ def _read_source(path: Path) -> dict | None:
 
 
 def make_loader(
-    run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True, dataset: Any = None
-) -> PackedLoader:
-    """This process's rows of the global batch, as (batch_size / process_count, T+1) int32 windows.
+    run: RunConfig, tokenizer: Tokenizer, split: str, *, shuffle: bool = True, dataset: Any = None,
+    encode: Any = None,
+) -> PackedLoader:  # fmt: skip
+    """This process's rows of the global batch, as (batch_size / process_count, T+1) int32 windows
+    (with `encode`, a `chat_data.ChatEncoder`: (batch_size / process_count, 2, T+1), tokens and loss
+    mask, over `run.data`'s conversations).
 
     Every process reads the whole data and builds the same global batch of `run.batch_size` rows
     (so the batches, and the loader's state, do not depend on the number of processes); process i
     returns rows [i * batch_size / process_count, (i + 1) * batch_size / process_count). `dataset`:
     the split, when the caller has opened it already.
     """
-    if dataset is None:
+    if dataset is None and encode is not None:
+        dataset = load_chat_dataset(run.data, split)
+    elif dataset is None:
         dataset = load_text_dataset(run.data, split, text_column=run.text_column)
     return PackedLoader(
         dataset,
@@ -126,4 +133,5 @@ def make_loader(
         epochs=None,
         shuffle_buffer=run.shuffle_buffer if shuffle else 0,
         seed=run.seed,
+        encode=encode,
     )

@@ -12,6 +12,14 @@ Micro-batch a takes every A-th row (a strided split), so each micro-batch stays 
 devices of the ``data`` axis. With equal micro-batch sizes the mean of the micro-batch losses equals
 the loss of the whole batch, and so does the gradient (to float rounding).
 
+A batch of shape (B, 2, T+1) carries a loss mask m after its tokens w (chat data,
+`microgpt_data.masked_packing`): the loss is the mean over the counted targets only,
+
+    ℓ = Σ_{b,t} m[b, t+1] · nll(w[b, t+1]) / Σ_{b,t} m[b, t+1],
+
+and each micro-batch divides its sum by the whole batch's count (over A), so the accumulated loss and
+gradient are the batch's, however the counted tokens fall into micro-batches.
+
 Speed on CPU, the same numbers (tests/train/test_step.py):
   * each micro-batch is split further, to about `CPU_MICRO_TOKENS` tokens per device
     (`micro_batches`). XLA's CPU backend allocates an executable's buffers on every call, and the
@@ -83,18 +91,30 @@ def micro_batches(
 
 
 def loss_fn(
-    params: Params, batch: jax.Array, config: GPTConfig, rng: jax.Array | None, train: bool
-) -> jax.Array:
-    """Next-token cross-entropy of a (B, T+1) window batch: inputs w[:, :-1], targets w[:, 1:]."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T) each
+    params: Params, batch: jax.Array, config: GPTConfig, rng: jax.Array | None, train: bool,
+    denominator: jax.Array | None = None,
+) -> jax.Array:  # fmt: skip
+    """Next-token cross-entropy of a (B, T+1) window batch: inputs w[:, :-1], targets w[:, 1:].
+
+    A (B, 2, T+1) batch holds windows w and a loss mask m (module docstring): the loss is
+    Σ m[:, 1:] · nll / `denominator` (default: Σ m[:, 1:], the masked mean), over counted targets only.
+    """
+    tokens = batch[:, 0] if batch.ndim == 3 else batch  # (B, T+1)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (B, T) each
     logits = forward(params, inputs, config, rng=rng, train=train, unroll=layer_unroll(config))  # (B, T, V)
-    return cross_entropy(logits, targets)
+    if batch.ndim == 2:
+        return cross_entropy(logits, targets)
+    weights = batch[:, 1, 1:]  # (B, T)
+    loss = cross_entropy(logits, targets, weights)  # Σ m·nll / max(Σ m, 1)
+    if denominator is None:
+        return loss
+    return loss * jnp.maximum(jnp.sum(weights), 1).astype(jnp.float32) / denominator
 
 
 def split_micro_batches(batch: jax.Array, grad_accum: int) -> jax.Array:
-    """(B, T+1) -> (A, B/A, T+1), micro-batch a = rows a, A + a, 2A + a, ... (a strided split)."""
+    """(B, ...) -> (A, B/A, ...), micro-batch a = rows a, A + a, 2A + a, ... (a strided split)."""
     B = batch.shape[0]
-    return batch.reshape(B // grad_accum, grad_accum, batch.shape[1]).swapaxes(0, 1)  # (A, B/A, T+1)
+    return batch.reshape(B // grad_accum, grad_accum, *batch.shape[1:]).swapaxes(0, 1)  # (A, B/A, ...)
 
 
 def init_state(
@@ -143,10 +163,12 @@ def make_train_step(
         params = state["params"]
         step_key = jax.random.fold_in(state["rng"], state["step"])
         A = micro_batches(
-            batch.shape[0], batch.shape[1] - 1, grad_accum=grad_accum, data_devices=devices,
+            batch.shape[0], batch.shape[-1] - 1, grad_accum=grad_accum, data_devices=devices,
             compute_dtype=config.compute_dtype,
         )  # fmt: skip
-        micro = split_micro_batches(batch, A)  # (A, B/A, T+1)
+        micro = split_micro_batches(batch, A)  # (A, B/A, [2,] T+1)
+        # A masked batch: each micro-batch's share of the batch's count, so their mean is the batch's.
+        share = None if batch.ndim == 2 else jnp.maximum(jnp.sum(batch[:, 1, 1:]), 1).astype(jnp.float32) / A
         if batch_sharding is not None:
             micro = jax.lax.with_sharding_constraint(
                 micro,
@@ -156,7 +178,7 @@ def make_train_step(
         def accumulate(carry, inputs):
             loss_sum, grad_sum = carry
             index, rows = inputs
-            loss, grads = grad_fn(params, rows, config, jax.random.fold_in(step_key, index), True)
+            loss, grads = grad_fn(params, rows, config, jax.random.fold_in(step_key, index), True, share)
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             return (loss_sum + loss, grad_sum), None
 
@@ -188,12 +210,17 @@ def make_train_step(
 
 def make_eval_step(config: GPTConfig):
     """`eval_step(params, batch) -> (sum of token losses, number of tokens)` without dropout, jitted;
-    on CPU over micro-batches, as the train step (the same sums, to float rounding)."""
+    on CPU over micro-batches, as the train step (the same sums, to float rounding). A masked batch
+    (B, 2, T+1) gives the sum and number of the counted targets only."""
 
     @jax.jit
     def eval_step(params: Params, batch: jax.Array) -> tuple[jax.Array, jax.Array]:
-        A = micro_batches(batch.shape[0], batch.shape[1] - 1, compute_dtype=config.compute_dtype)
-        rows = split_micro_batches(batch, A)  # (A, B/A, T+1)
+        A = micro_batches(batch.shape[0], batch.shape[-1] - 1, compute_dtype=config.compute_dtype)
+        rows = split_micro_batches(batch, A)  # (A, B/A, [2,] T+1)
+        if batch.ndim == 3:  # sums over the counted targets: denominator 1
+            one = jnp.ones((), jnp.float32)
+            sums = jax.lax.map(lambda micro: loss_fn(params, micro, config, None, False, one), rows)  # (A,)
+            return jnp.sum(sums), jnp.sum(batch[:, 1, 1:]).astype(jnp.float32)
         losses = jax.lax.map(lambda micro: loss_fn(params, micro, config, None, False), rows)  # (A,)
         tokens = batch.shape[0] * (batch.shape[1] - 1)
         return jnp.mean(losses) * tokens, jnp.asarray(tokens, jnp.float32)

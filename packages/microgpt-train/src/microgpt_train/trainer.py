@@ -21,9 +21,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from microgpt_core import count_params
-from microgpt_data import PackedLoader, Tokenizer, load_text_dataset
+from microgpt_data import DataSourceError, PackedLoader, Tokenizer, load_text_dataset
+from microgpt_data.chats import is_chat_data, load_chat_dataset
 from microgpt_infer.run_layout import TRAIN_CONFIG_FILE
-from microgpt_train.config import RunConfig
+from microgpt_train.chat_data import ChatEncoder, count_rows, describe
+from microgpt_train.config import RunConfig, RunConfigError
 from microgpt_train.init_from import load_source
 from microgpt_train.metrics import (
     flops_per_token,
@@ -56,7 +58,9 @@ class Trainer:
       main: whether this is process 0, the one that logs and writes the run's files.
       say: logs a line (a no-op off process 0); warn: writes a warning to stderr (likewise).
       tokenizer: the run's tokenizer.
-      loader: this process's training rows, (B_local, T+1) int32 per batch; its position is saved.
+      chat: whether the data is conversations (batches then carry a loss mask: (B, 2, T+1)).
+      loader: this process's training rows, (B_local, T+1) int32 per batch ((B_local, 2, T+1) for
+        chat); its position is saved.
       mesh: the device mesh the state and batches live on.
       train_step: the compiled `train_step(state, batch) -> (state, metrics)`, state donated.
       eval_step: `eval_step(params, batch) -> (sum of token losses, number of tokens)`.
@@ -74,6 +78,7 @@ class Trainer:
     say: Callable[..., None]
     warn: Callable[[str], None]
     tokenizer: Tokenizer
+    chat: bool
     loader: PackedLoader
     mesh: Mesh
     train_step: Any
@@ -95,7 +100,15 @@ def build_trainer(
     `say` logs the run's summary line, a BPE training (for a run with its own tokenizer) and the
     parameter count. The training loader is closed when `stack` closes.
     """
-    train_data = load_text_dataset(run.data, "train", text_column=run.text_column)
+    chat = is_chat_data(run.data, run.text_column)  # rows of messages: a chat fine-tuning
+    if chat and not run.init_from:
+        raise RunConfigError(
+            f"--data {run.data} holds conversations (rows of messages): chat training fine-tunes a model; "
+            "pass --init-from MODEL (default, a model folder, a run folder or a Hub id)"
+        )
+    train_data = load_chat_dataset(run.data, "train") if chat else load_text_dataset(
+        run.data, "train", text_column=run.text_column
+    )  # fmt: skip
     source = load_source(run, log=warn) if run.init_from else None  # fine-tuning: weights, tokenizer
     tokenizer = source.tokenizer if source is not None else None
     if tokenizer is None and run.tokenizer:
@@ -105,13 +118,16 @@ def build_trainer(
         say(f"fine-tuning {run.init_from} ({source.source}): its weights, tokenizer and architecture")
     if tokenizer is None:  # the run's own BPE, trained (and said) or read from its cache
         tokenizer = resolve_tokenizer(run, run_dir, log=say, warn=warn, data=train_data)
-    loader = stack.enter_context(make_loader(run, tokenizer, "train", dataset=train_data))
-    val_local, baseline, val_bytes = _validation(run, tokenizer)
+    encoder = ChatEncoder(tokenizer, run.model.context_length) if chat else None
+    if encoder is not None:
+        say(_chat_rows(run, encoder))
+    loader = stack.enter_context(make_loader(run, tokenizer, "train", dataset=train_data, encode=encoder))
+    val_local, baseline, val_bytes = _validation(run, tokenizer, encoder)
     mesh = make_mesh()
-    state, train_step = _compile(run, mesh, source.params if source else None)
+    state, train_step = _compile(run, mesh, source.params if source else None, masked=chat)
     trainer = Trainer(
-        run=run, run_dir=run_dir, main=main, say=say, warn=warn, tokenizer=tokenizer, loader=loader,
-        mesh=mesh, train_step=train_step, eval_step=make_eval_step(run.model),
+        run=run, run_dir=run_dir, main=main, say=say, warn=warn, tokenizer=tokenizer, chat=chat,
+        loader=loader, mesh=mesh, train_step=train_step, eval_step=make_eval_step(run.model),
         val_batches=[global_batch(b, mesh) for b in val_local], val_bytes=val_bytes, baseline=baseline,
         schedule=learning_rate_schedule(run), flops=flops_per_token(run.model),
         peak=peak_flops_per_device(run.model, run.peak_flops) * jax.device_count(), machine=machine(),
@@ -123,17 +139,37 @@ def build_trainer(
     return trainer, state
 
 
-def _validation(run: RunConfig, tokenizer: Tokenizer) -> tuple[list[np.ndarray], float, int]:
+def _chat_rows(run: RunConfig, encoder: ChatEncoder) -> str:
+    """What the run trains on of chat data, and what it leaves out (DataSourceError if nothing)."""
+    counts = {split: count_rows((row["text"] for row in load_chat_dataset(run.data, split)), encoder)
+              for split in ("train", "validation")}  # fmt: skip
+    for split, count in counts.items():
+        if not count["kept"]:
+            raise DataSourceError(
+                f"{run.data} ({split} split): no conversation to train on; {describe(count)}"
+            )
+    left_out = describe(counts["train"] + counts["validation"])
+    return (
+        f"{run.data}: {counts['train']['kept']} conversations to train on, {counts['validation']['kept']} "
+        f"to validate on{'; ' + left_out if left_out else ''}; the loss counts the assistant's tokens only"
+    )
+
+
+def _validation(
+    run: RunConfig, tokenizer: Tokenizer, encoder: ChatEncoder | None
+) -> tuple[list[np.ndarray], float, int]:
     """This process's validation batches, their targets' unigram entropy, and the bytes of text the
-    targets of every process stand for (for bits per byte)."""
-    with make_loader(run, tokenizer, "validation", shuffle=False) as val_loader:
+    targets of every process stand for (for bits per byte); with a loss mask, of the masked targets."""
+    with make_loader(run, tokenizer, "validation", shuffle=False, encode=encoder) as val_loader:
         val_local = [next(val_loader) for _ in range(run.eval_batches)]
-    targets = np.stack(val_local)[..., 1:]  # (eval_batches, B_local, T)
+    batches = np.stack(val_local)  # (eval_batches, B_local, T+1), or (..., 2, T+1) with a mask
+    # (eval_batches, B_local, T), or the targets the mask counts, flat
+    targets = batches[..., 1:] if encoder is None else batches[..., 0, 1:][batches[..., 1, 1:] == 1]
     local = np.asarray([text_bytes(targets, tokenizer)], np.int64)
     return val_local, unigram_entropy(targets), int(to_host(local).sum())
 
 
-def _compile(run: RunConfig, mesh: Mesh, params: Any = None) -> tuple[dict, Any]:
+def _compile(run: RunConfig, mesh: Mesh, params: Any = None, *, masked: bool = False) -> tuple[dict, Any]:
     """The initial state (from `params` when fine-tuning, else fresh), laid out on `mesh` (FSDP or
     replicated), and the train step compiled for it (compiled before the run starts, so a run that
     cannot compile leaves no trace)."""
@@ -147,5 +183,6 @@ def _compile(run: RunConfig, mesh: Mesh, params: Any = None) -> tuple[dict, Any]
     step = make_train_step(
         config, optimizer, grad_accum=run.grad_accum, state_sharding=shardings, batch_sharding=rows
     )
-    batch = jax.ShapeDtypeStruct((run.batch_size, config.context_length + 1), np.int32, sharding=rows)
+    shape = (run.batch_size, *((2,) if masked else ()), config.context_length + 1)  # (B, [2,] T+1)
+    batch = jax.ShapeDtypeStruct(shape, np.int32, sharding=rows)
     return state, step.lower(state, batch).compile()
