@@ -178,8 +178,8 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_trains_further(tmp_path
     for path in (copy / "checkpoints" / "6" / "meta").iterdir():
         path.write_text("{")  # the newest checkpoint is damaged
     saved = RunConfig.from_dict(json.loads((copy / "train_config.json").read_text()))
-    run = dataclasses.replace(saved, runs_dir=str(tmp_path), max_steps=9)
-    lines = []
+    run = dataclasses.replace(saved, runs_dir=str(tmp_path), max_steps=9, tracker="")  # the trackers
+    lines = []  # of the session's run stay its own (tests/train/test_trackers.py reads them)
     train(run, resume=True, log=lines.append)
     err = capsys.readouterr().err
     assert "warning: checkpoint step 6" in err and "falling back to step 3" in err
@@ -213,7 +213,7 @@ def test_a_finished_run_without_its_model_gets_it_from_the_last_checkpoint(tiny_
     shutil.rmtree(copy / "model")  # e.g. killed between its last checkpoint and the export
     saved = RunConfig.from_dict(json.loads((copy / "train_config.json").read_text()))
     lines = []
-    train(dataclasses.replace(saved, runs_dir=str(tmp_path)), resume=True, log=lines.append)
+    train(dataclasses.replace(saved, runs_dir=str(tmp_path), tracker=""), resume=True, log=lines.append)
     assert "had no model/: exported it from that checkpoint" in lines[-1]
     assert (copy / "model" / "model.safetensors").read_bytes() == (
         tiny_run_dir / "model" / "model.safetensors"
