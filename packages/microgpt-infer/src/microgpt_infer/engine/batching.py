@@ -100,8 +100,8 @@ def default_widths(slots: int) -> tuple[int, ...]:
 
 
 def default_admissions(slots: int) -> tuple[int, ...]:
-    """Admission batch sizes: 1, 4 and 16, those that fit `slots`."""
-    return tuple(k for k in (1, 4, 16) if k <= slots)
+    """Admission batch sizes: 1, 4, 8 and 16, those that fit `slots`."""
+    return tuple(k for k in (1, 4, 8, 16) if k <= slots)
 
 
 def default_windows(max_len: int) -> tuple[int, ...]:
