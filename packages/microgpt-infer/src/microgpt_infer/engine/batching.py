@@ -82,21 +82,22 @@ IDLE_WAIT_S = 0.1  # an idle loop wakes this often to notice the interpreter exi
 
 def default_buckets(max_len: int) -> tuple[int, ...]:
     """Powers of two from 16 up to max_len, and max_len itself."""
-    buckets, width = [], 16
-    while width < max_len:
-        buckets.append(width)
-        width *= 2
-    return (*buckets, max_len)
+    return _doubling(16, max_len)
 
 
 def default_widths(slots: int) -> tuple[int, ...]:
     """Step widths: powers of two from 2 up to `slots`, and `slots` itself (1 only when it is 1: a
     one-row step rounds differently, see shapes.py)."""
-    widths, width = [], 2
-    while width < slots:
-        widths.append(width)
-        width *= 2
-    return (*widths, slots)
+    return _doubling(2, slots)
+
+
+def _doubling(start: int, top: int) -> tuple[int, ...]:
+    """start, 2 start, 4 start, ... below `top`, then `top`."""
+    sizes, size = [], start
+    while size < top:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, top)
 
 
 def default_admissions(slots: int) -> tuple[int, ...]:
