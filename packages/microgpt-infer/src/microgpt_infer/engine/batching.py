@@ -2,9 +2,9 @@
 
     submit(request) ─> queue (at most max_queue, else QueueFull) ─┐
                                                                    v
-    engine thread, forever:  admit queued requests into free slots: one prefill each, batch 1,
-                             at the prompt's bucket width, into the slot's rows of the caches
-                             (slots.admit), which also samples the request's first token
+    engine thread, forever:  admit queued requests into free slots: one prefill for up to k of
+                             them of one prompt bucket width, into their slots' rows of the
+                             caches (slots.admit), which also samples each one's first token
                              ONE compiled decode step advances every busy slot (slots.step),
                              started before the previous step's tokens are handed out, so the
                              device computes while the host delivers
@@ -14,7 +14,8 @@
 **Fixed shapes.** The device state is N slots of `max_len` positions (`slots.Slots`): per-layer
 caches (N, Hkv, max_len, Dh), each slot's position, step index, key and settings as (N,) arrays,
 and the penalties' token counts and prompt masks as (N, V). A prompt is right-padded to the smallest
-of `prompt_buckets` (powers of two) that holds it, so `admit` compiles once per bucket. A step runs
+of `prompt_buckets` (powers of two) that holds it, so `admit` compiles once per batch size k of
+`admissions` and bucket. A step runs
 the first w slots over their first W cache positions, the smallest (w, W) of `widths` x `windows`
 that holds every busy slot (requests take the lowest free slot), so one client does not pay for 16
 slots of 256 positions; `step` compiles once per shape. `warmup()` compiles them all, and after it

@@ -1,13 +1,14 @@
-"""The slot engine's two device programs: prefill a request into a slot, and one decode step for all.
+"""The slot engine's two device programs: prefill requests into slots, and one decode step for all.
 
 The engine (batching.py) keeps N decode slots on the device, each able to hold one request of up to
 `max_len` positions. Everything here has fixed shapes, so each program compiles once (the prefill
-once per prompt bucket width P, the step once per width w and window W), whatever the requests:
+once per batch k and prompt bucket width P, the step once per width w and window W), whatever the
+requests:
 
-    admit(slot, prompt (1, P), length, seed, settings)     prefill one request, batch 1, with core's
-        logits, cache = sampling.prefill(prompt)           reference `forward_cached` (cache P long);
-        caches[:, slot, :, :P] = cache                     insert its keys and values into the slot;
-        token₀ = choose(logits, fold_in(key(seed), 0))     sample its first token
+    admit(rows (k,), prompts (k, P), lengths, seeds, settings)    prefill k requests in one batch,
+        logits, cache = sampling.prefill(prompts)          with core's reference `forward_cached`;
+        caches[:, rows, :, :P] = cache                     insert their keys and values into the slots;
+        token₀ = choose(logits, fold_in(key(seed), 0))     sample each one's first token
     step(w, W)                                             slots 0..w-1, busy or idle, one token on,
         logits, caches = decode.decode_step(tokens, positions, window=W)    attending positions < W;
         tokenᵢ = choose(logits, fold_in(key_s, i))         i = the slot's own step index
