@@ -1,5 +1,5 @@
 """Chat templates: `render_chat` against transformers' `apply_chat_template`, the message checks, the
-sandbox, and the templates a folder carries.
+sandbox, the templates a folder carries, and `generate_chat` / `generate --chat`, which reply through them.
 
 tests/fixtures/chat_template/expected.json was written by tests/fixtures/make_chat_fixture.py in the
 side venv (transformers 5.25) from an export of the shipped model: the text and token ids of each
@@ -10,23 +10,28 @@ Hub template over several lines with the end-of-text token between turns.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from microgpt_infer import InferError, load_tokenizer
+from microgpt_core import SamplingError
+from microgpt_infer import InferError, generate, generate_chat, generation, load_model, load_tokenizer
 from microgpt_infer.chat import (
     CHAT_MODEL_TEMPLATE,
     CHAT_TEMPLATE_FILE,
+    DEFAULT_CHAT_STOP,
     DEFAULT_CHAT_TEMPLATE,
     ChatTemplateError,
     load_chat_template,
     render_chat,
     render_turns,
 )
-from tests.infer.conftest import FIXTURES, LLAMA_TINY, save_model
+from microgpt_infer.cli import main
+from tests.infer.conftest import FIXTURES, LLAMA_TINY, byte_tokenizer, save_model
 
 EXPECTED = json.loads((FIXTURES / "chat_template" / "expected.json").read_text(encoding="utf-8"))
 USER = [{"role": "user", "content": "hi"}]
@@ -229,3 +234,64 @@ def test_without_jinja2_import_works_and_rendering_says_what_to_install():
                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert run.stdout == 'chat templates need jinja2: pip install "microgpt-infer[serve]"\n'
+
+
+# -- generate_chat and `generate --chat` ------------------------------------------------------------
+CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+# A template with the end-of-text token closing each turn, as a chat model's (the byte tokenizer has
+# no <|im_start|>)
+EOT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+GREEDY = dict(rng=0, max_new_tokens=12, temperature=0)
+
+
+def test_generate_chat_feeds_the_folders_template_with_its_special_tokens(model_dir, tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(model_dir, tmp_path / "chat"))
+    (folder / CHAT_TEMPLATE_FILE).write_text(EOT_TEMPLATE, encoding="utf-8")
+    chat_model = load_model(folder)
+    prompts, engine = [], generation.generate_tokens
+
+    def spy(params, config, prompt, lengths, **options):
+        prompts.append(np.asarray(prompt)[0, : int(lengths[0])].tolist())
+        return engine(params, config, prompt, lengths, **options)
+
+    monkeypatch.setattr(generation, "generate_tokens", spy)
+    reply = generate_chat(chat_model, CHAT, **GREEDY)
+    text = "system: be brief<|endoftext|>user: hi<|endoftext|>assistant:"
+    ids = byte_tokenizer().encode(text, allow_special=True)
+    assert prompts == [ids] and ids.count(256) == 2  # the end-of-text token itself, not its spelling
+    assert reply == generate(chat_model, text, allow_special=True, **GREEDY)  # no stop strings added
+    generate(chat_model, text, rng=0, max_new_tokens=3)  # without allow_special: spelled out, byte by byte
+    assert prompts[-1] == list(text.encode())
+
+
+def test_generate_chat_without_a_template_writes_prose_and_stops_at_the_next_turn(model, monkeypatch):
+    assert load_chat_template(model.source) is None
+    reply = generate_chat(model, CHAT, rng=1, max_new_tokens=20)
+    assert reply == generate(model, render_chat(CHAT), rng=1, max_new_tokens=20, stop=DEFAULT_CHAT_STOP)
+    calls = []
+    monkeypatch.setattr(generation, "generate", lambda model, text, **options: calls.append((text, options)))
+    generate_chat(model, CHAT, stop="x", max_new_tokens=5)
+    assert calls == [
+        ("System: be brief\n\nUser: hi\n\nAssistant:",
+         {"stop": ("x", *DEFAULT_CHAT_STOP), "allow_special": True, "max_new_tokens": 5}),
+    ]  # fmt: skip
+
+
+def test_generate_chat_refuses_bad_messages_and_arguments(model):
+    with pytest.raises(ChatTemplateError, match=r"messages\[1\]\.role must be one of system, user"):
+        generate_chat(model, [CHAT[0], {"role": "bot", "content": "hi"}])
+    with pytest.raises(InferError, match="drop allow_special"):
+        generate_chat(model, CHAT, allow_special=False)
+    with pytest.raises(InferError, match="model must be a Model"):
+        generate_chat(str(model.source), CHAT)
+    with pytest.raises(SamplingError, match=r"max_new_tokens must be an integer in \[1, 63\]"):
+        generate_chat(model, CHAT, max_new_tokens=0)
+
+
+def test_generate_chat_command_prints_the_reply_alone(model_dir, model, capsys):
+    argv = ["--chat", "hi", "--system", "be brief", "--model", str(model_dir), "--temperature", "0"]
+    assert main([*argv, "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out == generate_chat(model, CHAT, **GREEDY) + "\n"

@@ -80,6 +80,8 @@ def one_error_line(err: str) -> str:
         (["x", "--stop", ""], "stop\\[0\\] must be a non-empty str"),
         (["a\udc80b"], r"the prompt: .*lone surrogate '\\udc80' at index 1"),
         (["x" * 60, "--max-new-tokens", "12"], "the prompt has 60 tokens.*--crop-prompt"),
+        (["x", "--system", "be brief"], "--system is a chat's system message: give --chat too"),
+        (["x", "--chat", "--max-new-tokens", "60"], "the prompt has 19 tokens.*--crop-prompt"),
     ],
     ids=repr,
 )

@@ -71,6 +71,7 @@ __all__ = [
     "ChatTemplateError",
     "load_chat_template",
     "render_chat",
+    "render_reply_prompt",
     "render_turns",
 ]
 
@@ -162,6 +163,19 @@ def render_chat(
     """
     checked = _check_messages(messages)
     return _render(_template(template), checked, bos_token, eos_token, bool(add_generation_prompt))
+
+
+def render_reply_prompt(
+    messages: Sequence[dict[str, Any]], template: str | None, eot_token: str
+) -> tuple[str, tuple[str, ...]]:
+    """What a model continues to write the assistant's next message, and the stop strings that reply
+    needs besides end-of-text: `render_chat` with the generation prompt, the tokenizer's end-of-text
+    spelling `eot_token` as both bos_token and eos_token (a chat model's turns end with it), and
+    `DEFAULT_CHAT_STOP` under the default template (`template` None), where a base model starts the
+    next turn itself. `generate_chat` and `serve`'s chat endpoint both use it.
+    """
+    text = render_chat(messages, template, bos_token=eot_token, eos_token=eot_token)
+    return text, (DEFAULT_CHAT_STOP if template is None else ())
 
 
 def render_turns(

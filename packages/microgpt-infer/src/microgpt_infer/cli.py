@@ -4,6 +4,7 @@
     generate "Once upon a time"                  # the shipped model (stderr says so)
     generate "Once upon a time" --model runs/quickstart/model --max-new-tokens 100 --seed 1
     generate "Once upon a time" --num-samples 3 --temperature 0.8     # samples with seeds S, S+1, S+2
+    generate --chat "What is a list?" --system "Answer in one sentence." --model runs/chat/model
     echo "Once upon a time" | generate --temperature 0.8 --top-k 50
     push-to-hub runs/quickstart/model my-name/my-model --private
     export-hf runs/quickstart/model hf/quickstart          # Hugging Face's layout, for transformers
@@ -164,6 +165,13 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-prompt-echo", action="store_true", help="print only the continuation, not the prompt"
     )
+    p.add_argument(
+        "--chat", action="store_true",
+        help="the prompt is a user's message: print the assistant's reply, the conversation written by "
+        "the model's chat template (a chat model's own, else a plain 'User: ... Assistant:' one); "
+        'needs jinja2 (pip install "microgpt-infer[serve]")',
+    )  # fmt: skip
+    p.add_argument("--system", metavar="TEXT", help="with --chat: a system message before the user's")
     p.add_argument("--debug", action="store_true", help="show a traceback on errors")
     return p
 
@@ -209,10 +217,12 @@ def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
             raise StdinError("give a prompt argument or pipe text to stdin (see generate --help)")
         else:
             prompt = read_stdin()
+        if args.system is not None and not args.chat:
+            raise ValueError("--system is a chat's system message: give --chat too")
         seed = _first_seed(args.seed, args.num_samples)
         import jax
 
-        from microgpt_infer.generation import generate
+        from microgpt_infer.generation import generate, generate_chat
         from microgpt_infer.model import default_model_note, find_default_model, load_model
 
         source = args.model or find_default_model()
@@ -228,13 +238,19 @@ def _generate(args: argparse.Namespace, interrupts: Interrupts) -> int:
                 sys.stdout.flush()
                 started.append(True)
 
+        if args.chat:  # the reply alone: the rendered conversation is the template's, not the user's
+            system = [] if args.system is None else [{"role": "system", "content": args.system}]
+            messages = [*system, {"role": "user", "content": prompt}]
+            run = lambda **options: generate_chat(model, messages, **options)  # noqa: E731
+        else:
+            run = lambda **options: generate(model, prompt, **options)  # noqa: E731
         for sample in range(args.num_samples):
             if sample:
                 write(SAMPLE_SEPARATOR)
-            echo = [] if args.no_prompt_echo else [prompt]  # written with the first piece, not before
+            echo = [] if args.no_prompt_echo or args.chat else [prompt]  # written with the first piece
             piece = lambda text, echo=echo: write((echo.pop() if echo else "") + text)  # noqa: E731
-            generate(
-                model, prompt, rng=jax.random.key(seed + sample), max_new_tokens=args.max_new_tokens,
+            run(
+                rng=jax.random.key(seed + sample), max_new_tokens=args.max_new_tokens,
                 temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                 presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
                 repetition_penalty=args.repetition_penalty, stop=args.stop,

@@ -40,7 +40,7 @@ from microgpt_infer.folder import Model
 from microgpt_infer.model import DEFAULT_MODEL_DIR, find_default_model, is_default, load_model
 from microgpt_infer.row_text import RowText, check_stops
 
-__all__ = ["generate", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
+__all__ = ["generate", "generate_chat", "generate_text", "bucket_width", "check_seed", "SEED_RANGE"]
 
 MIN_WIDTH = 16
 
@@ -94,11 +94,13 @@ def _prompt_list(prompts: object) -> list[str]:
     return list(prompts)
 
 
-def _encode(model: Model, texts: list[str], single: bool) -> list[list[int]]:
+def _encode(model: Model, texts: list[str], single: bool, special: bool) -> list[list[int]]:
     """Token ids of each prompt; `InvalidTextError` (lone surrogates) names the prompt."""
     tokenizer = model.tokenizer
     try:
-        return tokenizer.encode_batch(texts) if len(texts) > 1 else [tokenizer.encode(texts[0])]
+        if len(texts) > 1:
+            return tokenizer.encode_batch(texts, allow_special=special)
+        return [tokenizer.encode(texts[0], allow_special=special)]
     except InvalidTextError:
         for i, text in enumerate(texts):
             try:
@@ -125,6 +127,7 @@ def generate(
     stop: str | Sequence[str] | None = None,
     on_token: Callable[[int, str], None] | None = None,
     crop_prompt: bool = False,
+    allow_special: bool = False,
 ) -> str | list[str]:
     """Continues each prompt with up to `max_new_tokens` sampled tokens.
 
@@ -152,6 +155,8 @@ def generate(
         itself; it may call `generate` itself.
       crop_prompt: keep only the last `context_length - max_new_tokens` tokens of a longer prompt,
         instead of raising `PromptTooLongError`.
+      allow_special: True: a special token's spelling in a prompt ("<|endoftext|>") is that token, as
+        a chat template's text needs (`chat.generate_chat`); False: it is ordinary text.
     Returns:
       The continuation (without the prompt): a str for a str prompt, a list for a list.
     Raises:
@@ -168,14 +173,50 @@ def generate(
         model, rng, max_new_tokens, (temperature, top_k, top_p, min_p),
         (presence_penalty, frequency_penalty, repetition_penalty), stop, on_token,
     )  # fmt: skip
-    if not isinstance(crop_prompt, bool):
-        raise InferError(f"crop_prompt must be True or False, got {crop_prompt!r}")
+    for name, flag in (("crop_prompt", crop_prompt), ("allow_special", allow_special)):
+        if not isinstance(flag, bool):
+            raise InferError(f"{name} must be True or False, got {flag!r}")
     enable_compilation_cache()
-    prompt, lengths = _prompt_batch(model, texts, single, settings.max_new_tokens, crop_prompt)
+    ids = _encode(model, texts, single, allow_special)
+    prompt, lengths = _prompt_batch(model, ids, single, settings.max_new_tokens, crop_prompt)
     rows = [RowText(model.tokenizer, settings.stops) for _ in texts]
     _run(model, prompt, lengths, rows, settings, on_token)
     results = [row.text for row in rows]
     return results[0] if single else results
+
+
+def generate_chat(model: Model, messages: Sequence[dict[str, str]], **options: object) -> str:
+    """The assistant's next message in a conversation, as `serve`'s chat endpoint writes it.
+
+        reply = generate_chat(model, [{"role": "user", "content": "What is a list?"}], temperature=0)
+
+    The messages are rendered by the model folder's chat template (`chat.load_chat_template`: a chat
+    model that `train` fine-tuned carries one), else by `chat.DEFAULT_CHAT_TEMPLATE` with its stops;
+    the text is encoded with special tokens allowed, and the reply ends at end-of-text.
+
+    Args:
+      model: from `load_model`.
+      messages: a non-empty list of ``{"role": "system" | "user" | "assistant", "content": str}``.
+      **options: `generate`'s keyword arguments (rng, max_new_tokens, temperature, top_k, top_p,
+        min_p, the penalties, stop, on_token, crop_prompt); the template's stops join `stop`.
+    Returns:
+      The reply's text.
+    Raises:
+      ChatTemplateError: a malformed message (names its index and field) or a failing template.
+      InferError: jinja2 is missing (it comes with the ``serve`` extra), or `generate`'s errors.
+    """
+    from microgpt_infer import chat
+
+    if not isinstance(model, Model):
+        raise InferError(f"model must be a Model from load_model(...), got {type(model).__name__}")
+    if "allow_special" in options:
+        raise InferError("generate_chat always reads the template's special tokens; drop allow_special")
+    template = chat.load_chat_template(model.source) if model.source is not None else None
+    text, stops = chat.render_reply_prompt(messages, template, model.tokenizer.eot_token)
+    stop = options.pop("stop", None)
+    if stops:
+        stop = (*check_stops(stop), *stops)
+    return generate(model, text, stop=stop, allow_special=True, **options)  # type: ignore[arg-type]
 
 
 class _Settings(NamedTuple):
@@ -208,7 +249,7 @@ class _Settings(NamedTuple):
 
 
 def _prompt_batch(
-    model: Model, texts: list[str], single: bool, max_new_tokens: int, crop_prompt: bool
+    model: Model, ids: list[list[int]], single: bool, max_new_tokens: int, crop_prompt: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The prompts' token ids right-padded to one bucket width, (B, P), and their lengths (B,).
 
@@ -216,7 +257,6 @@ def _prompt_batch(
     cropped to its last tokens with `crop_prompt`, else `PromptTooLongError` names it.
     """
     T = model.config.context_length
-    ids = _encode(model, texts, single)
     room = T - max_new_tokens
     for i, row in enumerate(ids):
         if not row:

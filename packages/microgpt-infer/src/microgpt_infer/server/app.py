@@ -119,14 +119,12 @@ class Server:
     async def chat_completions(self, request: Request) -> Response:
         job = read_chat(await _body(request), max_n=self.max_n)
         self._check_model(job)
-        eot = self.tokenizer.eot_token
         try:
-            text = self.chat.render_chat(job.messages, self.template, bos_token=eot, eos_token=eot)
+            text, stops = self.chat.render_reply_prompt(job.messages, self.template, self.tokenizer.eot_token)
         except self.chat.ChatTemplateError as e:
             raise RequestError(str(e), "messages") from None
         prompts = encode_prompts(self.tokenizer, [text], allow_special=True)
-        if self.template is None:  # the default template: a base model writes the next turn itself
-            job = _with_stops(job, self.chat.DEFAULT_CHAT_STOP)
+        job = _with_stops(job, stops)
         choices = submit(
             self.engine, job, prompts, eot_id=self.eot_id, max_tokens_limit=self.max_tokens_limit, chat=True
         )
