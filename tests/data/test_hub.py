@@ -36,6 +36,8 @@ def test_a_failing_hub_gives_one_error_naming_dataset_and_endpoint_in_bounded_ti
     """The old probe only opened a TCP connection: a silent server then hung datasets, and a 500 was
     retried for about 25 s."""
     url, requests = fake_hub(kind)
+    import datasets  # noqa: F401  (loaded lazily; its import, seconds on a busy machine, is not the Hub's wait)
+
     start = time.perf_counter()
     with pytest.raises(error) as info:
         load_text_dataset("org/name:cfg", hub_timeout=TIMEOUT)
