@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import signal
 import socket
 import threading
 
@@ -22,6 +23,23 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("microgpt")
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_as_found(request):
+    """Every test leaves SIGINT's and SIGTERM's handlers and the wakeup descriptor as it found them: the
+    suite runs in worker processes (pytest-xdist), where a handler left behind breaks whichever test
+    that worker runs next. A test that changes them fails here, naming what it left; they are put back."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    wakeup = signal.set_wakeup_fd(-1)
+    left = [signal.Signals(sig).name for sig, handler in handlers.items() if signal.getsignal(sig) != handler]
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    if wakeup != -1:
+        left.append("the wakeup descriptor")
+    if left:
+        pytest.fail(f"{request.node.nodeid} left {', '.join(left)} changed", pytrace=False)
 
 
 TINY = GPTConfig(vocab_size=97, context_length=32, d_model=32, n_layers=2, n_heads=4)
