@@ -156,7 +156,7 @@ def generate(
       crop_prompt: keep only the last `context_length - max_new_tokens` tokens of a longer prompt,
         instead of raising `PromptTooLongError`.
       allow_special: True: a special token's spelling in a prompt ("<|endoftext|>") is that token, as
-        a chat template's text needs (`chat.generate_chat`); False: it is ordinary text.
+        a chat template's text needs (`generate_chat`); False: it is ordinary text.
     Returns:
       The continuation (without the prompt): a str for a str prompt, a list for a list.
     Raises:
