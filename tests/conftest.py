@@ -25,8 +25,18 @@ settings.register_profile(
 settings.load_profile("microgpt")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_as_in_a_terminal():
+    """Python's own Ctrl-C for the session, even when a script started the suite in the background
+    (`pytest &`, `nohup`: SIGINT ignored from the start, which this process and the commands it starts
+    would keep, as they should), so that the tests of Ctrl-C see one."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.fixture(autouse=True)
-def _signal_handlers_left_as_found(request):
+def _signal_handlers_left_as_found(request, _ctrl_c_as_in_a_terminal):
     """Every test leaves SIGINT's and SIGTERM's handlers and the wakeup descriptor as it found them: the
     suite runs in worker processes (pytest-xdist), where a handler left behind breaks whichever test
     that worker runs next. A test that changes them fails here, naming what it left; they are put back."""

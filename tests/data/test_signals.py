@@ -70,6 +70,41 @@ def test_a_stop_waits_for_a_critical_section_to_end():
     assert 0.5 < seconds < 10, seconds
 
 
+def test_a_command_started_with_sigint_ignored_keeps_ignoring_it():
+    """A script's `command &` starts it with SIGINT ignored (here `trap "" INT`), so that a Ctrl-C for
+    the script's foreground command leaves it running; SIGTERM still stops it."""
+    ignoring = ["sh", "-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-c", COMMAND, "plain"]
+    proc = subprocess.Popen(ignoring, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, err) == (128 + signal.SIGTERM, "interrupted here\n")
+    finally:
+        proc.kill()
+
+
+def test_a_signal_ignored_on_entry_stays_ignored_and_the_other_is_handled():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with Interrupts() as interrupts, interrupts.deferred():
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            interrupts.reinstall()  # takes back only what it handles
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.2)
+            assert interrupts.signum is None
+            signal.raise_signal(signal.SIGTERM)
+            _wait_for(lambda: interrupts.signum is not None)
+            assert interrupts.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _wait_for(predicate) -> None:
     deadline = time.monotonic() + 10
     while not predicate() and time.monotonic() < deadline:

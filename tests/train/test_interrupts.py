@@ -72,6 +72,20 @@ def test_the_old_handlers_come_back_even_after_an_error():
         signal.signal(signal.SIGINT, old_int)
 
 
+def test_a_signal_ignored_before_defer_stays_ignored():
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopFlag() as stop:
+            stop.defer()
+            signal.raise_signal(signal.SIGINT)
+            assert stop.signum is None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+
+
 def test_outside_the_main_thread_it_installs_nothing_and_never_fires():
     before = signal.getsignal(signal.SIGINT)
     result = {}

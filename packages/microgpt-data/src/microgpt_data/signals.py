@@ -15,7 +15,8 @@ process: it waits for a `critical` section to end (a file being written, a line 
 the `on_stop` callbacks (end the output line, remove what a failed start made), prints the `message`
 (``interrupted``) on stderr and exits with 128 + the signal's number. Inside `deferred()`, a signal
 only records itself in `signum`; the caller stops at its next safe point (`train` finishes the step
-and saves a checkpoint), and later signals print a note once and change nothing.
+and saves a checkpoint), and later signals print a note once and change nothing. A signal the
+process was started with ignored (a script's ``command &``, ``nohup``) stays ignored.
 
     with Interrupts() as interrupts:
         interrupts.on_stop(end_the_line)
@@ -34,7 +35,15 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-__all__ = ["STOP_GRACE_SECONDS", "Interrupts", "active", "cleanup", "critical", "remove_folder"]
+__all__ = [
+    "STOP_GRACE_SECONDS",
+    "Interrupts",
+    "active",
+    "cleanup",
+    "critical",
+    "not_ignored",
+    "remove_folder",
+]
 
 STOP_GRACE_SECONDS = 10.0  # the longest a stop waits for a critical section or a blocked stdout
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -117,7 +126,7 @@ class Interrupts:
             return self  # only the main thread may install handlers: the process keeps Python's own
         self._reader, self._writer = socket.socketpair()
         self._writer.setblocking(False)  # set_wakeup_fd needs a descriptor that never blocks
-        for sig in _STOP_SIGNALS:
+        for sig in not_ignored(_STOP_SIGNALS):
             self._old[sig] = signal.signal(sig, _record)
         self._old_wakeup = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
         watcher = threading.Thread(target=self._watch, args=(self._reader,), name="microgpt-signals")
@@ -131,7 +140,7 @@ class Interrupts:
         """Takes SIGINT and SIGTERM back from a library that installed its own handlers below Python's
         (`jax.distributed.initialize`'s preemption notifier catches SIGTERM in C++)."""
         if self._installed:
-            for sig in _STOP_SIGNALS:
+            for sig in self._old:
                 signal.signal(sig, _record)
 
     def __exit__(self, *exc: object) -> None:
@@ -217,6 +226,13 @@ class Interrupts:
         if self.message:
             _say(self.message)
         os._exit(code)
+
+
+def not_ignored(sigs: tuple[int, ...]) -> list[int]:
+    """Those of `sigs` this process does not ignore. A signal ignored from the start stays ignored, as
+    Python itself leaves it: a script's ``command &`` (or ``nohup``) starts it with SIGINT ignored, so
+    that the Ctrl-C meant for the script's foreground command does not stop it too."""
+    return [sig for sig in sigs if signal.getsignal(sig) != signal.SIG_IGN]
 
 
 def _record(signum: int, frame: object) -> None:

@@ -77,7 +77,7 @@ class StopFlag:
         if interrupts is not None:
             self._interrupts = self._stack.enter_context(interrupts.deferred(self.NOTE))
         elif threading.current_thread() is threading.main_thread() and not self._old:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals.not_ignored((signal.SIGINT, signal.SIGTERM)):
                 self._old[sig] = signal.signal(sig, self._handle)
 
     @property
