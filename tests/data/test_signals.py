@@ -133,6 +133,20 @@ def test_deferred_note_and_repeat_note_are_printed(capfd):
     assert "SIGINT: finishing up" in err and err.count("SIGINT again: already stopping, please wait") == 1
 
 
+def test_a_second_signal_read_after_the_deferred_section_ended_changes_nothing(monkeypatch):
+    """Two signals inside a deferred section; on a busy machine the watcher may read the second only
+    once the section has ended. It must not end the process then (the caller is already stopping)."""
+    stops = []
+    with Interrupts() as interrupts:
+        monkeypatch.setattr(interrupts, "_stop", stops.append)
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            _wait_for(lambda: interrupts.signum is not None)
+        interrupts._received(signal.SIGTERM)  # as the watcher reads the late one
+        assert stops == [] and interrupts.signum == signal.SIGINT and interrupts._repeats_noted
+    assert signals.active() is None
+
+
 def test_python_handlers_and_the_wakeup_descriptor_come_back():
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with Interrupts():

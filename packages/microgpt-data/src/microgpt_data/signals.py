@@ -198,11 +198,15 @@ class Interrupts:
                 self._received(signum)
 
     def _received(self, signum: int) -> None:
+        """The watcher's reaction to a signal. Only the first one can stop the process: after a first
+        one that a deferred section recorded, the caller is stopping at its safe point, and a second
+        one that arrived meanwhile (a terminal's and `uv run`'s) may be read only after the section
+        has ended, so where it is read says nothing about when it came."""
         first = self.signum is None
         if first:
             self.signum = signum
-        if not self._deferred:
-            self._stop(self.signum)
+        if first and not self._deferred:
+            self._stop(signum)
         elif first:
             if self._deferred[-1]:
                 _say(f"\n{signal.Signals(signum).name}: {self._deferred[-1]}")
