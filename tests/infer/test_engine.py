@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from microgpt_core import forward, init_cache, init_params
 from microgpt_core.sampling import generate_tokens as reference_generate
+from microgpt_infer.engine import decode
 from microgpt_infer.engine import generate_tokens as engine_generate
 from microgpt_infer.engine.decode import bits, decode_step, decode_weights, join_cache, split_cache
 from microgpt_infer.engine.options import compiler_options
@@ -125,6 +126,42 @@ def test_a_step_of_the_first_rows_over_a_window_leaves_the_rest(jit_forward_cach
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_growing_windows_give_the_reference_steps(jit_forward, jit_forward_cached, tiny_config, dtype):
+    """Rows at ragged positions stepped to the cache's end over windows (4, 9): each step attends the
+    smallest window holding every row's earlier positions (4, 9, then the whole cache), with the
+    reference's logits and cache."""
+    config = tiny_config.replace(compute_dtype=dtype)
+    params = init_params(jax.random.key(6), config)
+    step = jax.jit(
+        lambda p, c, t, s: decode_step(p, decode_weights(p, config), c, t, s, config, windows=(4, 9))
+    )
+    tokens = np.random.default_rng(6).integers(0, config.vocab_size, (3, T)).astype(np.int32)
+    reference = init_cache(config, 3, T)
+    _, reference = jit_forward_cached(params, reference, tokens[:, :3], jnp.zeros(3, jnp.int32), config)
+    fast, positions = split_cache(reference), np.asarray([1, 3, 2])  # rows 0 and 2 rewrite slots
+    while positions.max() < T:
+        token, at = tokens[np.arange(3), positions][:, None], jnp.asarray(positions, jnp.int32)
+        want, reference = jit_forward_cached(params, reference, token, at, config)
+        got, fast = step(params, fast, token, at)
+        np.testing.assert_allclose(got, want, atol=1e-5 if dtype == "float32" else 2e-2)
+        positions += 1
+    for fast_half, reference_half in zip(join_cache(fast, config.compute_dtype), reference, strict=True):
+        np.testing.assert_allclose(fast_half, reference_half, atol=1e-6 if dtype == "float32" else 4e-3)
+    with pytest.raises(ValueError, match="a window or windows"):
+        decode_step(params, decode_weights(params, config), fast, token, at, config, window=8, windows=(4,))
+
+
+def test_windows_are_chosen_where_the_cache_is_large_beside_the_weights():
+    from microgpt_core import SEED_CONFIG
+
+    params = init_params(jax.random.key(0), SEED_CONFIG)
+    config = SEED_CONFIG.replace(context_length=16 + 256)
+    assert decode.step_windows(params, config, 1, 16, 271) is None  # batch 1: the weights dominate
+    assert decode.step_windows(params, config, 8, 16, 271) == (80, 144, 208)  # 16 + 255 * k / 4
+    assert decode.step_windows(params, config, 8, 16, 20) is None  # a few new tokens: nothing to save
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_compiler_options_change_no_result(tiny_config, tiny_params, dtype):
     config = tiny_config.replace(compute_dtype=dtype)
     tokens = jax.random.randint(jax.random.key(3), (2, 8), 0, config.vocab_size)
@@ -153,10 +190,15 @@ def spread(params, config):
     sampled=st.booleans(),
     stop=st.booleans(),
     stream=st.booleans(),
+    windowed=st.booleans(),
 )
-def test_the_engine_gives_the_reference_tokens(config, dtype, lengths, sampled, stop, stream):
+def test_the_engine_gives_the_reference_tokens(
+    monkeypatch, config, dtype, lengths, sampled, stop, stream, windowed
+):
     """For any configuration, either dtype, ragged prompts, greedy or sampled, with an end-of-text id
-    or none, streamed or not: `engine.generate_tokens` returns core's `generate_tokens` tokens."""
+    or none, streamed or not, over growing windows of the cache or not: `engine.generate_tokens`
+    returns core's `generate_tokens` tokens."""
+    force_windows(monkeypatch, windowed)
     config = config.replace(compute_dtype=dtype)
     params = spread(init_params(jax.random.key(1), config), config)
     B, P = len(lengths), max(lengths)
@@ -178,6 +220,13 @@ def test_the_engine_gives_the_reference_tokens(config, dtype, lengths, sampled, 
         np.testing.assert_array_equal(np.asarray(seen).T, np.asarray(want.tokens)[:, : len(seen)])
 
 
+def force_windows(monkeypatch, on: bool) -> None:
+    """The engine decodes over growing windows (`decode.step_windows`' choice for long generations
+    of several rows) when `on`, over the whole cache when not, whatever its choice for these sizes."""
+    choose = lambda params, config, rows, prompt, slots: (prompt + 2, prompt + 5) if on else None  # noqa: E731
+    monkeypatch.setattr(decode, "step_windows", choose)
+
+
 # Three models that between them take every value of every configuration option.
 COVERING = {
     "gpt2": dict(positional="learned", norm="layernorm", mlp="gelu", gelu="tanh", bias=True,
@@ -190,9 +239,12 @@ COVERING = {
 
 
 @pytest.mark.parametrize("options", COVERING.values(), ids=COVERING.keys())
-def test_every_option_gives_the_reference_tokens(options):
-    """Sampled, ragged, with an end-of-text id and streamed: the engine's tokens are core's."""
+def test_every_option_gives_the_reference_tokens(monkeypatch, options):
+    """Sampled, ragged, with an end-of-text id and streamed, over growing windows: the engine's
+    tokens are core's."""
     from microgpt_core import GPTConfig
+
+    force_windows(monkeypatch, True)
 
     config = GPTConfig(vocab_size=64, context_length=16, d_model=32, n_layers=2, n_heads=4, **options)
     params = spread(init_params(jax.random.key(2), config), config)

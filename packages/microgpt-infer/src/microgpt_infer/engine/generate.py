@@ -3,7 +3,8 @@ the decode options, and its tokens streamed to a callback while the loop runs.
 
 The loop is core's own (`sampling.prefill`, then `sampling.decode_loop`); only its step differs:
 `decode.decode_step` over per-layer caches and weights sliced once, instead of `forward_cached` over
-the stacked ones. tests/infer/test_engine.py checks that both give the same tokens.
+the stacked ones, attending over growing windows of the cache where `decode.step_windows` finds they
+pay. tests/infer/test_engine.py checks that both give the same tokens.
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ def generate_tokens(
     )  # fmt: skip
     if on_token is not None and not callable(on_token):
         raise SamplingError(f"on_token must be a callable or None, got {type(on_token).__name__}")
-    program = functools.partial(_program(config), params, prompt, lengths, rng, config=config, **settings)
+    slots = min(prompt.shape[1] + max_new_tokens - 1, config.context_length)  # about prefill's cache
+    windows = decode.step_windows(params, config, *prompt.shape, slots)
+    program = functools.partial(
+        _program(config), params, prompt, lengths, rng, config=config, windows=windows, **settings
+    )
     if on_token is None:
         return program()
     out, stopped = streaming.stream(program, on_token)
@@ -94,15 +99,16 @@ def _program(config: GPTConfig) -> Callable:
 
 @functools.cache
 def _jit_generate(options: tuple[tuple[str, Any], ...]) -> Callable:
-    return jax.jit(_generate, static_argnames=STATIC_ARGNAMES, compiler_options=dict(options))
+    return jax.jit(_generate, static_argnames=(*STATIC_ARGNAMES, "windows"), compiler_options=dict(options))
 
 
 def _generate(
     params, prompt, lengths, rng, stream=None, *,
     config, max_new_tokens, temperature, top_k, top_p, min_p, presence_penalty, frequency_penalty,
-    repetition_penalty, eot_id,
+    repetition_penalty, eot_id, windows,
 ):  # fmt: skip
-    """The compiled generation: the reference prefill, then `decode_loop` over `decode.decode_step`.
+    """The compiled generation: the reference prefill, then `decode_loop` over `decode.decode_step`
+    (over growing `windows` of the cache, when not None).
 
     `stream` is None (one program) or a () int32 stream id (another program, whatever the callback):
     each step's tokens then go to `streaming.emit`, whose answer `halt` ends the loop.
@@ -111,7 +117,9 @@ def _generate(
     weights = decode.decode_weights(params, config)  # sliced once, outside the loop
 
     def step(caches, token, positions):
-        logits, caches = decode.decode_step(params, weights, caches, token[:, None], positions, config)
+        logits, caches = decode.decode_step(
+            params, weights, caches, token[:, None], positions, config, windows=windows
+        )
         return logits[:, 0], caches  # (B, V)
 
     step, logits, caches = penalized(
