@@ -153,6 +153,44 @@ def test_logprobs(served):
     assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
 
 
+def _reference_prompt_logprobs(model, ids: list[int]) -> list[float]:
+    """log p(token t | tokens before it) of the reference model, for t = 1 .. len(ids) - 1."""
+    import jax
+    import numpy as np
+
+    from microgpt_core import forward
+
+    logits = forward(model.params, np.asarray([ids], np.int32), model.config)[0]  # (T, V)
+    log_p = np.asarray(jax.nn.log_softmax(logits.astype("float32"), axis=-1))
+    return [float(log_p[t - 1, ids[t]]) for t in range(1, len(ids))]
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_the_model_does(served, model):
+    """What lm-evaluation-harness reads: with echo, `logprobs` covers the prompt (null for its first
+    token) and then the generated tokens, whose figures are those of the same request without echo."""
+    ids = [79, 110, 99, 101, 32, 117, 112, 111, 110]  # "Once upon", one byte a token
+    out = complete(served, prompt=ids, max_tokens=3, seed=2, logprobs=2, echo=True)
+    plain = complete(served, prompt=ids, max_tokens=3, seed=2, logprobs=2)
+    choice, lp = out.choices[0], out.choices[0].logprobs
+    assert choice.text == "Once upon" + plain.choices[0].text
+    generated = len(plain.choices[0].logprobs.tokens)
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(ids) + generated
+    assert "".join(lp.tokens[: len(ids)]) == "Once upon"  # (random bytes follow: not always UTF-8)
+    assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(len(lp.tokens))]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    want = _reference_prompt_logprobs(model, ids)
+    assert lp.token_logprobs[1 : len(ids)] == pytest.approx(want, abs=1e-4)
+    for top, v in zip(lp.top_logprobs[1:], lp.token_logprobs[1:], strict=True):
+        assert 1 <= len(top) <= 2 and max(top.values()) >= v - 1e-5  # two bytes may both print as �
+    assert lp.token_logprobs[len(ids) :] == pytest.approx(plain.choices[0].logprobs.token_logprobs, abs=1e-5)
+
+    chunks = list(complete(served, prompt=ids, max_tokens=3, seed=2, logprobs=2, echo=True, stream=True))
+    streamed = [v for c in chunks for ch in c.choices if ch.logprobs for v in ch.logprobs.token_logprobs]
+    assert streamed[0] is None and streamed[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
+    one = complete(served, prompt="A", max_tokens=1, logprobs=0, echo=True).choices[0].logprobs
+    assert one.token_logprobs[0] is None and one.top_logprobs[0] is None and len(one.tokens) == 2
+
+
 def test_penalties_through_extra_body(served):
     extra = {"top_k": 5, "min_p": 0.01, "repetition_penalty": 1.3}
     a = complete(served, max_tokens=10, seed=5, presence_penalty=1.0, frequency_penalty=0.5, extra_body=extra)

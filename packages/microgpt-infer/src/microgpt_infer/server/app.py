@@ -8,8 +8,9 @@
     GET  /                       the playground page (microgpt_infer/pages/playground.html)
 
 The engine (`microgpt_infer.engine.Engine`) is made and warmed up by `create_app`, and stopped when
-the app's lifespan ends (`engine.stop(stop_timeout)`). Its thread does all the device work; the
-handlers only await each request's `Stream` (`async for`), so the event loop never blocks. A
+the app's lifespan ends (`engine.stop(stop_timeout)`). Its thread does all the generating; the
+handlers only await each request's `Stream` (`async for`), so the event loop never blocks (an
+echoed prompt's log-probabilities, server/scoring.py, are computed in a worker thread). A
 streaming client that disconnects cancels its engine streams, which frees their slots at the next
 step. Every bad request is a 4xx with OpenAI's error body naming the parameter (server/schema.py).
 """
@@ -36,6 +37,7 @@ from microgpt_infer.server import responses as shapes
 from microgpt_infer.server.choices import Choice, Piece, cancel, encode_prompts, pieces, submit
 from microgpt_infer.server.metrics import Metrics
 from microgpt_infer.server.schema import Job, RequestError, parse_json, read_chat, read_completion
+from microgpt_infer.server.scoring import prompt_logprobs
 
 __all__ = ["PLAYGROUND", "create_app"]
 
@@ -92,13 +94,23 @@ class Server:
         id_ = shapes.new_id("cmpl")
         texts = [self.tokenizer.decode(p) if isinstance(p, list) else p for p in job.prompts]
         echo = [texts[c.index // job.n] if job.echo else "" for c in choices]
+        scored = [[] for _ in prompts]  # the echoed prompts' own log-probabilities (scoring.py)
+        if job.echo and job.logprobs is not None:
+            try:
+                scored = await asyncio.to_thread(self._score, prompts, job.logprobs)
+            except BaseException:
+                cancel(choices)
+                raise
 
         def choice_chunk(choice: Choice, piece: Piece, first: bool) -> dict[str, Any]:
             text = (echo[choice.index] if first else "") + piece.text
             logprobs = None
             if job.logprobs is not None:
                 offset = len(echo[choice.index]) + len(choice.text) - len(piece.text)
-                logprobs = shapes.completion_logprobs(self.tokenizer, piece.tokens, offset)
+                tokens = piece.tokens
+                if first and job.echo:
+                    offset, tokens = 0, [*scored[choice.index // job.n], *tokens]
+                logprobs = shapes.completion_logprobs(self.tokenizer, tokens, offset)
             return shapes.completion_choice(choice.index, text, logprobs, piece.finish_reason)
 
         if job.stream:
@@ -148,6 +160,10 @@ class Server:
         return JSONResponse(shapes.chat_completion(id_, self.name, out, _usage(choices, job.n)))
 
     # -- helpers --------------------------------------------------------------------------
+    def _score(self, prompts: list[list[int]], k: int) -> list[list]:
+        """Each prompt's own log-probabilities (`scoring.prompt_logprobs`), in a worker thread."""
+        return [prompt_logprobs(self.model.params, self.model.config, ids, k) for ids in prompts]
+
     def _check_model(self, job: Job) -> None:
         if job.model is not None and job.model != self.name:
             raise RequestError(

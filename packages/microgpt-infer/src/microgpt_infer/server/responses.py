@@ -51,19 +51,24 @@ def _text(tokenizer: Tokenizer, token_id: int) -> str:
     return tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
 
 
-def completion_logprobs(tokenizer: Tokenizer, tokens: list[Token], offset: int) -> dict[str, Any]:
+def completion_logprobs(tokenizer: Tokenizer, tokens: list[Token | int], offset: int) -> dict[str, Any]:
     """/v1/completions `logprobs`: tokens, token_logprobs, top_logprobs (token -> logprob) and
-    text_offset (each token's start in the choice's text, from `offset`)."""
-    texts = [_text(tokenizer, t.id) for t in tokens]
+    text_offset (each token's start in the choice's text, from `offset`). A bare id is a token that
+    nothing scored (an echoed prompt's first): null log-probabilities."""
+    ids = [t if isinstance(t, int) else t.id for t in tokens]
+    texts = [_text(tokenizer, i) for i in ids]
     offsets = []
     for text in texts:
         offsets.append(offset)
         offset += len(text)
     return {
         "tokens": texts,
-        "token_logprobs": [t.logprob for t in tokens],
+        "token_logprobs": [None if isinstance(t, int) else t.logprob for t in tokens],
         "top_logprobs": [
-            {_text(tokenizer, i): lp for i, lp in zip(t.top_ids, t.top_logprobs, strict=True)} for t in tokens
+            None
+            if isinstance(t, int)
+            else {_text(tokenizer, i): lp for i, lp in zip(t.top_ids, t.top_logprobs, strict=True)}
+            for t in tokens
         ],
         "text_offset": offsets,
     }

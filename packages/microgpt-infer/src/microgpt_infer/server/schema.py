@@ -122,8 +122,6 @@ def read_completion(body: dict[str, Any], *, max_n: int) -> Job:
     if logprobs is not None and not 0 <= logprobs <= MAX_COMPLETION_LOGPROBS:
         raise RequestError(f"logprobs must be in [0, {MAX_COMPLETION_LOGPROBS}], got {logprobs}", "logprobs")
     echo = bool(_optional(body, "echo", bool))
-    if echo and logprobs is not None:
-        raise RequestError("echo with logprobs is not supported (prompt log-probabilities)", "echo")
     return _common(body, max_n=max_n, prompts=prompts, logprobs=logprobs, echo=echo)
 
 
