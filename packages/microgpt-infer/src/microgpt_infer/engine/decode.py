@@ -169,9 +169,9 @@ def step_windows(
 
     They split the decoded positions in four, P + ⌈(S - P)·k/4⌉ for k = 1..3 (then the whole cache),
     so a step reads on average P + 5(S - P)/8 of the S cached positions instead of all of them. They
-    are worth three more compiled branches of attention when the reads they save, 3(S - P)/8S of
+    are worth three more compiled branches of attention when the reads they save, 3(S - P)/(8S) of
     the cache, come to at least 1/16 of the weights a step reads (about all the parameters, in the
-    compute dtype): from batch 2 of the seed model decoding 256 tokens (at batch 1 they saved about
+    compute dtype): from batch 2 of the seed model decoding 256 tokens (at batch 1 they saved at most
     5% of the time, and compiled a second longer).
     """
     decoded = slots - prompt
