@@ -189,6 +189,13 @@ def test_echo_with_logprobs_scores_the_prompt_as_the_model_does(served, model):
     assert streamed[0] is None and streamed[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)
     one = complete(served, prompt="A", max_tokens=1, logprobs=0, echo=True).choices[0].logprobs
     assert one.token_logprobs[0] is None and one.top_logprobs[0] is None and len(one.tokens) == 2
+    many = complete(served, prompt=["ab", "xyz"], n=2, max_tokens=1, logprobs=1, echo=True, seed=4)
+    for choice, prompt in zip(many.choices, ["ab", "ab", "xyz", "xyz"], strict=True):  # each its own prompt
+        assert "".join(choice.logprobs.tokens[: len(prompt)]) == prompt
+        assert choice.logprobs.token_logprobs[0] is None and None not in choice.logprobs.token_logprobs[1:]
+        assert choice.logprobs.token_logprobs[1 : len(prompt)] == pytest.approx(
+            _reference_prompt_logprobs(model, list(prompt.encode())), abs=1e-4
+        )
 
 
 def test_penalties_through_extra_body(served):
