@@ -223,9 +223,9 @@ def decode_step(
         return attend_cache_and_chunk(q, k_seen, v_seen, k, v, positions, config)  # (B, H, T, Dh)
 
     if windows:  # the smallest window W >= every position (or the whole cache), for every layer
-        windows = [W for W in windows if W < cache.k[0].shape[2]]
-        smallest = jnp.searchsorted(jnp.asarray(windows, jnp.int32), positions.max())
-        branches = [functools.partial(attend, W=W) for W in [*windows, None]]
+        short = [W for W in windows if W < cache.k[0].shape[2]]
+        smallest = jnp.searchsorted(jnp.asarray(short, jnp.int32), positions.max())
+        branches = [functools.partial(attend, W=W) for W in [*short, None]]
         attend = lambda *arrays: jax.lax.switch(smallest, branches, *arrays)  # noqa: E731
     ks, vs = list(cache.k), list(cache.v)
     for i, layer in enumerate(weights.layers):

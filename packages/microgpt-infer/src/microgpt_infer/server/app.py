@@ -94,7 +94,7 @@ class Server:
         id_ = shapes.new_id("cmpl")
         texts = [self.tokenizer.decode(p) if isinstance(p, list) else p for p in job.prompts]
         echo = [texts[c.index // job.n] if job.echo else "" for c in choices]
-        scored = [[] for _ in prompts]  # the echoed prompts' own log-probabilities (scoring.py)
+        scored: list[list] = []  # with echo and logprobs, each prompt's own (scoring.py)
         if job.echo and job.logprobs is not None:
             try:
                 scored = await asyncio.to_thread(self._score, prompts, job.logprobs)
