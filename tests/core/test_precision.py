@@ -1,5 +1,5 @@
 """precision.matmul: bfloat16 products forward and backward with float32 accumulation, and gradients
-that stay float32 and close to float32 training's."""
+that stay float32 and close to float32 training's; float32's written-out backward is autodiff's."""
 
 from __future__ import annotations
 
@@ -103,3 +103,21 @@ def test_a_bfloat16_models_backward_multiplies_only_bfloat16_and_its_gradients_s
         assert bf16[name].dtype == jnp.float32, name
         error = float(jnp.linalg.norm(bf16[name] - g) / jnp.linalg.norm(g))
         assert error < 0.03, (name, error)  # bfloat16 has 8 bits of mantissa: about 0.4% per rounding
+
+
+@pytest.mark.parametrize(("spec", "x_shape", "w_shape"), SPECS)
+def test_float32_takes_the_written_out_products_and_float64_jaxs_own(spec, x_shape, w_shape):
+    x, w, g = _inputs(x_shape, w_shape, spec)
+    grad = jax.grad(lambda x, w: (matmul(spec, x, w, "float32") * g).sum(), argnums=(0, 1))
+    dots = _dots(jax.make_jaxpr(grad)(x, w).jaxpr)
+    assert len(dots) == 3  # y, then dx and dw
+    # dw = xᵀ dy is one product that gives w's shape, not JAX's (dyᵀ x)ᵀ, which XLA's CPU backend
+    # runs through copies of its operands.
+    assert dots[-1].outvars[0].aval.shape == w.shape
+    reference = jax.grad(lambda x, w: (jnp.einsum(spec, x, w) * g).sum(), argnums=(0, 1))(x, w)
+    for a, b in zip(reference, grad(x, w), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6)
+    with jax.enable_x64(True):
+        x64, w64 = x.astype(jnp.float64), w.astype(jnp.float64)
+        jvp = jax.jvp(lambda x: matmul(spec, x, w64, "float64"), (x64,), (jnp.ones_like(x64),))[1]
+        np.testing.assert_allclose(np.asarray(jvp), np.asarray(jnp.einsum(spec, jnp.ones_like(x64), w64)))

@@ -5,13 +5,20 @@
     dw = xᵀ dy      returned in float32
 
 as in Micikevicius et al. 2018, "Mixed precision training": parameters, activations between the
-products and all gradients stay float32; only the inputs of each product are rounded. For c =
-float32 (or float64) the product is plain `jnp.einsum` and its gradient JAX's own.
+products and all gradients stay float32; only the inputs of each product are rounded.
 
-For c = bfloat16 the backward rule is written out (`jax.custom_vjp`), because JAX's own gradient of
-"cast to c, then multiply" multiplies the float32 dy by the other operand in c, a mixed product that
-XLA's CPU backend runs at float32 speed (half the bfloat16 rate where the CPU has AVX512-BF16 or
-AMX), and then rounds dx and dw to c on their way back through the casts.
+The backward rule is written out as these two products (`jax.custom_vjp`) for c = bfloat16 and
+float32:
+  * bfloat16: JAX's own gradient of "cast to c, then multiply" multiplies the float32 dy by the
+    other operand in c, a mixed product that XLA's CPU backend runs at float32 speed (half the
+    bfloat16 rate where the CPU has AVX512-BF16 or AMX), and then rounds dx and dw to c on their way
+    back through the casts;
+  * float32: the same numbers as JAX's own gradient (tests/core/test_precision.py), which computes
+    dw as (dyᵀ x)ᵀ; XLA's CPU backend runs that transposed product through copies of its operands,
+    and a float32 train step at the seed configuration about a tenth slower (bench/README.md).
+Forward-mode differentiation (`jax.jvp`) does not pass a `jax.custom_vjp`; reverse mode, and
+gradients of gradients, do. For c = float64 (gradient checks) the product is plain `jnp.einsum` and
+every derivative JAX's own.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ def matmul(spec: str, x: jax.Array, w: jax.Array, compute_dtype: Any) -> jax.Arr
     """`jnp.einsum(spec, x, w)` with both inputs in `compute_dtype` and a float32 (or wider) result;
     its gradient takes the same precision (module docstring)."""
     dtype = jnp.dtype(compute_dtype)
-    if dtype == accumulation_dtype(dtype) or not _transposable(spec):
+    if dtype == jnp.float64 or not _transposable(spec):
         return _product(spec, x, w, dtype)
     return _mixed(spec, dtype, x, w)
 
