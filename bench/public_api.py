@@ -1,6 +1,7 @@
 """Speed by default: the public API in fresh, plain processes, side by side with the peer.
 
-    uv run python bench/public_api.py               # ours (each figure in a fresh process), then the peer
+    uv run python bench/public_api.py      # 3 rounds: ours (a fresh process per figure), the peer
+    uv run python bench/public_api.py --rounds 1 --repeats 5
     uv run python bench/public_api.py --no-peer
 
 What a user who follows the README's "Reuse the core" section runs, in a Python process that sets
@@ -14,8 +15,10 @@ either), at the seed configuration (V 8192, D 256, L 4, H 4, T 256, dropout 0.1)
 
 Each figure comes from a process of its own (this script run again with `--one WHAT DTYPE`): the
 median of --repeats calls after two untimed ones. The peer (`bench/peer_hf.py`: Hugging Face GPT-2
-on PyTorch, float32 and bf16 autocast) runs after ours, in the same minutes. It prints one JSON line:
-our figures, the peer's, and the ratios, with the CPU named.
+on PyTorch, float32 and bf16 autocast) runs after ours, in the same minutes, and the two alternate
+for --rounds rounds: a shared VM's speed drifts from minute to minute, so each round gives its own
+ratios, and the figures are the medians over rounds. It prints one JSON line: our figures, the
+peer's, the ratios (median over rounds) and each round's, with the CPU named.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +73,13 @@ def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
     return rate(BATCH * T, times)
 
 
+def _fresh(what: str, dtype: str, repeats: int) -> float:
+    """The median tokens/s of one figure, measured by this script in a fresh process."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", what, dtype, "--repeats", str(repeats)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["median"]
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -84,41 +95,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=7, help="timed calls per figure; the median is reported"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of ours, then the peer (ratios: medians over rounds)"
+    )
     parser.add_argument("--no-peer", action="store_true", help="skip the Hugging Face / PyTorch peer")
     parser.add_argument("--one", nargs=2, metavar=("WHAT", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(*args.one, args.repeats)))
         return 0
-    ours = {}
-    for what, dtype in KINDS:
-        command = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--one",
-            what,
-            dtype,
-            "--repeats",
-            str(args.repeats),
-        ]
-        out = subprocess.run(command, capture_output=True, text=True, check=True)
-        figures = json.loads(out.stdout.strip().splitlines()[-1])
-        ours[f"{what}_{dtype}_tokens_per_s"] = round(figures["median"])
-    result: dict = {"bench": "public_api", "cpu": cpu_name(), "batch": BATCH, "ours": ours}
-    peer = (
-        None if args.no_peer else run_peer("--what", "eval,train", "--bf16", "--repeats", str(args.repeats))
-    )
-    if peer is not None:
-        short = {"float32": "f32", "bfloat16": "bf16"}
-        result["peer"] = {
-            k: round(v) for k, v in peer.items() if k.endswith("_tokens_per_s") and "best" not in k
-        }
-        result["ratio_vs_peer"] = {
-            f"{what}_{dtype}": round(
-                ours[f"{what}_{dtype}_tokens_per_s"] / peer[f"{what}_{short[dtype]}_tokens_per_s"], 2
-            )
-            for what, dtype in KINDS
-        }
+    short = {"float32": "f32", "bfloat16": "bf16"}
+    ours: dict[str, list[int]] = {f"{what}_{dtype}_tokens_per_s": [] for what, dtype in KINDS}
+    peers: dict[str, list[int]] = {}
+    ratios: dict[str, list[float]] = {f"{what}_{dtype}": [] for what, dtype in KINDS}
+    for _ in range(args.rounds):
+        mine = {f"{what}_{dtype}": _fresh(what, dtype, args.repeats) for what, dtype in KINDS}
+        for key, value in mine.items():
+            ours[f"{key}_tokens_per_s"].append(round(value))
+        peer_args = ("--what", "eval,train", "--bf16", "--repeats", str(args.repeats))
+        peer = None if args.no_peer else run_peer(*peer_args)
+        if peer is None:
+            continue
+        for key, value in peer.items():
+            if key.endswith("_tokens_per_s") and "best" not in key:
+                peers.setdefault(key, []).append(round(value))
+        for what, dtype in KINDS:
+            theirs = peer[f"{what}_{short[dtype]}_tokens_per_s"]
+            ratios[f"{what}_{dtype}"].append(round(mine[f"{what}_{dtype}"] / theirs, 2))
+    result: dict = {"bench": "public_api", "cpu": cpu_name(), "batch": BATCH, "rounds": args.rounds}
+    result["ours"] = {key: round(statistics.median(values)) for key, values in ours.items()}
+    if peers:
+        result["peer"] = {key: round(statistics.median(values)) for key, values in peers.items()}
+        result["ratio_vs_peer"] = {key: round(statistics.median(values), 2) for key, values in ratios.items()}
+        result["round_ratios"] = ratios
+        result["rounds_ours"], result["rounds_peer"] = ours, peers
     print(json.dumps(result))
     return 0
 
