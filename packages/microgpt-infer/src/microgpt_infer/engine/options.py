@@ -23,13 +23,21 @@ def compiler_options(config: GPTConfig) -> dict[str, Any]:
         XLA's own (bfloat16 needs them);
       * region-based copy insertion, without which XLA copies every layer's cache on every decode
         step instead of updating it in place;
+      * no tree reductions: XLA's CPU backend splits each long reduction (norm statistics, softmax
+        maxima and sums, the argmax over the vocabulary) into a windowed reduction and a short one,
+        which bounds the rounding of very long float sums. A decode step's reductions are short
+        (the model width, a window of the cache, one row of logits), and the split ones cost it
+        about 5% (78 reduce-windows in the seed model's loop);
       * on a CPU with AVX-512, 512-bit vectors in XLA's generated code (default 256).
 
     bench/README.md has the measurements behind each.
     """
     if jax.default_backend() != "cpu":
         return {}
-    options: dict[str, Any] = {"xla_cpu_copy_insertion_use_region_analysis": True}
+    options: dict[str, Any] = {
+        "xla_cpu_copy_insertion_use_region_analysis": True,
+        "xla_disable_hlo_passes": "tree_reduction_rewriter",
+    }
     if config.compute_dtype == "float32":
         options["xla_cpu_experimental_ynn_fusion_type"] = ""
     if _cpu_has_avx512():
