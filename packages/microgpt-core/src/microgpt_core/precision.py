@@ -14,8 +14,8 @@ float32:
     bfloat16 rate where the CPU has AVX512-BF16 or AMX), and then rounds dx and dw to c on their way
     back through the casts;
   * float32: the same numbers as JAX's own gradient (tests/core/test_precision.py), which computes
-    dw as (dyᵀ x)ᵀ; XLA's CPU backend runs that transposed product through copies of its operands,
-    and a float32 train step at the seed configuration about 8% slower (bench/README.md).
+    dw as (dyᵀ x)ᵀ; XLA's CPU backend runs that transposed product over copies of its operands,
+    which made a float32 train step at the seed configuration about 8% slower (bench/README.md).
 Forward-mode differentiation (`jax.jvp`) does not pass a `jax.custom_vjp`; reverse mode, and
 gradients of gradients, do. For c = float64 (gradient checks) the product is plain `jnp.einsum` and
 every derivative JAX's own.
