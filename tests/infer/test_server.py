@@ -198,6 +198,44 @@ def test_echo_with_logprobs_scores_the_prompt_as_the_model_does(served, model):
         )
 
 
+def test_echo_with_max_tokens_0_answers_the_prompt_alone_scored(served, model):
+    """OpenAI's legacy way to score a text (older lm-evaluation-harness, vLLM): echo, max_tokens 0."""
+    ids = [79, 110, 99, 101, 32, 117, 112, 111, 110]  # "Once upon", one byte a token
+    out = complete(served, prompt=ids, max_tokens=0, logprobs=2, echo=True)
+    choice, lp = out.choices[0], out.choices[0].logprobs
+    assert choice.text == "Once upon" and choice.finish_reason == "length"
+    assert out.usage.prompt_tokens == len(ids) and out.usage.completion_tokens == 0
+    assert "".join(lp.tokens) == "Once upon" and lp.text_offset == list(range(len(ids)))
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert lp.token_logprobs[1:] == pytest.approx(_reference_prompt_logprobs(model, ids), abs=1e-4)
+    generating = complete(served, prompt=ids, max_tokens=1, logprobs=2, echo=True).choices[0].logprobs
+    assert lp.token_logprobs[1:] == pytest.approx(generating.token_logprobs[1 : len(ids)], abs=1e-6)
+    plain = complete(served, prompt="Hi there", max_tokens=0, echo=True).choices[0]
+    assert plain.text == "Hi there" and plain.logprobs is None and plain.finish_reason == "length"
+
+    many = complete(served, prompt=["ab", "xyz"], n=2, max_tokens=0, logprobs=0, echo=True)
+    assert [(c.index, c.text) for c in many.choices] == [(0, "ab"), (1, "ab"), (2, "xyz"), (3, "xyz")]
+    assert many.usage.prompt_tokens == 5 and many.usage.completion_tokens == 0  # each prompt once
+    chunks = list(
+        complete(served, prompt=["ab", "xyz"], max_tokens=0, logprobs=1, echo=True, stream=True,
+                 stream_options={"include_usage": True})
+    )  # fmt: skip
+    assert [(c.choices[0].index, c.choices[0].text, c.choices[0].finish_reason) for c in chunks[:-1]] == [
+        (0, "ab", "length"), (1, "xyz", "length")
+    ]  # fmt: skip
+    assert chunks[1].choices[0].logprobs.token_logprobs[1:] == pytest.approx(
+        _reference_prompt_logprobs(model, list(b"xyz")), abs=1e-4
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 5
+    for body, message in [
+        ({"prompt": "a", "max_tokens": 0}, "max_tokens must be an integer >= 1, got 0"),
+        ({"prompt": "a", "max_tokens": -1, "echo": True}, "max_tokens must be an integer >= 0, got -1"),
+        ({"prompt": "a" * 100, "max_tokens": 0, "echo": True}, "the prompt has 100 tokens"),
+    ]:
+        status, _, text = http(served, "POST", "/v1/completions", body)
+        assert status == 400 and message in json.loads(text)["error"]["message"], (body, text)
+
+
 def test_penalties_through_extra_body(served):
     extra = {"top_k": 5, "min_p": 0.01, "repetition_penalty": 1.3}
     a = complete(served, max_tokens=10, seed=5, presence_penalty=1.0, frequency_penalty=0.5, extra_body=extra)

@@ -10,7 +10,8 @@
 The engine (`microgpt_infer.engine.Engine`) is made and warmed up by `create_app`, and stopped when
 the app's lifespan ends (`engine.stop(stop_timeout)`). Its thread does all the generating; the
 handlers only await each request's `Stream` (`async for`), so the event loop never blocks (an
-echoed prompt's log-probabilities, server/scoring.py, are computed in a worker thread). A
+echoed prompt's log-probabilities, server/scoring.py, are computed in a worker thread; with
+`max_tokens` 0 they are the whole answer, and nothing reaches the engine). A
 streaming client that disconnects cancels its engine streams, which frees their slots at the next
 step. Every bad request is a 4xx with OpenAI's error body naming the parameter (server/schema.py).
 """
@@ -88,11 +89,13 @@ class Server:
         job = read_completion(await _body(request), max_n=self.max_n)
         self._check_model(job)
         prompts = encode_prompts(self.tokenizer, job.prompts, allow_special=False)
+        texts = [self.tokenizer.decode(p) if isinstance(p, list) else p for p in job.prompts]
+        if job.max_tokens == 0:
+            return await self._echo_only(job, prompts, texts)
         choices = submit(
             self.engine, job, prompts, eot_id=self.eot_id, max_tokens_limit=self.max_tokens_limit, chat=False
         )
         id_ = shapes.new_id("cmpl")
-        texts = [self.tokenizer.decode(p) if isinstance(p, list) else p for p in job.prompts]
         echo = [texts[c.index // job.n] if job.echo else "" for c in choices]
         scored: list[list] = []  # with echo and logprobs, each prompt's own (scoring.py)
         if job.echo and job.logprobs is not None:
@@ -160,6 +163,38 @@ class Server:
         return JSONResponse(shapes.chat_completion(id_, self.name, out, _usage(choices, job.n)))
 
     # -- helpers --------------------------------------------------------------------------
+    async def _echo_only(self, job: Job, prompts: list[list[int]], texts: list[str]) -> Response:
+        """`max_tokens` 0 with `echo`: each prompt back with no new token (finish reason "length"),
+        its log-probabilities when `logprobs` is set; how OpenAI's legacy completions, vLLM and older
+        lm-evaluation-harness score a text. Nothing reaches the engine."""
+        for ids in prompts:
+            if len(ids) > self.engine.max_len:
+                raise RequestError(
+                    f"the prompt has {len(ids)} tokens; the model's context is {self.engine.max_len}",
+                    "prompt", code="context_length_exceeded",
+                )  # fmt: skip
+        scored = [] if job.logprobs is None else await asyncio.to_thread(self._score, prompts, job.logprobs)
+        out = []
+        for index in range(len(prompts) * job.n):
+            p = index // job.n
+            logprobs = shapes.completion_logprobs(self.tokenizer, scored[p], 0) if scored else None
+            out.append(shapes.completion_choice(index, texts[p], logprobs, "length"))
+        use = shapes.usage(sum(len(ids) for ids in prompts), 0)
+        id_, created = shapes.new_id("cmpl"), int(time.time())
+        if not job.stream:
+            return JSONResponse(shapes.completion(id_, self.name, out, use, created))
+
+        async def events() -> AsyncIterator[bytes]:
+            for choice in out:
+                yield shapes.sse(shapes.completion(id_, self.name, [choice], None, created))
+            if job.include_usage:
+                yield shapes.sse(shapes.completion(id_, self.name, [], use, created))
+            yield shapes.sse("[DONE]")
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
     def _score(self, prompts: list[list[int]], k: int) -> list[list]:
         """Each prompt's own log-probabilities (`scoring.prompt_logprobs`), in a worker thread."""
         return [prompt_logprobs(self.model.params, self.model.config, ids, k) for ids in prompts]

@@ -61,7 +61,8 @@ class Job:
         chat: empty (see `messages`).
       messages: chat: the conversation, each {"role", "content"}.
       n: choices per prompt.
-      max_tokens: None: the default (16 for completions, all the room left for chat).
+      max_tokens: None: the default (16 for completions, all the room left for chat); 0 only for
+        completions with echo: the prompt alone, scored when logprobs is set.
       sampling: `Request` keyword arguments (temperature, top_k, top_p, min_p and the penalties).
       seed: None: a random one; choice i draws with seed + i (mod 2**32).
       logprobs: None: off; else how many alternatives each token reports.
@@ -174,8 +175,9 @@ def _common(body: dict[str, Any], *, max_n: int, **fields: Any) -> Job:
     name = "max_completion_tokens"
     if max_tokens is None:
         max_tokens, name = _optional(body, "max_tokens", int), "max_tokens"
-    if max_tokens is not None and max_tokens < 1:
-        raise RequestError(f"{name} must be an integer >= 1, got {max_tokens}", name)
+    lowest = 0 if fields.get("echo") else 1  # echo with 0: the prompt alone, scored (legacy completions)
+    if max_tokens is not None and max_tokens < lowest:
+        raise RequestError(f"{name} must be an integer >= {lowest}, got {max_tokens}", name)
     sampling: dict[str, Any] = {}
     for key in (
         "temperature",
