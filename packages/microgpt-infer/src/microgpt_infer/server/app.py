@@ -35,8 +35,8 @@ from starlette.routing import Route
 from microgpt_infer.engine import Engine
 from microgpt_infer.folder import Model
 from microgpt_infer.server import responses as shapes
-from microgpt_infer.server.choices import Choice, Piece, cancel, encode_prompts, pieces, submit
-from microgpt_infer.server.metrics import Metrics
+from microgpt_infer.server.choices import Choice, Piece, cancel, encode_prompts, pieces, submit, too_long
+from microgpt_infer.server.metrics import CountRequests, Metrics
 from microgpt_infer.server.schema import Job, RequestError, parse_json, read_chat, read_completion
 from microgpt_infer.server.scoring import prompt_logprobs
 
@@ -169,10 +169,7 @@ class Server:
         lm-evaluation-harness score a text. Nothing reaches the engine."""
         for ids in prompts:
             if len(ids) > self.engine.max_len:
-                raise RequestError(
-                    f"the prompt has {len(ids)} tokens; the model's context is {self.engine.max_len}",
-                    "prompt", code="context_length_exceeded",
-                )  # fmt: skip
+                raise too_long("prompt", len(ids), self.engine.max_len)
         scored = [] if job.logprobs is None else await asyncio.to_thread(self._score, prompts, job.logprobs)
         out = []
         for index in range(len(prompts) * job.n):
@@ -191,9 +188,7 @@ class Server:
                 yield shapes.sse(shapes.completion(id_, self.name, [], use, created))
             yield shapes.sse("[DONE]")
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        return _event_stream(events())
 
     def _score(self, prompts: list[list[int]], k: int) -> list[list]:
         """Each prompt's own log-probabilities (`scoring.prompt_logprobs`), in a worker thread."""
@@ -256,9 +251,12 @@ class Server:
                 for task in tasks:
                     task.cancel()
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-        )
+        return _event_stream(events())
+
+
+def _event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """Server-sent events, not to be cached."""
+    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _usage(choices: list[Choice], n: int) -> dict[str, int]:
@@ -320,7 +318,7 @@ def create_app(
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
     ]
     handlers = {RequestError: _request_error, HTTPException: _http_error}
-    counted = [Middleware(_Counted, metrics=server.metrics)]
+    counted = [Middleware(CountRequests, metrics=server.metrics, endpoints=ENDPOINTS)]
     app = Starlette(routes=routes, middleware=counted, lifespan=lifespan, exception_handlers=handlers)
     app.state.server, app.state.engine = server, engine
     return app
@@ -342,22 +340,3 @@ async def _http_error(request: Request, error: Exception) -> Response:
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code)
     body = RequestError(message, None, status=error.status_code, code=code).body()
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
-
-
-class _Counted:
-    """ASGI middleware: counts every HTTP answer by endpoint and status (metrics.requests)."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
-
-        async def counted(message) -> None:
-            if message["type"] == "http.response.start":
-                self.metrics.request(endpoint, message["status"])
-            await send(message)
-
-        await self.app(scope, receive, counted)

@@ -24,7 +24,7 @@ from microgpt_infer.row_text import RowText
 from microgpt_infer.server.metrics import Metrics
 from microgpt_infer.server.schema import Job, RequestError, param_of
 
-__all__ = ["Choice", "Piece", "encode_prompts", "pieces", "submit"]
+__all__ = ["Choice", "Piece", "encode_prompts", "pieces", "submit", "too_long"]
 
 DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 RETRY_AFTER_S = "1"
@@ -97,10 +97,7 @@ def submit(
         room = engine.max_len - len(ids)
         wanted = job.max_tokens or (min(limit, room) if chat else min(limit, DEFAULT_COMPLETION_TOKENS))
         if room < 1 or len(ids) > engine.prompt_buckets[-1]:
-            raise RequestError(
-                f"the {prompt_param} has {len(ids)} tokens; the model's context is {engine.max_len}",
-                prompt_param, code="context_length_exceeded",
-            )  # fmt: skip
+            raise too_long(prompt_param, len(ids), engine.max_len)
         if wanted > room:
             raise RequestError(
                 f"the {prompt_param} ({len(ids)} tokens) plus max_tokens ({wanted}) exceeds the model's "
@@ -135,6 +132,14 @@ def submit(
         cancel(choices)
         raise RequestError(f"the server is stopping: {e}", None, status=503, type="server_error") from None
     return choices
+
+
+def too_long(prompt_param: str, tokens: int, context: int) -> RequestError:
+    """The 400 for a prompt of `tokens` tokens that the model's `context` cannot take."""
+    return RequestError(
+        f"the {prompt_param} has {tokens} tokens; the model's context is {context}", prompt_param,
+        code="context_length_exceeded",
+    )  # fmt: skip
 
 
 def cancel(choices: list[Choice]) -> None:

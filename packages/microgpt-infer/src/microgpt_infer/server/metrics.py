@@ -7,7 +7,8 @@
     microgpt_time_to_first_token_seconds            histogram from submission to the first token
     microgpt_inter_token_latency_seconds            histogram between consecutive tokens
 
-The timings are the engine's (`Finished.time_to_first_token`, `Finished.token_gaps`).
+The timings are the engine's (`Finished.time_to_first_token`, `Finished.token_gaps`); the requests are
+counted by `CountRequests`, the app's ASGI middleware.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 import bisect
 import collections
 import threading
+from typing import Any
 
 from microgpt_infer.engine.batching import EngineMetrics
 from microgpt_infer.engine.requests import Finished
 
-__all__ = ["Histogram", "Metrics"]
+__all__ = ["CountRequests", "Histogram", "Metrics"]
 
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -109,3 +111,23 @@ class Metrics:
                     *histogram.lines(m + name),
                 ]
         return "\n".join(lines) + "\n"
+
+
+class CountRequests:
+    """ASGI middleware: counts every HTTP answer in `metrics.requests`, by endpoint (one of
+    `endpoints`, else "other") and status."""
+
+    def __init__(self, app: Any, metrics: Metrics, endpoints: tuple[str, ...]) -> None:
+        self.app, self.metrics, self.endpoints = app, metrics, endpoints
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+
+        async def counted(message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.request(endpoint, message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counted)
