@@ -14,11 +14,13 @@ either), at the seed configuration (V 8192, D 256, L 4, H 4, T 256, dropout 0.1)
           float32 and bfloat16.
 
 Each figure comes from a process of its own (this script run again with `--one WHAT DTYPE`): the
-median of --repeats calls after two untimed ones. The peer (`bench/peer_hf.py`: Hugging Face GPT-2
-on PyTorch, float32 and bf16 autocast) runs after ours, in the same minutes, and the two alternate
-for --rounds rounds: a shared VM's speed drifts from minute to minute, so each round gives its own
-ratios, and the figures are the medians over rounds. It prints one JSON line: our figures, the
-peer's, the ratios (median over rounds) and each round's, with the CPU named.
+median of --repeats calls after two untimed ones, with the minor page faults and system seconds per
+call (`getrusage`: the fresh pages XLA's buffers cost; `faults` in the JSON). The peer
+(`bench/peer_hf.py`: Hugging Face GPT-2 on PyTorch, float32 and bf16 autocast) runs after ours, in
+the same minutes, and the two alternate for --rounds rounds: a shared VM's speed drifts from minute
+to minute, so each round gives its own ratios, and the figures are the medians over rounds. It
+prints one JSON line: our figures, the peer's, the ratios (median over rounds) and each round's,
+with the CPU named.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ KINDS = (("train", "float32"), ("train", "bfloat16"), ("eval", "float32"), ("eva
 
 def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
     """One figure, in this process: the public API only."""
+    import resource
+
     import jax
     import numpy as np
     from _timing import rate, timed
@@ -69,15 +73,23 @@ def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
         tokens = [rng.integers(0, config.vocab_size, (BATCH, T), np.int32) for _ in range(repeats + 2)]
         batches = iter(tokens)
         call = lambda: evaluate(params, next(batches))  # noqa: E731
-    times = timed(call, repeats, warmup=2, sync=jax.block_until_ready)
-    return rate(BATCH * T, times)
+    for _ in range(2):
+        jax.block_until_ready(call())
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = timed(call, repeats, sync=jax.block_until_ready)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        **rate(BATCH * T, times),
+        "faults_per_call": (after.ru_minflt - before.ru_minflt) // repeats,
+        "sys_s_per_call": round((after.ru_stime - before.ru_stime) / repeats, 3),
+    }
 
 
-def _fresh(what: str, dtype: str, repeats: int) -> float:
-    """The median tokens/s of one figure, measured by this script in a fresh process."""
+def _fresh(what: str, dtype: str, repeats: int) -> dict[str, float]:
+    """One figure (`measure`'s dict), measured by this script in a fresh process."""
     command = [sys.executable, str(Path(__file__).resolve()), "--one", what, dtype, "--repeats", str(repeats)]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["median"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cpu_name() -> str:
@@ -108,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     ours: dict[str, list[int]] = {f"{what}_{dtype}_tokens_per_s": [] for what, dtype in KINDS}
     peers: dict[str, list[int]] = {}
     ratios: dict[str, list[float]] = {f"{what}_{dtype}": [] for what, dtype in KINDS}
+    faults: dict[str, list[list[float]]] = {f"{what}_{dtype}": [] for what, dtype in KINDS}
     for _ in range(args.rounds):
-        mine = {f"{what}_{dtype}": _fresh(what, dtype, args.repeats) for what, dtype in KINDS}
-        for key, value in mine.items():
-            ours[f"{key}_tokens_per_s"].append(round(value))
+        figures = {f"{what}_{dtype}": _fresh(what, dtype, args.repeats) for what, dtype in KINDS}
+        mine = {key: figure["median"] for key, figure in figures.items()}
+        for key, figure in figures.items():
+            ours[f"{key}_tokens_per_s"].append(round(figure["median"]))
+            faults[key].append([figure["faults_per_call"], figure["sys_s_per_call"]])
         peer_args = ("--what", "eval,train", "--bf16", "--repeats", str(args.repeats))
         peer = None if args.no_peer else run_peer(*peer_args)
         if peer is None:
@@ -124,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"{what}_{dtype}"].append(round(mine[f"{what}_{dtype}"] / theirs, 2))
     result: dict = {"bench": "public_api", "cpu": cpu_name(), "batch": BATCH, "rounds": args.rounds}
     result["ours"] = {key: round(statistics.median(values)) for key, values in ours.items()}
+    result["faults"] = faults  # per figure, per round: [minor page faults, system seconds] per call
     if peers:
         result["peer"] = {key: round(statistics.median(values)) for key, values in peers.items()}
         result["ratio_vs_peer"] = {key: round(statistics.median(values), 2) for key, values in ratios.items()}
