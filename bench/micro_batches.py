@@ -30,7 +30,7 @@ def measure(budget: int, dtype: str, repeats: int) -> dict[str, float]:
     from microgpt_core import SEED_CONFIG
     from microgpt_train import RunConfig, init_state, make_optimizer, make_train_step
 
-    step_module.CPU_MICRO_TOKENS = {dtype: budget}
+    step_module.CPU_MICRO_TOKENS = {**step_module.CPU_MICRO_TOKENS, dtype: budget}
     config = SEED_CONFIG.replace(dropout=0.1, compute_dtype=dtype)
     B, T = 16, config.context_length
     run = RunConfig(model=config, batch_size=B, max_steps=1000, warmup_steps=10)
