@@ -58,7 +58,7 @@ def test_chunked_prefill_equals_the_full_forward(jit_forward, jit_forward_cached
 def test_cache_holds_the_keys_written_and_nothing_else(jit_forward_cached, tiny_config, tiny_params):
     cache = init_cache(tiny_config, 2, 10)
     assert isinstance(cache, KVCache)
-    assert cache.k.shape == (2, 2, 4, 10, 8)  # (L, B, H, S, Dh)
+    assert cache.k.shape == (2, 2, 4, 10, 8)  # (L, B, Hkv, S, Dh)
     tokens = jnp.ones((2, 1), jnp.int32)
     _, cache = jit_forward_cached(tiny_params, cache, tokens, jnp.array([3, 7], jnp.int32), tiny_config)
     written = np.abs(np.asarray(cache.k)).sum(axis=(0, 2, 4))  # (B, S)
