@@ -45,8 +45,8 @@ def cache_copies(params, config, batch: int, options: dict) -> dict[str, int]:
         temperature=0.0, top_k=None, top_p=None, min_p=None, presence_penalty=0.0,
         frequency_penalty=0.0, repetition_penalty=1.0, eot_id=None, windows=windows,
     ).compile().as_text()  # fmt: skip
-    # The loop carries each layer's cache as `decode.stored` keeps it: float32, or bfloat16 as bits.
-    dtype = {"float32": "f32", "bfloat16": "u16"}[config.compute_dtype]
+    # The loop carries each layer's cache as the bit patterns of its numbers (`decode.bits`).
+    dtype = {"float32": "u32", "bfloat16": "u16"}[config.compute_dtype]
     shape = f"{dtype}[{batch},{config.n_kv_heads},{PROMPT + NEW - 1},{config.head_dim}]"
     loops = {}
     for line in hlo.splitlines():

@@ -13,7 +13,7 @@ from microgpt_core import forward, init_cache, init_params
 from microgpt_core.sampling import generate_tokens as reference_generate
 from microgpt_infer.engine import decode
 from microgpt_infer.engine import generate_tokens as engine_generate
-from microgpt_infer.engine.decode import decode_step, decode_weights, join_cache, split_cache, stored
+from microgpt_infer.engine.decode import bits, decode_step, decode_weights, join_cache, split_cache
 from microgpt_infer.engine.options import compiler_options
 from tests.conftest import config_strategy
 
@@ -96,8 +96,8 @@ def test_the_split_cache_is_the_same_numbers(tiny_config, dtype):
     cache = cache._replace(k=noise(1), v=noise(2))
     layers = split_cache(cache)
     assert len(layers.k) == tiny_config.n_layers and layers.k[0].shape == (2, 4, 10, 8)  # (B, H, S, Dh)
-    assert layers.k[0].dtype == {"float32": np.float32, "bfloat16": np.uint16}[dtype]  # 16 bits as bits
-    np.testing.assert_array_equal(np.stack(layers.k), stored(cache.k))
+    assert layers.k[0].dtype == {"float32": np.uint32, "bfloat16": np.uint16}[dtype]  # the bits
+    np.testing.assert_array_equal(np.stack(layers.k), bits(cache.k))
     back = join_cache(layers, dtype)
     assert back.k.dtype == dtype
     np.testing.assert_array_equal(back.k, cache.k)

@@ -15,11 +15,10 @@ only arranges the work so that XLA's CPU backend runs it faster:
   * blockwise attention (`attend_cache_and_chunk`): the softmax over the cached slots and over the
     chunk is computed in two blocks joined by their running maximum (as in FlashAttention), which
     is what lets the chunk's keys be attended before they are written;
-  * a 16-bit cache as bits (`stored`: `LayerCaches` holds bfloat16 numbers as their uint16 bit
-    patterns): XLA's CPU backend scatters into a bfloat16 array by converting the whole array to
-    float32 and back, on every layer of every step; an integer scatter writes only the chunk, and
-    the step reads its keys and values back as numbers (`numbers`) where it attends. A float32
-    cache stays numbers: reading bits back as float32 copied every window it attended over;
+  * the cache as bits (`LayerCaches` holds the numbers' bit patterns, uint16 for bfloat16): XLA's
+    CPU backend scatters into a bfloat16 array by converting the whole array to float32 and back,
+    on every layer of every step; an integer scatter writes only the chunk, and the step reads its
+    keys and values back as numbers (`numbers`) where it attends;
   * a window and a width (`decode_step(..., window=W)` with fewer token rows than cache rows): the
     slot engine steps the first rows of its caches over their first W positions, as many as its
     busy requests need (slots.py);
@@ -53,39 +52,36 @@ __all__ = [
     "attend_cache_and_chunk",
     "decode_step",
     "decode_weights",
+    "bits",
     "cast_matrices",
     "join_cache",
     "numbers",
     "split_cache",
     "step_windows",
-    "stored",
 ]
 
 
 class LayerCaches(NamedTuple):
-    """A `KVCache` as one array per layer, as stored: k and v are tuples of L arrays (B, Hkv, S, Dh)
-    (`stored`: float32 numbers, or the bit patterns of 16-bit ones; `numbers` reads them back)."""
+    """A `KVCache` as one array per layer, in bits: k and v are tuples of L arrays (B, Hkv, S, Dh)
+    holding the bit patterns of the numbers (`bits`; `numbers` reads them back)."""
 
     k: tuple[jax.Array, ...]
     v: tuple[jax.Array, ...]
 
 
-def stored(a: jax.Array) -> jax.Array:
-    """A float array as the decode cache stores it: 16-bit numbers as their bit patterns (a uint16
-    array of the same shape), wider ones as they are (module docstring)."""
-    if a.dtype.itemsize == 2:
-        return jax.lax.bitcast_convert_type(a, jnp.uint16)
-    return a
+def bits(a: jax.Array) -> jax.Array:
+    """The bit patterns of a float array: an unsigned integer array of the same width and shape."""
+    return jax.lax.bitcast_convert_type(a, jnp.dtype(f"uint{8 * a.dtype.itemsize}"))
 
 
 def numbers(a: jax.Array, dtype) -> jax.Array:
-    """The `dtype` numbers that the stored array `a` holds (the inverse of `stored`)."""
-    return a if a.dtype == jnp.dtype(dtype) else jax.lax.bitcast_convert_type(a, dtype)
+    """The `dtype` numbers whose bit patterns `a` holds (the inverse of `bits`)."""
+    return jax.lax.bitcast_convert_type(a, dtype)
 
 
 def split_cache(cache: KVCache) -> LayerCaches:
-    """The per-layer view of a cache, as stored (`join_cache` gives the cache back)."""
-    return LayerCaches(k=tuple(stored(a) for a in cache.k), v=tuple(stored(a) for a in cache.v))
+    """The per-layer view of a cache, in bits (`join_cache` gives the cache back)."""
+    return LayerCaches(k=tuple(bits(a) for a in cache.k), v=tuple(bits(a) for a in cache.v))
 
 
 def join_cache(caches: LayerCaches, dtype) -> KVCache:
@@ -236,7 +232,7 @@ def decode_step(
         h = norm(layer["ln1"], x, config=config)  # (B, T, D)
         q, k, v = qkv_heads(layer["attn"], h, token_positions, config=config)  # (B, H|Hkv, T, Dh)
         out = attend(ks[i], vs[i], q, k, v)  # (B, H, T, Dh)
-        k, v = stored(k.astype(cd)), stored(v.astype(cd))  # (B, Hkv, T, Dh) as the cache stores them
+        k, v = bits(k.astype(cd)), bits(v.astype(cd))  # (B, Hkv, T, Dh) as the cache stores them
         ks[i], vs[i] = write_chunk(ks[i], k, positions), write_chunk(vs[i], v, positions)
         x = x + merge_heads(layer["attn"], out, config=config)  # (B, T, D)
         h = norm(layer["ln2"], x, config=config)  # (B, T, D)

@@ -48,7 +48,7 @@ def random_slots(
     N, V = slots, config.vocab_size
     empty = init_slots(config, N, max_len)
     dtype = jnp.dtype(config.compute_dtype)  # a NumPy dtype (bfloat16 from ml_dtypes)
-    noise = lambda a: rng.standard_normal(a.shape).astype(dtype).view(a.dtype)  # noqa: E731 - as stored
+    noise = lambda a: rng.standard_normal(a.shape).astype(dtype).view(a.dtype)  # noqa: E731 - as bits
     state = Slots(
         caches=decode.LayerCaches(k=tuple(map(noise, empty.caches.k)), v=tuple(map(noise, empty.caches.v))),
         tokens=rng.integers(0, V, N, np.int32),

@@ -81,7 +81,7 @@ class Slots(NamedTuple):
     """The engine's device state: N slots of up to S = max_len positions.
 
     Attributes:
-      caches: per-layer keys and values (`decode.LayerCaches`, as stored), L arrays (N, Hkv, S, Dh).
+      caches: per-layer keys and values (`decode.LayerCaches`, in bits), L arrays (N, Hkv, S, Dh).
       tokens: (N,) int32 each slot's last token, fed at the next step.
       positions: (N,) int32 the position of `tokens`.
       steps: (N,) int32 the index i of the next token to sample (its key is fold_in(key, i)).
@@ -186,10 +186,10 @@ def admit(params: Params, slots: Slots, rows, prompts, lengths, seeds, settings:
     """
     (k, P), V = prompts.shape, config.vocab_size
     logits, cache = sampling.prefill(params, config, prompts, lengths, 1)  # (k, V); cache P long
-    insert = lambda c, new: c.at[rows, :, :P].set(decode.stored(new), mode="drop")  # noqa: E731
+    insert = lambda c, new: c.at[rows, :, :P].set(decode.bits(new), mode="drop")  # noqa: E731
     caches = decode.LayerCaches(
         k=tuple(map(insert, slots.caches.k, cache.k)), v=tuple(map(insert, slots.caches.v, cache.v))
-    )  # L x (N, Hkv, S, Dh) as stored: positions 0..P-1 of each admitted slot replaced
+    )  # L x (N, Hkv, S, Dh) bits: positions 0..P-1 of each admitted slot replaced
     ids = jnp.where(jnp.arange(P) < lengths[:, None], prompts, V)  # (k, P) padding -> V, dropped below
     in_prompt = jnp.zeros((k, V), bool).at[jnp.arange(k)[:, None], ids].set(True, mode="drop")  # (k, V)
     keys = jax.vmap(jax.random.key)(seeds)  # (k,)
