@@ -5,6 +5,7 @@ on `sys.path`); so does `peer_hf.py` under the peer's own interpreter, which has
 JAX: asynchronous work is waited for by the `sync` the caller passes (`jax.block_until_ready`).
 
     times = timed(fn, repeats=5, warmup=1, sync=jax.block_until_ready)   # seconds of each timed call
+    times.faults_per_call, times.sys_s_per_call   # minor page faults, system seconds (getrusage)
     rate(batch * 256, times)          # {"median": tokens/s at the median call, "best": at the fastest}
     with stopwatch() as watch:        # one-shot: a compile, a cold process
         ...
@@ -13,6 +14,7 @@ JAX: asynchronous work is waited for by the `sync` the caller passes (`jax.block
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -23,10 +25,13 @@ __all__ = ["Stopwatch", "Times", "rate", "stopwatch", "summary", "timed"]
 
 
 class Times(list):
-    """Seconds of each timed call, in order (a plain list to `statistics` and `json`), and `result`:
-    what the last call returned."""
+    """Seconds of each timed call, in order (a plain list to `statistics` and `json`); `result`: what
+    the last call returned; `faults_per_call` and `sys_s_per_call`: the process's minor page faults
+    and system seconds over the timed calls (`getrusage`), per call."""
 
     result: Any = None
+    faults_per_call: int = 0
+    sys_s_per_call: float = 0.0
 
 
 def timed(
@@ -41,11 +46,15 @@ def timed(
     for _ in range(warmup):
         wait(fn())
     times = Times()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(repeats):
         start = time.perf_counter()
         result = wait(fn())
         times.append(time.perf_counter() - start)
         times.result = result
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    times.faults_per_call = (after.ru_minflt - before.ru_minflt) // repeats
+    times.sys_s_per_call = round((after.ru_stime - before.ru_stime) / repeats, 3)
     return times
 
 

@@ -45,16 +45,12 @@ def measure(budget: int, dtype: str, repeats: int) -> dict[str, float]:
         state, metrics = step(state, next(batches))
         return metrics
 
-    for _ in range(2):
-        jax.block_until_ready(call())
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    times = timed(call, repeats, sync=jax.block_until_ready)
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    times = timed(call, repeats, warmup=2, sync=jax.block_until_ready)
     return {
         "tokens_per_s": round(rate(B * T, times)["median"]),
-        "faults_per_step": (after.ru_minflt - before.ru_minflt) // repeats,
-        "sys_s_per_step": round((after.ru_stime - before.ru_stime) / repeats, 3),
-        "peak_rss_mb": after.ru_maxrss // 1024,
+        "faults_per_step": times.faults_per_call,
+        "sys_s_per_step": times.sys_s_per_call,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     }
 
 

@@ -41,8 +41,6 @@ KINDS = (("train", "float32"), ("train", "bfloat16"), ("eval", "float32"), ("eva
 
 def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
     """One figure, in this process: the public API only."""
-    import resource
-
     import jax
     import numpy as np
     from _timing import rate, timed
@@ -73,15 +71,11 @@ def measure(what: str, dtype: str, repeats: int) -> dict[str, float]:
         tokens = [rng.integers(0, config.vocab_size, (BATCH, T), np.int32) for _ in range(repeats + 2)]
         batches = iter(tokens)
         call = lambda: evaluate(params, next(batches))  # noqa: E731
-    for _ in range(2):
-        jax.block_until_ready(call())
-    before = resource.getrusage(resource.RUSAGE_SELF)
-    times = timed(call, repeats, sync=jax.block_until_ready)
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    times = timed(call, repeats, warmup=2, sync=jax.block_until_ready)
     return {
         **rate(BATCH * T, times),
-        "faults_per_call": (after.ru_minflt - before.ru_minflt) // repeats,
-        "sys_s_per_call": round((after.ru_stime - before.ru_stime) / repeats, 3),
+        "faults_per_call": times.faults_per_call,
+        "sys_s_per_call": times.sys_s_per_call,
     }
 
 
