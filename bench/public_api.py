@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     faults: dict[str, list[list[float]]] = {f"{what}_{dtype}": [] for what, dtype in KINDS}
     for _ in range(args.rounds):
         figures = {f"{what}_{dtype}": _fresh(what, dtype, args.repeats) for what, dtype in KINDS}
-        mine = {key: figure["median"] for key, figure in figures.items()}
         for key, figure in figures.items():
             ours[f"{key}_tokens_per_s"].append(round(figure["median"]))
             faults[key].append([figure["faults_per_call"], figure["sys_s_per_call"]])
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 peers.setdefault(key, []).append(round(value))
         for what, dtype in KINDS:
             theirs = peer[f"{what}_{short[dtype]}_tokens_per_s"]
-            ratios[f"{what}_{dtype}"].append(round(mine[f"{what}_{dtype}"] / theirs, 2))
+            ratios[f"{what}_{dtype}"].append(round(figures[f"{what}_{dtype}"]["median"] / theirs, 2))
     result: dict = {"bench": "public_api", "cpu": cpu_name(), "batch": BATCH, "rounds": args.rounds}
     result["ours"] = {key: round(statistics.median(values)) for key, values in ours.items()}
     result["faults"] = faults  # per figure, per round: [minor page faults, system seconds] per call
